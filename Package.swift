@@ -1,0 +1,19 @@
+// swift-tools-version: 6.2
+// The data plane: ProxyCore (event loop, HTTP/1.1 codec, proxy engine) and the thin executables on it.
+// No package dependencies by design; the only native code is our own C shim (CLinuxShims).
+import PackageDescription
+
+let package = Package(
+    name: "knative-dataplane",
+    products: [
+        .executable(name: "queue-proxy", targets: ["QueueProxy"]),
+        .executable(name: "helloworld", targets: ["HelloWorld"]),
+    ],
+    targets: [
+        .target(name: "CLinuxShims", cSettings: [.define("_GNU_SOURCE")]),
+        .target(name: "ProxyCore", dependencies: ["CLinuxShims"]),
+        .executableTarget(name: "QueueProxy", dependencies: ["ProxyCore"]),
+        .executableTarget(name: "HelloWorld", dependencies: ["ProxyCore"]),
+        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore"]),
+    ]
+)

@@ -1,0 +1,206 @@
+// One thread's event loop: epoll → dispatch → timers → inbox. Everything reachable from a loop is confined to
+// its thread and deliberately not Sendable; the only door in from other threads is `LoopInbox`.
+import CLinuxShims
+import Glibc
+import Synchronization
+
+/// A descriptor registered with a loop. Subclasses (listeners, connections) override the event hooks.
+///
+/// Registration is once per descriptor, edge-triggered, for `IN | OUT | RDHUP` (nginx's habit): readiness
+/// changes never cost an `epoll_ctl`. Subclasses keep their own "can still read/write" flags.
+public class Channel: TimerEntry {
+    public internal(set) var fd: Int32 = -1
+    /// The loop this channel lives on (set by `register`).
+    public internal(set) unowned(unsafe) var loop: EventLoop!
+    var slot = -1
+
+    public var isOpen: Bool { fd >= 0 }
+
+    /// Readiness from epoll. Called only for live registrations (stale events are filtered by the loop).
+    func handleEvent(_ events: UInt32) {}
+
+    /// The loop is draining: finish what is in flight, close when idle. Default: close at once.
+    func beginDrain() { close() }
+
+    /// Closes the descriptor and leaves the loop. Idempotent.
+    public func close() {
+        guard fd >= 0 else { return }
+        loop.unregister(self)
+        closeDescriptor(fd)  // close also removes it from the epoll set (we never dup descriptors)
+        fd = -1
+        didClose()
+    }
+
+    /// Hook after the descriptor is gone: give buffers back, tell partners.
+    func didClose() {}
+}
+
+/// A thread-safe queue of jobs into one loop, with an eventfd to wake it.
+public final class LoopInbox: Sendable {
+    private let jobs = Mutex<[@Sendable (EventLoop) -> Void]>([])
+    let wakeFD: Int32
+
+    init() throws(SysError) {
+        wakeFD = try sys("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
+    }
+
+    /// Queues `job` to run on the loop's thread. Wakes the loop only when the queue was empty (NIO's habit).
+    public func post(_ job: @escaping @Sendable (EventLoop) -> Void) {
+        let wasEmpty = jobs.withLock { queue in
+            queue.append(job)
+            return queue.count == 1
+        }
+        if wasEmpty { _ = eventfd_write(wakeFD, 1) }
+    }
+
+    func takeAll() -> [@Sendable (EventLoop) -> Void] {
+        var value: eventfd_t = 0
+        _ = eventfd_read(wakeFD, &value)
+        return jobs.withLock { queue in
+            let taken = queue
+            queue.removeAll(keepingCapacity: true)
+            return taken
+        }
+    }
+}
+
+/// The loop. Create it on the thread that runs it (`LoopGroup` does), then call `run()`.
+public final class EventLoop {
+    public let index: Int
+    public let inbox: LoopInbox
+    public let buffers = BufferPool()
+    /// The time of this loop pass (read once per `epoll_wait`, never per request).
+    public private(set) var nowMs: Int64
+    /// Storage any subsystem can hang per-loop state on (pools, stats), keyed by a small integer.
+    public var locals: [ObjectIdentifier: AnyObject] = [:]
+
+    private let epollFD: Int32
+    private let wheel: TimerWheel
+    private var channels: [Channel?] = []
+    private var generations: [UInt32] = []
+    private var freeSlots: [Int] = []
+    private var liveCount = 0
+    private var isDraining = false
+    private var isStopped = false
+    private var drainHooks: [() -> Void] = []
+    private static let inboxToken = UInt64.max
+
+    public init(index: Int = 0) throws(SysError) {
+        self.index = index
+        epollFD = try sys("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        inbox = try LoopInbox()
+        nowMs = monotonicMs()
+        wheel = TimerWheel(nowMs: nowMs)
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue
+        event.data.u64 = EventLoop.inboxToken
+        _ = try sys("epoll_ctl") { epoll_ctl(epollFD, EPOLL_CTL_ADD, inbox.wakeFD, &event) }
+    }
+
+    deinit {
+        closeDescriptor(epollFD)
+        closeDescriptor(inbox.wakeFD)
+    }
+
+    /// Number of registered channels (listeners and connections).
+    public var channelCount: Int { liveCount }
+
+    // MARK: - Registration
+
+    /// Registers `channel` with descriptor `fd`, edge-triggered for reads, writes and peer half-close.
+    /// On failure the descriptor is closed.
+    func register(_ channel: Channel, fd: Int32, edgeTriggered: Bool = true) throws(SysError) {
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+        } else {
+            slot = channels.count
+            channels.append(nil)
+            generations.append(0)
+        }
+        channels[slot] = channel
+        channel.slot = slot
+        channel.fd = fd
+        channel.loop = self
+        liveCount += 1
+        var event = epoll_event()
+        let base = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+        event.events = edgeTriggered ? base | EPOLLOUT.rawValue | EPOLLET.rawValue : base
+        // Token = generation << 32 | slot: an event queued for a slot's previous owner is recognised as stale.
+        event.data.u64 = UInt64(generations[slot]) << 32 | UInt64(slot)
+        do {
+            _ = try sys("epoll_ctl") { epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) }
+        } catch {
+            channel.close()
+            throw error
+        }
+    }
+
+    func unregister(_ channel: Channel) {
+        let slot = channel.slot
+        guard slot >= 0 else { return }
+        channels[slot] = nil
+        generations[slot] &+= 1  // events still in this batch for the old owner become stale
+        freeSlots.append(slot)
+        channel.slot = -1
+        liveCount -= 1
+        wheel.cancel(channel)
+    }
+
+    // MARK: - Timers
+
+    /// Arms (or lazily re-arms) `entry` to fire at `deadlineMs`.
+    public func schedule(_ entry: TimerEntry, at deadlineMs: Int64) { wheel.schedule(entry, deadlineMs: deadlineMs) }
+
+    public func cancel(_ entry: TimerEntry) { wheel.cancel(entry) }
+
+    // MARK: - Running
+
+    /// Runs until `stop()` or until a drain has closed every channel.
+    public func run() {
+        let capacity = 256
+        withUnsafeTemporaryAllocation(of: epoll_event.self, capacity: capacity) { events in
+            while !isStopped {
+                let timeout = wheel.pollTimeoutMs(nowMs: nowMs)
+                let n = epoll_wait(epollFD, events.baseAddress, Int32(capacity), timeout)
+                nowMs = monotonicMs()
+                if n < 0 {
+                    precondition(errno == EINTR, "epoll_wait failed: \(errno)")
+                    continue
+                }
+                for i in 0..<Int(n) {
+                    let token = events[i].data.u64
+                    if token == EventLoop.inboxToken {
+                        for job in inbox.takeAll() { job(self) }
+                        continue
+                    }
+                    let slot = Int(token & 0xFFFF_FFFF)
+                    guard slot < channels.count, generations[slot] == UInt32(token >> 32),
+                        let channel = channels[slot]
+                    else { continue }  // stale: the slot's owner closed earlier in this batch
+                    channel.handleEvent(events[i].events)
+                }
+                wheel.advance(nowMs: nowMs)
+                if isDraining && liveCount == 0 { isStopped = true }
+            }
+        }
+        for channel in channels { channel?.close() }
+    }
+
+    /// Stops the loop after the current pass, closing whatever is still open.
+    public func stop() { isStopped = true }
+
+    /// Registers a hook that runs when a drain starts (servers close listeners, pools close idle connections).
+    public func onDrain(_ hook: @escaping () -> Void) { drainHooks.append(hook) }
+
+    /// Starts a graceful drain: hooks run, every channel is told, and the loop ends once all have closed.
+    public func beginDrain() {
+        guard !isDraining else { return }
+        isDraining = true
+        for hook in drainHooks { hook() }
+        for channel in channels { channel?.beginDrain() }
+        if liveCount == 0 { isStopped = true }
+    }
+
+    public var draining: Bool { isDraining }
+}

@@ -1,0 +1,331 @@
+// The server side: a listener per loop and the HTTP/1 downstream connection. The connection parses heads and
+// asks its responder what to do; it answers locally or hands the request to a `ProxyExchange`.
+import Glibc
+
+/// Server settings (immutable, shared by every loop).
+public struct ServerConfig: Sendable {
+    /// Longest request head (start line + fields) before 431.
+    public var maxHeadLength = 64 * 1024
+    /// Time allowed for a request head to arrive, and for a keep-alive connection to sit idle (Go's
+    /// ReadHeaderTimeout 60 s, which Go also uses as the idle timeout when none is set).
+    public var headerTimeoutMs: Int64 = 60_000
+    /// After a response that closes the connection, how long we keep reading (and discarding) before the final
+    /// close, so that unread request bytes do not turn our close into a reset that destroys the response.
+    public var lingerMs: Int64 = 1_000
+
+    public init() {}
+}
+
+/// What the server does with a request: answer it here, or proxy it.
+public enum Disposition {
+    case respond(LocalResponse)
+    case proxy(UpstreamPool)
+}
+
+/// The request as the responder sees it: a view valid only during the `dispose` call.
+public struct RequestView {
+    public let bytes: UnsafeRawBufferPointer
+    public let head: HTTPHead
+    public let peer: SocketAddress
+
+    /// Whether the request has a field `name` (lower-case) whose value equals `value` (case-insensitively).
+    public func value(of name: StaticString) -> Range<Int>? {
+        for field in head.fields where HTTP1Parser.equalsLower(bytes, field.name, name) { return field.value }
+        return nil
+    }
+
+    /// The value of field `name` as a String (allocates: not for the hot path).
+    public func string(_ range: Range<Int>) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self) }
+
+    public var path: Range<Int> { head.target }
+}
+
+/// Decides per request. Runs on the loop thread; one instance per loop.
+public protocol HTTPResponder: AnyObject {
+    func dispose(_ request: RequestView) -> Disposition
+}
+
+/// Opens listeners and accepts connections on one loop.
+public enum HTTPServer {
+    /// Listens on `address` (with SO_REUSEPORT, so every loop of a group can call this for the same port).
+    /// - Returns: the bound address (port 0 becomes the kernel's choice).
+    @discardableResult
+    public static func listen(
+        on address: SocketAddress, loop: EventLoop, config: ServerConfig, responder: HTTPResponder
+    ) throws(SysError) -> SocketAddress {
+        let fd = try Socket.listen(on: address, reusePort: true)
+        let listener = Listener(config: config, responder: responder)
+        try loop.register(listener, fd: fd, edgeTriggered: false)
+        return try Socket.localAddress(fd)
+    }
+}
+
+/// A listening socket. Level-triggered: whatever is left in the accept queue is reported again next pass.
+final class Listener: Channel {
+    let config: ServerConfig
+    let responder: HTTPResponder
+
+    init(config: ServerConfig, responder: HTTPResponder) {
+        self.config = config
+        self.responder = responder
+    }
+
+    override func handleEvent(_ events: UInt32) {
+        // Accept a bounded batch per pass so one busy listener cannot starve established connections.
+        for _ in 0..<64 {
+            let result: IOResult<(Int32, SocketAddress)>
+            do {
+                result = try Socket.accept(fd)
+            } catch {
+                // EMFILE/ENFILE/ENOBUFS: the queue stays, we try again next pass; nothing to close here.
+                Log.rateLimited("accept failed: \(error)")
+                return
+            }
+            guard case .processed(let (newFD, peer)) = result else { return }
+            try? Socket.setOption(newFD, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            let connection = HTTP1ServerConnection(config: config, responder: responder, peer: peer)
+            do {
+                try loop.register(connection, fd: newFD)
+            } catch {
+                Log.rateLimited("register failed: \(error)")
+                continue
+            }
+            connection.start()
+        }
+    }
+}
+
+/// One downstream HTTP/1 connection.
+///
+/// | state        | meaning                                   | leaves when                                  |
+/// |--------------|-------------------------------------------|----------------------------------------------|
+/// | `.head`      | waiting for (the rest of) a request head  | a head parsed → `.exchange` / `.discarding`  |
+/// | `.exchange`  | a proxied request is in flight            | the exchange ends → `.head` or `.closing`    |
+/// | `.discarding`| answered locally; skipping the req. body  | body skipped → `.head`                       |
+/// | `.closing`   | flushing the last response                | flushed → `.lingering`                       |
+/// | `.lingering` | write side shut; reading to EOF           | EOF or `lingerMs` → closed                   |
+final class HTTP1ServerConnection: StreamConnection {
+    enum State { case head, exchange, discarding, closing, lingering }
+
+    let config: ServerConfig
+    unowned(unsafe) let responder: HTTPResponder  // lives as long as the listener's loop
+    let peer: SocketAddress
+    var state = State.head
+    var parser: HTTP1Parser
+    var head = HTTPHead()
+    private var exchangeStorage: ProxyExchange?
+    private var isDriving = false
+    /// Body skipping after a local answer.
+    private var discardRemaining = 0
+    private var discardDecoder: ChunkedDecoder?
+    /// `peer`'s IP as bytes, made on first use (X-Forwarded-For).
+    private var peerIPBytes: [UInt8]?
+
+    init(config: ServerConfig, responder: HTTPResponder, peer: SocketAddress) {
+        self.config = config
+        self.responder = responder
+        self.peer = peer
+        parser = HTTP1Parser(maxHeadLength: config.maxHeadLength)
+    }
+
+    func start() {
+        loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
+        drive()
+    }
+
+    var peerIP: [UInt8] {
+        if let bytes = peerIPBytes { return bytes }
+        let bytes = Array(peer.ipString.utf8)
+        peerIPBytes = bytes
+        return bytes
+    }
+
+    override func onReadiness() { drive() }
+
+    override func timerFired(nowMs: Int64) {
+        switch state {
+        case .head, .closing, .lingering, .discarding:
+            close()  // header/idle timeout, or the linger ran out
+        case .exchange:
+            exchangeStorage?.downstreamTimerFired()
+        }
+    }
+
+    override func beginDrain() {
+        if state == .head && (input?.isEmpty ?? true) && !hasPendingOutput { close() }
+        // Otherwise the current request finishes and the keep-alive decision sees `loop.draining`.
+    }
+
+    override func didClose() {
+        if state == .exchange { exchangeStorage?.downstreamClosed() }
+        super.didClose()
+    }
+
+    // MARK: - The state machine
+
+    /// Runs the state machine until it must wait for the kernel. Re-entrant calls (an exchange finishing
+    /// while we are inside it) are folded into the running loop.
+    func drive() {
+        if isDriving { return }
+        isDriving = true
+        defer { isDriving = false }
+        do {
+            while isOpen {
+                switch state {
+                case .head:
+                    if !(try flush()) { return }
+                    if try parseNextHead() { continue }
+                    if !canRead {
+                        releaseInputIfEmpty()
+                        releaseOutputIfEmpty()
+                        return
+                    }
+                    switch try readInput(limit: config.maxHeadLength + 16 * 1024) {
+                    case .data, .full: continue
+                    case .wouldBlock: continue
+                    case .eof:
+                        close()
+                        return
+                    }
+                case .exchange:
+                    exchangeStorage!.downstreamReady()
+                    if state == .exchange { return }
+                case .discarding:
+                    if try discardBody() { continue }
+                    return
+                case .closing:
+                    if !(try flush()) { return }
+                    Socket.shutdownWrite(fd)
+                    state = .lingering
+                    loop.schedule(self, at: loop.nowMs + config.lingerMs)
+                case .lingering:
+                    // Read and drop until the peer closes.
+                    let buffer = inputBuffer()
+                    buffer.clear()
+                    switch try readInput(limit: buffer.capacity) {
+                    case .data, .full: continue
+                    case .wouldBlock: return
+                    case .eof:
+                        close()
+                        return
+                    }
+                }
+            }
+        } catch {
+            close()  // the socket failed (reset, broken pipe): nothing more can be said on it
+        }
+    }
+
+    /// Parses a head if one is complete in the input. - Returns: true if it made progress.
+    private func parseNextHead() throws(SysError) -> Bool {
+        guard let buffer = input, !buffer.isEmpty else { return false }
+        let length: Int
+        do {
+            guard let found = try parser.findHeadEnd(buffer.readable) else {
+                if buffer.readableCount > 0 { loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs) }
+                return false
+            }
+            length = found
+            try parser.parseRequest(UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length]), into: &head)
+        } catch {
+            respondError(error.status, close: true)
+            return true
+        }
+        let bytes = UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length])
+        HTTP1Parser.markConnectionListed(bytes, &head)
+        let view = RequestView(bytes: bytes, head: head, peer: peer)
+        switch responder.dispose(view) {
+        case .respond(let response):
+            let keepAlive = head.keepAlive && !loop.draining && !head.expectsContinue
+            response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: !keepAlive)
+            buffer.moveReader(by: length)
+            switch head.requestFraming {
+            case .none, .untilClose: discardRemaining = 0; discardDecoder = nil
+            case .length(let n): discardRemaining = n; discardDecoder = nil
+            case .chunked: discardDecoder = ChunkedDecoder()
+            }
+            state = keepAlive ? .discarding : .closing
+        case .proxy(let pool):
+            let exchange = exchangeStorage ?? ProxyExchange(downstream: self)
+            exchangeStorage = exchange
+            state = .exchange
+            loop.cancel(self)
+            exchange.start(head: head, headBytes: bytes, pool: pool)
+        }
+        return true
+    }
+
+    /// Skips the body of a request that was answered locally. - Returns: true when done (state changed).
+    private func discardBody() throws(SysError) -> Bool {
+        while true {
+            let buffer = inputBuffer()
+            if !buffer.isEmpty {
+                if var decoder = discardDecoder {
+                    let n: Int
+                    do { n = try decoder.consume(buffer.readable) { _ in } } catch {
+                        state = .closing
+                        return true
+                    }
+                    buffer.moveReader(by: n)
+                    discardDecoder = decoder
+                    if decoder.isDone { discardDecoder = nil }
+                } else {
+                    let n = min(discardRemaining, buffer.readableCount)
+                    buffer.moveReader(by: n)
+                    discardRemaining -= n
+                }
+            }
+            if discardDecoder == nil && discardRemaining == 0 {
+                state = .head
+                loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
+                return true
+            }
+            if !canRead { return false }
+            switch try readInput(limit: buffer.capacity) {
+            case .data, .full, .wouldBlock: continue
+            case .eof:
+                close()
+                return false
+            }
+        }
+    }
+
+    // MARK: - Called by the exchange
+
+    /// Writes a locally generated answer (errors); closes afterwards when `close` or the request is malformed.
+    func respondError(_ status: Int, close: Bool) {
+        let text: String
+        switch status {
+        case 431: text = "431 Request Header Fields Too Large"
+        default: text = "400 Bad Request"
+        }
+        // Go's server answers malformed requests with a bare status line and this short body.
+        LocalResponse.error(status, text).write(into: outputBuffer(), headOnly: false, close: true)
+        input?.clear()
+        state = .closing
+    }
+
+    /// The exchange is over. `reusable`: the request and response were both complete and framed.
+    func exchangeFinished(reusable: Bool) {
+        guard state == .exchange else { return }
+        if reusable && !loop.draining {
+            state = .head
+            loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
+        } else {
+            state = .closing
+            input?.clear()
+        }
+        drive()
+    }
+
+    /// The exchange gave up on this connection (client gone, truncated response): close now.
+    func exchangeAborted() {
+        state = .lingering  // keeps didClose from calling back into the exchange
+        close()
+    }
+
+    /// Writes a local answer in place of the upstream's response.
+    func respondInstead(_ response: LocalResponse, close: Bool) {
+        response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: close)
+    }
+}

@@ -1,0 +1,573 @@
+// One request/response exchange between a downstream connection and an upstream connection (HAProxy's
+// "stream"). It moves head and body bytes both ways with backpressure, decides reuse, and turns failures
+// into answers. The HTTP/1 specifics (head rewriting, chunk walking) sit in `HeadRewriter` and the codec.
+import Glibc
+
+/// The proxy's domain errors; `ProxyError.response` is the one place that maps them to answers.
+enum ProxyError: Error {
+    case connect(SysError)
+    case upstreamClosed
+    case upstreamIO(SysError)
+    case badResponse
+
+    /// Go's error text, as Knative's error handler writes it into the 502 body.
+    func response(address: SocketAddress) -> LocalResponse {
+        switch self {
+        case .connect(let error):
+            return .error(502, "dial tcp \(address): connect: \(SysError.text(error.code))")
+        case .upstreamClosed:
+            return .error(502, "EOF")
+        case .upstreamIO(let error):
+            return .error(502, "read tcp \(address): \(SysError.text(error.code))")
+        case .badResponse:
+            return .error(502, "malformed HTTP response")
+        }
+    }
+}
+
+/// The exchange. One instance per downstream connection, reused for every request on it.
+///
+/// | phase          | request side                     | response side                          |
+/// |----------------|----------------------------------|----------------------------------------|
+/// | `.awaitingHead`| body streams up (full duplex)    | reading the upstream's head            |
+/// | `.body`        | body streams up                  | body streams down                      |
+/// | `.tunnel`      | raw bytes up until EOF           | raw bytes down until EOF (after a 101) |
+/// | `.done`        | -                                | -                                      |
+final class ProxyExchange {
+    enum Phase { case idle, awaitingHead, body, tunnel, done }
+
+    unowned(unsafe) let downstream: HTTP1ServerConnection  // owns us
+    var upstream: UpstreamConnection?
+    unowned(unsafe) var pool: UpstreamPool!
+    var phase = Phase.idle
+
+    // Request side
+    private var method = HTTPHead.Method.get
+    private var requestFraming = BodyFraming.none
+    private var requestRemaining = 0
+    private var requestDecoder = ChunkedDecoder()
+    /// Verified body bytes at the front of the downstream input not yet taken by the upstream.
+    private var requestPending = 0
+    private var requestBodyEnded = false
+    private var requestDone = false
+    private var downstreamKeepAlive = true
+    private var isUpgradeRequest = false
+    private var clientMinorVersion = 1
+
+    // Response side
+    private var responseParser = HTTP1Parser()
+    private var responseHead = HTTPHead()
+    private var responseFraming = BodyFraming.none
+    private var responseRemaining = 0
+    private var responseDecoder = ChunkedDecoder()
+    private var responsePending = 0
+    private var responseBodyEnded = false
+    private var responseStarted = false
+    private var responseBytesSeen = false
+    private var closeDownstreamAfter = false
+    private var upstreamKeepAlive = true
+    /// Bytes of a complete request still intact at the front of the upstream output buffer: replayable once
+    /// on a fresh connection if a reused one turns out dead before answering. 0 = not replayable.
+    private var replayLength = 0
+    private var hasRetried = false
+    private var downstreamEOF = false
+    private var upstreamEOF = false
+
+    init(downstream: HTTP1ServerConnection) {
+        self.downstream = downstream
+    }
+
+    // MARK: - Start
+
+    /// Starts proxying the request whose head is `headBytes` (at the front of the downstream input).
+    func start(head: HTTPHead, headBytes: UnsafeRawBufferPointer, pool: UpstreamPool) {
+        self.pool = pool
+        phase = .awaitingHead
+        method = head.methodKind
+        requestFraming = head.requestFraming
+        requestDecoder.reset()
+        requestPending = 0
+        requestRemaining = 0
+        requestBodyEnded = false
+        requestDone = false
+        switch requestFraming {
+        case .none, .untilClose: requestBodyEnded = true
+        case .length(let n): requestRemaining = n
+        case .chunked: break
+        }
+        clientMinorVersion = head.minorVersion
+        downstreamKeepAlive = head.keepAlive && head.minorVersion >= 1
+        isUpgradeRequest = head.isUpgrade
+        responseParser.reset()
+        responseStarted = false
+        responseBytesSeen = false
+        responsePending = 0
+        responseBodyEnded = false
+        closeDownstreamAfter = false
+        upstreamKeepAlive = true
+        replayLength = 0
+        hasRetried = false
+        downstreamEOF = false
+        upstreamEOF = false
+
+        let connection: UpstreamConnection
+        do {
+            connection = try pool.acquire()
+        } catch {
+            downstream.input!.moveReader(by: headBytes.count)
+            fail(.connect(error))
+            return
+        }
+        attach(connection)
+        HeadRewriter.writeRequest(
+            head, bytes: headBytes, peerIP: downstream.peerIP, into: connection.outputBuffer(),
+            upgrade: isUpgradeRequest)
+        downstream.input!.moveReader(by: headBytes.count)
+        do {
+            try pumpRequest()
+            if requestDone, let output = connection.output, output.readerIndex == 0 {
+                replayLength = output.writerIndex
+            }
+            if connection.isConnected { try flushUpstream() }
+        } catch {
+            upstreamFailed(.upstreamIO(error))
+        }
+    }
+
+    private func attach(_ connection: UpstreamConnection) {
+        upstream = connection
+        connection.exchange = self
+    }
+
+    // MARK: - Events
+
+    /// The downstream became readable or writable.
+    func downstreamReady() {
+        do {
+            if downstream.hasPendingOutput {
+                guard try downstream.flush() else { return }
+            }
+            if phase == .body || phase == .tunnel { try pumpResponse() }
+            guard phase != .idle && phase != .done else { return }
+            if !requestDone {
+                try pumpRequest()
+            } else if !downstreamEOF && phase != .tunnel {
+                try watchDownstream()
+            }
+        } catch {
+            abort()  // the client's socket failed
+        }
+    }
+
+    /// The upstream became readable or writable.
+    func upstreamReady(_ connection: UpstreamConnection) {
+        guard connection === upstream else { return }
+        if !connection.isConnected {
+            guard connection.canWrite || connection.canRead else { return }
+            let code = Socket.pendingError(connection.fd)
+            if code != 0 {
+                upstreamFailed(.connect(SysError(code: code, call: "connect")))
+                return
+            }
+            connection.isConnected = true
+            connection.canWrite = true
+        }
+        do {
+            try flushUpstream()
+            try pumpResponse()
+        } catch {
+            upstreamFailed(.upstreamIO(error))
+        }
+    }
+
+    func upstreamTimerFired(_ connection: UpstreamConnection) {}
+
+    func downstreamTimerFired() {}
+
+    /// The downstream connection closed under us (timer, error): drop the upstream side too.
+    func downstreamClosed() {
+        if let connection = upstream {
+            upstream = nil
+            connection.exchange = nil
+            connection.close()
+        }
+        phase = .idle
+    }
+
+    // MARK: - Request side
+
+    /// Moves request body bytes from the downstream input to the upstream, as far as both allow.
+    private func pumpRequest() throws(SysError) {
+        guard let connection = upstream, !downstreamEOF else { return }
+        while !requestDone {
+            let input = downstream.inputBuffer()
+            if requestPending == 0 && !requestBodyEnded && !input.isEmpty {
+                try verifyRequestBytes(input)
+            }
+            if requestPending > 0 {
+                let taken = try connection.send(UnsafeRawBufferPointer(rebasing: input.readable[0..<requestPending]))
+                input.moveReader(by: taken)
+                requestPending -= taken
+                if requestPending > 0 { return }  // the upstream pushes back; resumed when it drains
+            }
+            if requestBodyEnded && requestPending == 0 {
+                requestDone = true
+                return
+            }
+            if !downstream.canRead { return }
+            switch try downstream.readInput(limit: input.capacity) {
+            case .data, .full, .wouldBlock: continue
+            case .eof:
+                downstreamEOF = true
+                if phase == .tunnel {
+                    // Half-close travels on: once the upstream has everything, shut its write side.
+                    if try flushUpstream() { Socket.shutdownWrite(connection.fd) }
+                    if upstreamEOF { finish() }
+                } else {
+                    abort()  // the client left in the middle of its request body
+                }
+                return
+            }
+        }
+    }
+
+    /// Finds how many of the input's bytes belong to the request body (walking chunk framing).
+    private func verifyRequestBytes(_ input: ByteBuffer) throws(SysError) {
+        switch requestFraming {
+        case .length:
+            let n = min(requestRemaining, input.readableCount)
+            requestRemaining -= n
+            requestPending = n
+            if requestRemaining == 0 { requestBodyEnded = true }
+        case .chunked:
+            do {
+                requestPending = try requestDecoder.consume(input.readable) { _ in }
+            } catch {
+                // A bad chunk mid-stream: the upstream got a partial body; nothing sane can follow.
+                abort()
+                throw SysError(code: EPROTO, call: "chunked")
+            }
+            if requestDecoder.isDone { requestBodyEnded = true }
+        case .untilClose:  // the tunnel: everything until EOF
+            requestPending = input.readableCount
+        case .none:
+            requestBodyEnded = true
+        }
+    }
+
+    /// After the request is complete: read on so that a client disconnect is noticed (Go cancels the request
+    /// when the client goes away), buffering pipelined requests up to one buffer.
+    private func watchDownstream() throws(SysError) {
+        while downstream.canRead {
+            let input = downstream.inputBuffer()
+            if input.writableCount == 0 { input.compact() }
+            if input.writableCount == 0 { return }  // pipelined requests fill the buffer: wait
+            switch try downstream.readInput(limit: input.capacity) {
+            case .data, .full, .wouldBlock: continue
+            case .eof:
+                downstreamEOF = true
+                abort()
+                return
+            }
+        }
+    }
+
+    @discardableResult
+    private func flushUpstream() throws(SysError) -> Bool {
+        guard let connection = upstream, connection.isConnected else { return false }
+        let drained = try connection.flush()
+        if drained && !requestDone { try pumpRequest() }
+        return drained
+    }
+
+    // MARK: - Response side
+
+    /// Reads the upstream's response and moves it down, as far as both sides allow.
+    private func pumpResponse() throws(SysError) {
+        while let connection = upstream, phase != .done {
+            let input = connection.inputBuffer()
+            if !input.isEmpty {
+                switch phase {
+                case .awaitingHead:
+                    if try handleResponseHead(input) { continue }
+                case .body, .tunnel:
+                    if responsePending == 0 && !responseBodyEnded { verifyResponseBytes(input) }
+                    if phase == .done { return }
+                    if responsePending > 0 {
+                        let taken = try downstream.send(
+                            UnsafeRawBufferPointer(rebasing: input.readable[0..<responsePending]))
+                        input.moveReader(by: taken)
+                        responsePending -= taken
+                        if responsePending > 0 { return }  // the client pushes back; resumed when it drains
+                    }
+                    if responseBodyEnded && responsePending == 0 {
+                        responseComplete()
+                        return
+                    }
+                    if !input.isEmpty { continue }
+                case .idle, .done:
+                    return
+                }
+            } else if phase == .body && responseBodyEnded {
+                responseComplete()
+                return
+            }
+            if !connection.canRead { return }
+            let outcome: StreamConnection.ReadOutcome
+            do {
+                outcome = try connection.readInput(limit: phase == .awaitingHead ? 64 * 1024 + 4096 : input.capacity)
+            } catch {
+                upstreamFailed(.upstreamIO(error))
+                return
+            }
+            switch outcome {
+            case .data:
+                responseBytesSeen = true
+            case .full, .wouldBlock:
+                continue
+            case .eof:
+                upstreamEnded()
+                return
+            }
+        }
+    }
+
+    /// Parses the response head if complete. - Returns: true when it made progress.
+    private func handleResponseHead(_ input: ByteBuffer) throws(SysError) -> Bool {
+        let length: Int
+        do {
+            guard let found = try responseParser.findHeadEnd(input.readable) else { return false }
+            length = found
+            try responseParser.parseResponse(
+                UnsafeRawBufferPointer(rebasing: input.readable[0..<length]), into: &responseHead)
+        } catch {
+            upstreamFailed(.badResponse)
+            return false
+        }
+        let bytes = UnsafeRawBufferPointer(rebasing: input.readable[0..<length])
+        HTTP1Parser.markConnectionListed(bytes, &responseHead)
+        let status = responseHead.status
+        if status == 101 {
+            guard isUpgradeRequest else {
+                upstreamFailed(.badResponse)
+                return false
+            }
+            HeadRewriter.writeResponse(
+                responseHead, bytes: bytes, into: downstream.outputBuffer(), dropFraming: false, close: false,
+                upgrade: true)
+            input.moveReader(by: length)
+            responseStarted = true
+            phase = .tunnel
+            responseFraming = .untilClose
+            // The request side becomes a raw stream too: whatever the client sends now is tunnel data.
+            requestFraming = .untilClose
+            requestBodyEnded = false
+            requestDone = false
+            try downstream.flush()
+            try pumpRequest()
+            return true
+        }
+        if status < 200 {
+            // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they are.
+            if clientMinorVersion >= 1 {
+                HeadRewriter.writeResponse(
+                    responseHead, bytes: bytes, into: downstream.outputBuffer(), dropFraming: false, close: false,
+                    upgrade: false)
+                try downstream.flush()
+            }
+            input.moveReader(by: length)
+            responseParser.reset()
+            return true
+        }
+        responseFraming = responseHead.responseFraming(requestMethod: method)
+        // HTTP/1.0 clients cannot read chunked framing: strip it and end the body by closing.
+        let dechunk = responseFraming == .chunked && clientMinorVersion == 0
+        if dechunk { responseDecoder.reset() }
+        closeDownstreamAfter = !downstreamKeepAlive || responseFraming == .untilClose || dechunk
+            || downstream.loop.draining
+        upstreamKeepAlive = responseHead.keepAlive && responseFraming != .untilClose
+        HeadRewriter.writeResponse(
+            responseHead, bytes: bytes, into: downstream.outputBuffer(), dropFraming: dechunk,
+            close: closeDownstreamAfter, upgrade: false)
+        input.moveReader(by: length)
+        responseStarted = true
+        phase = .body
+        responseDecoder.reset()
+        responsePending = 0
+        responseBodyEnded = false
+        switch responseFraming {
+        case .none: responseBodyEnded = true
+        case .length(let n): responseRemaining = n
+        case .chunked, .untilClose: break
+        }
+        if dechunk { dechunkMode = true } else { dechunkMode = false }
+        return true
+    }
+
+    private var dechunkMode = false
+
+    /// Finds how many upstream bytes belong to the response body.
+    private func verifyResponseBytes(_ input: ByteBuffer) {
+        switch responseFraming {
+        case .length:
+            let n = min(responseRemaining, input.readableCount)
+            responseRemaining -= n
+            responsePending = n
+            if responseRemaining == 0 { responseBodyEnded = true }
+        case .chunked:
+            if dechunkMode {
+                dechunk(input)
+                return
+            }
+            do {
+                responsePending = try responseDecoder.consume(input.readable) { _ in }
+            } catch {
+                truncateResponse()
+                return
+            }
+            if responseDecoder.isDone { responseBodyEnded = true }
+        case .untilClose:
+            responsePending = input.readableCount
+        case .none:
+            responseBodyEnded = true
+        }
+    }
+
+    /// HTTP/1.0 client, chunked response: copy only the payload, as much as the client's output can hold.
+    private func dechunk(_ input: ByteBuffer) {
+        let room = downstream.outputRoom
+        guard room > 0 else { return }
+        let output = downstream.outputBuffer()
+        let slice = UnsafeRawBufferPointer(rebasing: input.readable[0..<min(room, input.readableCount)])
+        do {
+            let consumed = try responseDecoder.consume(slice) { range in
+                output.append(UnsafeRawBufferPointer(rebasing: slice[range]))
+            }
+            input.moveReader(by: consumed)
+        } catch {
+            truncateResponse()
+            return
+        }
+        if responseDecoder.isDone { responseBodyEnded = true }
+        do { try downstream.flush() } catch { abort() }
+    }
+
+    /// The upstream reached EOF.
+    private func upstreamEnded() {
+        upstreamEOF = true
+        switch phase {
+        case .awaitingHead:
+            upstreamFailed(.upstreamClosed)
+        case .body:
+            if responseFraming == .untilClose {
+                responseBodyEnded = true
+                upstreamKeepAlive = false
+                responseComplete()
+            } else {
+                truncateResponse()
+            }
+        case .tunnel:
+            do {
+                if try downstream.flush() { Socket.shutdownWrite(downstream.fd) }
+            } catch {
+                abort()
+                return
+            }
+            if downstreamEOF { finish() }
+        case .idle, .done:
+            break
+        }
+    }
+
+    // MARK: - Endings
+
+    private func responseComplete() {
+        phase = .done
+        if requestDone {
+            finish()
+        } else {
+            // The upstream answered before reading the whole request (full duplex): neither connection can be
+            // reused, since the unread rest of the body would be taken for the next request.
+            upstreamKeepAlive = false
+            closeDownstreamAfter = true
+            finish()
+        }
+    }
+
+    /// Both sides are done: hand the upstream back (or close it) and let the downstream go on.
+    private func finish() {
+        phase = .idle
+        if let connection = upstream {
+            upstream = nil
+            let reusable = upstreamKeepAlive && requestDone && (connection.input?.isEmpty ?? true)
+                && !connection.hasPendingOutput
+            if reusable { pool.release(connection) } else { connection.exchange = nil; connection.close() }
+        }
+        downstream.exchangeFinished(reusable: !closeDownstreamAfter && requestDone)
+    }
+
+    /// The upstream failed. Before any response byte: retry once on a fresh connection if the failed one was
+    /// a reused idle connection (it may have been closed under us) and the request is replayable; else 502.
+    /// After the response started: cut the downstream response (its framing stays incomplete on purpose).
+    private func upstreamFailed(_ error: ProxyError) {
+        guard let connection = upstream else { return }
+        if !responseBytesSeen, connection.isReused, replayLength > 0, !hasRetried, let output = connection.output {
+            hasRetried = true
+            connection.output = nil  // the request bytes move to the new connection
+            connection.exchange = nil
+            upstream = nil
+            connection.close()
+            do throws(SysError) {
+                let fresh = try pool.acquire()
+                attach(fresh)
+                if let unused = fresh.output { downstream.loop.buffers.give(unused) }
+                // The buffer's first `replayLength` bytes are still the request: nothing was appended after it
+                // was complete, and `moveReader` only resets the indices.
+                output.readerIndex = 0
+                output.writerIndex = replayLength
+                fresh.output = output
+                if fresh.isConnected { try flushUpstream() }
+            } catch {
+                upstream = nil
+                downstream.respondInstead(ProxyError.connect(error).response(address: pool.config.address), close: true)
+                downstream.exchangeFinished(reusable: false)
+            }
+            return
+        }
+        upstream = nil
+        connection.exchange = nil
+        connection.close()
+        if responseStarted {
+            downstream.exchangeAborted()
+            phase = .idle
+            return
+        }
+        phase = .idle
+        downstream.respondInstead(error.response(address: pool.config.address), close: !requestDone)
+        downstream.exchangeFinished(reusable: requestDone && downstreamKeepAlive)
+    }
+
+    /// The response cannot be completed: close the downstream without finishing its framing so that the
+    /// client sees the truncation.
+    private func truncateResponse() {
+        upstreamKeepAlive = false
+        abort()
+    }
+
+    private func fail(_ error: ProxyError) {
+        phase = .idle
+        downstream.respondInstead(error.response(address: pool.config.address), close: !requestBodyEnded)
+        downstream.exchangeFinished(reusable: requestBodyEnded && requestFraming == .none && downstreamKeepAlive)
+    }
+
+    /// Tears down both sides at once.
+    private func abort() {
+        phase = .idle
+        if let connection = upstream {
+            upstream = nil
+            connection.exchange = nil
+            connection.close()
+        }
+        downstream.exchangeAborted()
+    }
+}

@@ -1,0 +1,137 @@
+// The byte-moving half of every TCP connection: lazy pooled buffers, edge-triggered readiness flags,
+// direct writes with a bounded spill-over buffer. Protocol logic lives in subclasses.
+import CLinuxShims
+import Glibc
+
+/// A TCP connection with an input and an output buffer, both borrowed from the loop's pool only while in use.
+public class StreamConnection: Channel {
+    var input: ByteBuffer?
+    var output: ByteBuffer?
+    /// Edge-triggered epoll reports a change once: these remember that the kernel may have more for us.
+    var canRead = true
+    var canWrite = true
+    /// How much unsent output we hold before pushing back on the source (bytes).
+    static let outputLimit = 64 * 1024
+
+    override func handleEvent(_ events: UInt32) {
+        if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
+            canRead = true
+        }
+        if events & (EPOLLOUT.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { canWrite = true }
+        onReadiness()
+    }
+
+    /// Readiness changed: subclasses flush and read.
+    func onReadiness() {}
+
+    override func didClose() {
+        if let buffer = input { loop.buffers.give(buffer) }
+        if let buffer = output { loop.buffers.give(buffer) }
+        input = nil
+        output = nil
+    }
+
+    // MARK: - Input
+
+    /// The input buffer, borrowed from the pool on first use.
+    @inline(__always) func inputBuffer() -> ByteBuffer {
+        if let buffer = input { return buffer }
+        let buffer = loop.buffers.take()
+        input = buffer
+        return buffer
+    }
+
+    /// Gives an empty input buffer back so that an idle connection holds no memory.
+    @inline(__always) func releaseInputIfEmpty() {
+        if let buffer = input, buffer.isEmpty {
+            loop.buffers.give(buffer)
+            input = nil
+        }
+    }
+
+    enum ReadOutcome { case data, eof, wouldBlock, full }
+
+    /// One read into the input buffer (growing it up to `limit` if it is full).
+    /// A short read means the socket is drained for now (edge-triggered: a new edge comes with new data),
+    /// which saves the extra read that would only return EAGAIN.
+    func readInput(limit: Int) throws(SysError) -> ReadOutcome {
+        let buffer = inputBuffer()
+        if buffer.writableCount == 0 && !buffer.reserve(buffer.capacity < limit ? 4096 : 1, limit: limit) {
+            return .full
+        }
+        let room = buffer.writableCount
+        switch try buffer.read(from: fd) {
+        case .wouldBlock:
+            canRead = false
+            return .wouldBlock
+        case .processed(0):
+            canRead = false
+            return .eof
+        case .processed(let n):
+            if n < room { canRead = false }
+            return .data
+        }
+    }
+
+    // MARK: - Output
+
+    var hasPendingOutput: Bool { !(output?.isEmpty ?? true) }
+
+    /// Bytes this side can take now without exceeding `outputLimit`.
+    var outputRoom: Int { StreamConnection.outputLimit - (output?.readableCount ?? 0) }
+
+    /// Sends what it can of `bytes`: straight to the socket when nothing is queued, the rest into the output
+    /// buffer up to `outputLimit`.
+    /// - Returns: how many bytes were taken (sent or queued). Fewer than `bytes.count` means "push back".
+    func send(_ bytes: UnsafeRawBufferPointer) throws(SysError) -> Int {
+        var taken = 0
+        if !hasPendingOutput && canWrite {
+            switch try Socket.write(fd, from: bytes) {
+            case .processed(let n): taken = n
+            case .wouldBlock: canWrite = false
+            }
+            if taken == bytes.count { return taken }
+            canWrite = false
+        }
+        let room = outputRoom
+        let queued = min(room, bytes.count - taken)
+        if queued > 0 {
+            let buffer = outputBuffer()
+            buffer.append(UnsafeRawBufferPointer(rebasing: bytes[taken..<(taken + queued)]))
+        }
+        return taken + queued
+    }
+
+    @inline(__always) func outputBuffer() -> ByteBuffer {
+        if let buffer = output { return buffer }
+        let buffer = loop.buffers.take()
+        output = buffer
+        return buffer
+    }
+
+    /// Writes queued output. - Returns: true when nothing is left queued.
+    @discardableResult
+    func flush() throws(SysError) -> Bool {
+        guard let buffer = output else { return true }
+        while !buffer.isEmpty {
+            guard canWrite else { return false }
+            switch try Socket.write(fd, from: buffer.readable) {
+            case .wouldBlock:
+                canWrite = false
+                return false
+            case .processed(let n):
+                if n < buffer.readableCount { canWrite = false }
+                buffer.moveReader(by: n)
+            }
+        }
+        return true
+    }
+
+    /// Gives an empty output buffer back.
+    @inline(__always) func releaseOutputIfEmpty() {
+        if let buffer = output, buffer.isEmpty {
+            loop.buffers.give(buffer)
+            output = nil
+        }
+    }
+}

@@ -1,0 +1,104 @@
+// JSON-lines logging to stderr in zap's shape (level, ts, logger, caller-free msg, extra keys), quiet by default.
+// Built only when the level is enabled; never on the per-request path at the default level.
+import Glibc
+import Synchronization
+
+public enum LogLevel: Int, Sendable, Comparable {
+    case debug = 0, info, warn, error
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+
+    /// Parses zap's level names ("debug", "info", "warn", "error"); nil for anything else.
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "debug": self = .debug
+        case "info": self = .info
+        case "warn", "warning": self = .warn
+        case "error", "dpanic", "panic", "fatal": self = .error
+        default: return nil
+        }
+    }
+
+    var name: String {
+        switch self {
+        case .debug: return "debug"
+        case .info: return "info"
+        case .warn: return "warn"
+        case .error: return "error"
+        }
+    }
+}
+
+public enum Log {
+    private static let state = Mutex<(level: LogLevel, logger: String, fields: [(String, String)])>(
+        (.info, "proxy", []))
+    private static let lastRateLimited = Atomic<Int64>(0)
+
+    /// Sets the level, the logger name and fields added to every line (e.g. `knative.dev/key`).
+    public static func configure(level: LogLevel, logger: String, fields: [(String, String)] = []) {
+        state.withLock { $0 = (level, logger, fields) }
+    }
+
+    public static func isEnabled(_ level: LogLevel) -> Bool { state.withLock { level >= $0.level } }
+
+    public static func debug(_ message: @autoclosure () -> String) { log(.debug, message()) }
+    public static func info(_ message: @autoclosure () -> String) { log(.info, message()) }
+    public static func warn(_ message: @autoclosure () -> String) { log(.warn, message()) }
+    public static func error(_ message: @autoclosure () -> String) { log(.error, message()) }
+
+    /// At most one line per 10 s for a repeating error (accept failures and the like).
+    public static func rateLimited(_ message: @autoclosure () -> String) {
+        let now = monotonicMs()
+        let last = lastRateLimited.load(ordering: .relaxed)
+        guard now - last >= 10_000 || last == 0 else { return }
+        lastRateLimited.store(now, ordering: .relaxed)
+        log(.warn, message())
+    }
+
+    public static func log(_ level: LogLevel, _ message: @autoclosure () -> String, extra: [(String, String)] = []) {
+        let (minimum, logger, fields) = state.withLock { $0 }
+        guard level >= minimum else { return }
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let seconds = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        var line = "{\"severity\":\"\(level.name.uppercased())\",\"level\":\"\(level.name)\",\"ts\":\(seconds)"
+        line += ",\"logger\":\"\(escape(logger))\",\"msg\":\"\(escape(message()))\""
+        for (key, value) in fields + extra { line += ",\"\(escape(key))\":\"\(escape(value))\"" }
+        line += "}\n"
+        writeStderr(line)
+    }
+
+    public static func writeStderr(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+
+    /// JSON string escaping.
+    public static func escape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out
+    }
+}

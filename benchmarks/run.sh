@@ -1,0 +1,577 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of queue-proxy against direct access, nginx and HAProxy,
+# following /work/shared/BENCHMARKING.md (same backend, alternated runs, medians
+# and ratios, private network namespace, CPU µs per request from /proc).
+#
+#   sudo bash benchmarks/run.sh [--rounds 3] [--duration 10s] [--no-build] [--out FILE]
+#
+# Run `bash benchmarks/run.sh --help` for all options.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SCRIPT="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+
+# ---------------------------------------------------------------- options ---
+ROUNDS=3
+DURATION=10s
+WARMUP=2s
+THREADS=1
+CONNECTIONS=50
+PACED=1
+PACED_DELAY_MS=10
+IDLE_CONNS=1000
+IDLE_CONNS_TIMEOUT=30
+STARTUP_TIMEOUT=20
+BUILD=1
+KEEP_TMP=0
+OUT="$REPO_ROOT/benchmarks/RESULTS.md"
+
+# queue-proxy binary. QP_BIN may point at another program (e.g. Knative's Go
+# queue-proxy for a side-by-side run, or a stand-in while testing the harness).
+QP_BIN_DEFAULT="$REPO_ROOT/.build/release/queue-proxy"
+QP_BIN="${QP_BIN:-$QP_BIN_DEFAULT}"
+
+# queue-proxy contenders: one entry per row, easy to extend.
+#   name | serving port | CONTAINER_CONCURRENCY | admin port | metrics port | user metrics port | TLS port | extra env (K=V K=V ...)
+# The first entry is also the target of the idle-connections memory test.
+QP_ROWS=(
+  "queue-proxy cc=0|8012|0|8022|9090|9091|8112|"
+  "queue-proxy cc=10|8013|10|8023|9092|9093|8113|"
+)
+
+BACKEND_PORT=8080
+NGINX_PROXY_PORT=8081
+HAPROXY_PORT=8082
+
+usage() {
+  cat <<EOF
+Usage: sudo bash benchmarks/run.sh [options]
+
+  --rounds N            measurement rounds, contenders alternated in each (default $ROUNDS)
+  --duration D          wrk duration per run, e.g. 10s (default $DURATION)
+  --warmup D            one discarded wrk run per contender before round 1, 0 to skip (default $WARMUP)
+  --connections N       wrk -c (default $CONNECTIONS)
+  --threads N           wrk -t (default $THREADS)
+  --paced-delay-ms N    per-connection delay before each request in the paced runs (default $PACED_DELAY_MS)
+  --no-paced            skip the paced (latency) runs
+  --idle-conns N        idle keep-alive connections for the memory test, 0 to skip (default $IDLE_CONNS)
+  --no-build            do not run 'swift build -c release' first
+  --out FILE            markdown report (default benchmarks/RESULTS.md)
+  --keep-tmp            keep the temp dir (configs, logs, raw wrk output)
+  -h, --help            this text
+
+Environment: QP_BIN=/path/to/binary overrides .build/release/queue-proxy.
+Must run as root (it unshares a private network namespace and may apt-get install wrk, nginx, haproxy).
+EOF
+}
+
+ORIG_ARGS=("$@")
+while (($#)); do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --paced-delay-ms) PACED_DELAY_MS=$2; shift 2 ;;
+    --no-paced) PACED=0; shift ;;
+    --idle-conns) IDLE_CONNS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --keep-tmp) KEEP_TMP=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rounds must be a positive integer" >&2; exit 2; }
+[[ "$PACED_DELAY_MS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --paced-delay-ms must be a positive integer" >&2; exit 2; }
+[[ "$OUT" = /* ]] || OUT="$PWD/$OUT"
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# -------------------------------------------- phase 1: outside the netns ---
+in_private_netns() {
+  [[ "${BENCH_IN_NETNS:-}" == 1 ]] && return 0
+  # Already isolated by the caller (e.g. `unshare -n ...`): no interface but lo.
+  ! awk -F: 'NR > 2 { gsub(/ /, "", $1); if ($1 != "lo") found = 1 } END { exit !found }' /proc/net/dev
+}
+
+ensure_packages() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  command -v haproxy >/dev/null || missing+=(haproxy)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v unshare >/dev/null || missing+=(util-linux)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+}
+
+if [[ "$(id -u)" != 0 ]]; then
+  die "must run as root (network namespace, package installation): sudo bash $0 ${ORIG_ARGS[*]}"
+fi
+
+if [[ "${BENCH_PHASE1_DONE:-}" != 1 ]]; then
+  ensure_packages
+  if ((BUILD)); then
+    log "building: swift build -c release (in $REPO_ROOT)"
+    (cd "$REPO_ROOT" && swift build -c release)
+  fi
+  export BENCH_PHASE1_DONE=1
+fi
+
+if ! in_private_netns; then
+  log "re-executing inside a private network namespace (loopback only)"
+  # A private PID namespace as well, when the kernel allows it: then no process
+  # we start can outlive the script even if it is killed with SIGKILL.
+  # --kill-child: if unshare itself is killed, the script gets SIGTERM and cleans up.
+  if unshare -n -p -f --mount-proc --kill-child=SIGTERM true 2>/dev/null; then
+    exec unshare -n -p -f --mount-proc --kill-child=SIGTERM sh -c 'ip link set lo up; exec env BENCH_IN_NETNS=1 bash "$0" "$@"' "$SCRIPT" "${ORIG_ARGS[@]}"
+  fi
+  exec unshare -n sh -c 'ip link set lo up; exec env BENCH_IN_NETNS=1 bash "$0" "$@"' "$SCRIPT" "${ORIG_ARGS[@]}"
+fi
+
+# ---------------------------------------------- phase 2: inside the netns ---
+ip link set lo up 2>/dev/null || true
+cd "$REPO_ROOT"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+CLK_TCK=$(getconf CLK_TCK)
+TMP=$(mktemp -d /tmp/qp-bench.XXXXXX)
+chmod 755 "$TMP"   # nginx workers run as an unprivileged user
+RAW="$TMP/raw.tsv"
+: >"$RAW"
+
+STARTED_PIDS=()   # every long-running process we started (trees are killed)
+WRK_PID=""
+
+# All PIDs of the tree rooted at $1 (the process and its descendants).
+tree_pids() {
+  local root=$1 f line rest pid ppid
+  local -A children=()
+  for f in /proc/[0-9]*/stat; do
+    { line=$(<"$f"); } 2>/dev/null || continue
+    pid=${line%% *}
+    rest=${line##*) }
+    read -r _ ppid _ <<<"$rest"
+    children[$ppid]+=" $pid"
+  done
+  local queue=("$root") out=() p
+  while ((${#queue[@]})); do
+    p=${queue[0]}; queue=("${queue[@]:1}")
+    [[ -e /proc/$p ]] || continue
+    out+=("$p")
+    # shellcheck disable=SC2206
+    [[ -n "${children[$p]:-}" ]] && queue+=(${children[$p]})
+  done
+  echo "${out[*]:-}"
+}
+
+# utime+stime (clock ticks) summed over the process tree (fields 14 and 15 of /proc/PID/stat).
+cpu_ticks() {
+  local total=0 p line rest f
+  for p in $(tree_pids "$1"); do
+    { line=$(<"/proc/$p/stat"); } 2>/dev/null || continue
+    rest=${line##*) }
+    read -r -a f <<<"$rest"          # f[0] is field 3 (state), so field N is f[N-3]
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+
+# Sum of a /proc/PID/status field (VmRSS, VmHWM) over the process tree, in kB.
+status_kb() {
+  local field=$2 total=0 p v
+  for p in $(tree_pids "$1"); do
+    v=$(awk -v k="$field:" '$1 == k { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+# One-letter state of a process ("" if gone), e.g. R, S, Z.
+proc_state() {
+  local line
+  { line=$(<"/proc/$1/stat"); } 2>/dev/null || return 0
+  line=${line##*) }
+  echo "${line%% *}"
+}
+
+kill_tree() {
+  local pids p i alive st
+  pids=$(tree_pids "$1")
+  [[ -n "$pids" ]] || return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    alive=0
+    for p in $pids; do
+      st=$(proc_state "$p")
+      if [[ -n "$st" && "$st" != Z ]]; then alive=1; fi
+    done
+    ((alive)) || break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# Stop a process tree we started and drop it from the cleanup list.
+stop_started() {
+  local p keep=()
+  kill_tree "$1"
+  for p in "${STARTED_PIDS[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done
+  STARTED_PIDS=("${keep[@]}")
+}
+
+cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  [[ -n "$WRK_PID" ]] && kill_tree "$WRK_PID"
+  for p in "${STARTED_PIDS[@]}"; do kill_tree "$p"; done
+  wait 2>/dev/null || true
+  if ((rc != 0)); then
+    for p in "$TMP"/*.log "$TMP"/*/logs/error.log; do
+      [[ -s "$p" ]] || continue
+      log "last lines of $p:"
+      tail -n 15 "$p" >&2 || true
+    done
+  fi
+  if ((KEEP_TMP)); then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Wait until http://127.0.0.1:PORT/ answers 200; fail early if PID died.
+wait_ready() {
+  local port=$1 pid=${2:-} deadline code
+  deadline=$((SECONDS + STARTUP_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null || true)
+    [[ "$code" == 200 ]] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_nginx() {   # name conf → LAST_PID
+  local name=$1 conf=$2 prefix="$TMP/$1"
+  mkdir -p "$prefix/logs" "$prefix/tmp"
+  nginx -t -q -p "$prefix/" -e stderr -c "$conf" || die "nginx config $conf does not validate"
+  nginx -p "$prefix/" -e stderr -c "$conf" >"$TMP/$name.log" 2>&1 &
+  LAST_PID=$!
+  STARTED_PIDS+=("$LAST_PID")
+}
+
+# --------------------------------------------------------- contenders ---
+# Parallel arrays, one index per contender, in the order they are alternated.
+C_NAME=() C_PORT=() C_PID=() C_KIND=() C_STATUS=() C_NOTE=()
+add_contender() { C_NAME+=("$1"); C_PORT+=("$2"); C_PID+=("$3"); C_KIND+=("$4"); C_STATUS+=("$5"); C_NOTE+=("${6:-}"); }
+
+for port in "$BACKEND_PORT" "$NGINX_PROXY_PORT" "$HAPROXY_PORT"; do
+  port_free "$port" || die "port $port is already in use inside the namespace"
+done
+
+log "starting backend: nginx on :$BACKEND_PORT"
+start_nginx nginx-backend "$SCRIPT_DIR/nginx-backend.conf"
+BACKEND_PID=$LAST_PID
+wait_ready "$BACKEND_PORT" "$BACKEND_PID" || die "backend nginx did not answer on :$BACKEND_PORT"
+add_contender "direct" "$BACKEND_PORT" "" direct ok
+
+for row in "${QP_ROWS[@]}"; do
+  IFS='|' read -r q_name q_port q_cc q_admin q_metrics q_umetrics q_tls q_extra <<<"$row"
+  if [[ ! -x "$QP_BIN" ]]; then
+    log "$q_name: $QP_BIN not found or not executable -> n/a"
+    add_contender "$q_name" "$q_port" "" qp "n/a" "binary $QP_BIN not found"
+    continue
+  fi
+  if ! port_free "$q_port"; then
+    log "$q_name: port $q_port already in use -> n/a"
+    add_contender "$q_name" "$q_port" "" qp "n/a" "port $q_port already in use"
+    continue
+  fi
+  log "starting $q_name on :$q_port ($QP_BIN)"
+  # shellcheck disable=SC2086
+  env QUEUE_SERVING_PORT="$q_port" USER_PORT="$BACKEND_PORT" CONTAINER_CONCURRENCY="$q_cc" \
+      QUEUE_SERVING_TLS_PORT="$q_tls" REVISION_TIMEOUT_SECONDS=300 \
+      SERVING_LOGGING_CONFIG= SERVING_LOGGING_LEVEL= \
+      SERVING_NAMESPACE=default SERVING_CONFIGURATION=hello SERVING_REVISION=hello-00001 \
+      SERVING_POD=hello-pod SERVING_POD_IP=127.0.0.1 \
+      QUEUE_ADMIN_PORT="$q_admin" QUEUE_METRICS_PORT="$q_metrics" QUEUE_USER_METRICS_PORT="$q_umetrics" \
+      $q_extra "$QP_BIN" >"$TMP/qp-$q_port.log" 2>&1 &
+  q_pid=$!
+  STARTED_PIDS+=("$q_pid")
+  if wait_ready "$q_port" "$q_pid"; then
+    add_contender "$q_name" "$q_port" "$q_pid" qp ok
+  else
+    log "$q_name did not answer 200 on :$q_port within ${STARTUP_TIMEOUT}s -> n/a; log tail:"
+    tail -n 10 "$TMP/qp-$q_port.log" >&2 || true
+    stop_started "$q_pid"
+    add_contender "$q_name" "$q_port" "" qp "n/a" "did not answer 200 on :$q_port within ${STARTUP_TIMEOUT}s"
+  fi
+done
+
+log "starting nginx proxy on :$NGINX_PROXY_PORT"
+start_nginx nginx-proxy "$SCRIPT_DIR/nginx-proxy.conf"
+NGINX_PROXY_PID=$LAST_PID
+wait_ready "$NGINX_PROXY_PORT" "$NGINX_PROXY_PID" || die "nginx proxy did not answer on :$NGINX_PROXY_PORT"
+add_contender "nginx (upstream keepalive)" "$NGINX_PROXY_PORT" "$NGINX_PROXY_PID" nginx ok
+
+log "starting HAProxy on :$HAPROXY_PORT"
+haproxy -c -q -f "$SCRIPT_DIR/haproxy.cfg" || die "haproxy.cfg does not validate"
+haproxy -db -f "$SCRIPT_DIR/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
+STARTED_PIDS+=("$HAPROXY_PID")
+wait_ready "$HAPROXY_PORT" "$HAPROXY_PID" || die "HAProxy did not answer on :$HAPROXY_PORT"
+add_contender "HAProxy (http-reuse always)" "$HAPROXY_PORT" "$HAPROXY_PID" haproxy ok
+
+N=${#C_NAME[@]}
+IDX_DIRECT=0
+IDX_HAPROXY=$((N - 1))
+
+# Idle RSS, before any load.
+C_RSS_IDLE=() C_RSS_AFTER=() C_HWM=()
+for ((i = 0; i < N; i++)); do
+  C_RSS_IDLE[i]=-; C_RSS_AFTER[i]=-; C_HWM[i]=-
+  [[ -n "${C_PID[i]}" ]] && C_RSS_IDLE[i]=$(status_kb "${C_PID[i]}" VmRSS)
+done
+
+# ------------------------------------------------------------ wrk runs ---
+# Parse wrk's output into W_RPS W_P50 W_P99 (ms) W_REQS W_NON2XX W_SOCKERR.
+to_ms_awk='function ms(v) {
+  if (v ~ /us$/) return v * 0.001;  if (v ~ /ms$/) return v + 0;
+  if (v ~ /m$/) return v * 60000;   if (v ~ /h$/) return v * 3600000;
+  if (v ~ /s$/) return v * 1000;    return v + 0 }'
+parse_wrk() {
+  local f=$1
+  read -r W_RPS W_P50 W_P99 W_REQS W_NON2XX W_SOCKERR < <(awk "$to_ms_awk"'
+    /^Requests\/sec:/            { rps = $2 }
+    /^ +50%/                     { p50 = ms($2) }
+    /^ +99%/                     { p99 = ms($2) }
+    / requests in /              { reqs = $1 }
+    /Non-2xx or 3xx responses:/  { non2xx = $NF }
+    /Socket errors:/             { gsub(/,/, ""); sockerr = $4 + $6 + $8 + $10 }
+    END { printf "%s %s %s %s %d %d\n", (rps == "" ? 0 : rps), (p50 == "" ? "-" : p50),
+                 (p99 == "" ? "-" : p99), (reqs == "" ? 0 : reqs), non2xx, sockerr }' "$f")
+}
+
+# run_one MODE ROUND INDEX DURATION: one wrk run against contender INDEX, appended to $RAW.
+run_one() {
+  local mode=$1 round=$2 i=$3 dur=$4 pid=${C_PID[$3]} url="http://127.0.0.1:${C_PORT[$3]}/"
+  local out="$TMP/wrk-$mode-$round-$i.txt" t0=0 t1=0 cpu=- args=()
+  args=(-t"$THREADS" -c"$CONNECTIONS" -d"$dur" --latency)
+  [[ "$mode" == paced ]] && args+=(-s "$SCRIPT_DIR/paced.lua")
+  [[ -n "$pid" ]] && t0=$(cpu_ticks "$pid")
+  if [[ "$mode" == paced ]]; then
+    wrk "${args[@]}" "$url" -- "$PACED_DELAY_MS" >"$out" 2>&1 &
+  else
+    wrk "${args[@]}" "$url" >"$out" 2>&1 &
+  fi
+  WRK_PID=$!
+  wait "$WRK_PID" || log "wrk exited with status $? for ${C_NAME[i]} (see output below)"
+  WRK_PID=""
+  [[ -n "$pid" ]] && t1=$(cpu_ticks "$pid")
+  parse_wrk "$out"
+  if [[ -n "$pid" ]] && ((W_REQS > 0)); then
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_REQS" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$round" "$i" "$W_RPS" "$W_P50" "$W_P99" \
+    "$W_REQS" "$W_NON2XX" "$W_SOCKERR" "$cpu" >>"$RAW"
+  log "$(printf '%-6s r%s %-28s %9s req/s  p50 %7s ms  p99 %7s ms  cpu %7s us/req  non-2xx %s  sock-err %s' \
+    "$mode" "$round" "${C_NAME[i]}" "$W_RPS" "$W_P50" "$W_P99" "$cpu" "$W_NON2XX" "$W_SOCKERR")"
+  if ((W_REQS == 0)); then log "wrk output:"; cat "$out" >&2; fi
+}
+
+WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency"
+if [[ "$WARMUP" != 0 && "$WARMUP" != 0s ]]; then
+  log "warm-up: $WARMUP per contender (discarded)"
+  for ((i = 0; i < N; i++)); do
+    [[ "${C_STATUS[i]}" == ok ]] && run_one warmup 0 "$i" "$WARMUP"
+  done
+fi
+
+for ((r = 1; r <= ROUNDS; r++)); do
+  log "round $r/$ROUNDS: saturation ($WRK_CMD)"
+  for ((i = 0; i < N; i++)); do
+    [[ "${C_STATUS[i]}" == ok ]] && run_one sat "$r" "$i" "$DURATION"
+  done
+  if ((PACED)); then
+    log "round $r/$ROUNDS: paced ($WRK_CMD -s paced.lua -- $PACED_DELAY_MS)"
+    for ((i = 0; i < N; i++)); do
+      [[ "${C_STATUS[i]}" == ok ]] && run_one paced "$r" "$i" "$DURATION"
+    done
+  fi
+done
+
+for ((i = 0; i < N; i++)); do
+  if [[ -n "${C_PID[i]}" ]]; then
+    C_RSS_AFTER[i]=$(status_kb "${C_PID[i]}" VmRSS)
+    C_HWM[i]=$(status_kb "${C_PID[i]}" VmHWM)
+  fi
+done
+
+# -------------------------------------------- idle connections memory ---
+IDLE_LINE=""
+if ((IDLE_CONNS > 0)); then
+  idx=-1
+  for ((i = 0; i < N; i++)); do
+    if [[ "${C_KIND[i]}" == qp ]]; then idx=$i; break; fi
+  done
+  if ((idx < 0)); then
+    IDLE_LINE="- queue-proxy with $IDLE_CONNS idle keep-alive connections: n/a (no queue-proxy row)"
+  elif [[ "${C_STATUS[idx]}" != ok ]]; then
+    IDLE_LINE="- ${C_NAME[idx]} with $IDLE_CONNS idle keep-alive connections: n/a (not running)"
+  else
+    log "idle connections: opening $IDLE_CONNS keep-alive connections to ${C_NAME[idx]} (bounded to ${IDLE_CONNS_TIMEOUT}s)"
+    before_kb=$(status_kb "${C_PID[idx]}" VmRSS)
+    # shellcheck disable=SC2046
+    res=$(timeout $((IDLE_CONNS_TIMEOUT + 10)) python3 "$SCRIPT_DIR/idle_conns.py" "${C_PORT[idx]}" "$IDLE_CONNS" \
+          "$IDLE_CONNS_TIMEOUT" $(tree_pids "${C_PID[idx]}") || true)
+    log "idle connections: $res"
+    if [[ "$res" =~ ok=([0-9]+)\ open=([0-9]+)\ rss_kb=([0-9]+) ]]; then
+      ok_c=${BASH_REMATCH[1]} open_c=${BASH_REMATCH[2]} with_kb=${BASH_REMATCH[3]}
+      IDLE_LINE=$(awk -v n="${C_NAME[idx]}" -v c="$IDLE_CONNS" -v ok="$ok_c" -v open="$open_c" \
+        -v w="$with_kb" -v b="$before_kb" -v idle="${C_RSS_IDLE[idx]}" 'BEGIN {
+          printf "- %s with %d idle keep-alive connections open (%d opened, %d answered 2xx): **RSS %.1f MB** ", n, c, open, ok, w / 1024
+          printf "(%.1f MB just before, idle %.1f MB before any load; %+.1f kB per connection)", b / 1024, idle / 1024, (open > 0 ? (w - b) / open : 0) }')
+    else
+      IDLE_LINE="- ${C_NAME[idx]} with $IDLE_CONNS idle keep-alive connections: measurement failed ($res)"
+    fi
+  fi
+fi
+
+# ------------------------------------------------------------- report ---
+# median MODE INDEX COLUMN (1-based column of $RAW) -> median or "-"
+median() {
+  awk -F'\t' -v m="$1" -v i="$2" -v c="$3" '$1 == m && $3 == i && $c != "-" { print $c }' "$RAW" |
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+total() {
+  awk -F'\t' -v m="$1" -v i="$2" -v c="$3" '$1 == m && $3 == i { s += $c; n++ } END { print (n ? s : "-") }' "$RAW"
+}
+# fmt VALUE DECIMALS
+fmt() { if [[ "$1" == - || -z "$1" ]]; then echo "—"; else awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; fi; }
+ratio() {   # ratio A B DECIMALS
+  if [[ "$1" == - || "$2" == - || -z "$1" || -z "$2" ]]; then echo "—"; return; fi
+  awk -v a="$1" -v b="$2" -v d="$3" 'BEGIN { if (b == 0) print "—"; else printf "%.*f", d, a / b }'
+}
+mb() { if [[ "$1" == - ]]; then echo "—"; else awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; fi; }
+
+commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || true)
+if [[ -z "$commit" ]]; then
+  commit="uncommitted"
+elif [[ -n "$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no -- . ':(exclude)benchmarks/RESULTS.md' 2>/dev/null || true)" ]]; then
+  commit="$commit (+ uncommitted changes)"
+fi
+wrk_ver=$( (wrk -v 2>&1 || true) | awk 'NR == 1 { print $2 }')
+nginx_ver=$( (nginx -v 2>&1 || true) | sed -n 's|.*nginx/||p')
+haproxy_ver=$( (haproxy -v 2>&1 || true) | awk 'NR == 1 { print $3 }')
+qp_desc=".build/release/queue-proxy"
+[[ "$QP_BIN" != "$QP_BIN_DEFAULT" ]] && qp_desc="$QP_BIN (QP_BIN override)"
+
+warm_desc="one discarded ${WARMUP} warm-up run each"
+[[ "$WARMUP" == 0 || "$WARMUP" == 0s ]] && warm_desc="no warm-up"
+REPORT="$TMP/report.md"
+{
+  echo "# queue-proxy benchmark results"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- commit: $commit"
+  echo "- machine: nproc $(nproc), kernel $(uname -r), Debian $(cat /etc/debian_version 2>/dev/null || echo '?')"
+  echo "- tools: wrk $wrk_ver, nginx $nginx_ver, HAProxy $haproxy_ver"
+  echo "- backend: nginx, 1 worker, \`return 200 \"Hello World!\\n\";\` on 127.0.0.1:$BACKEND_PORT; all contenders proxy to it"
+  echo "- queue-proxy binary: $qp_desc"
+  echo "- load: \`$WRK_CMD\`, $ROUNDS round(s), contenders alternated within each round, $warm_desc; figures are medians over rounds, ratios are ratios of medians"
+  if ((PACED)); then
+    echo "- paced load: the same with \`-s benchmarks/paced.lua -- $PACED_DELAY_MS\` ($PACED_DELAY_MS ms pause per connection before each request, ≤ $((CONNECTIONS * 1000 / PACED_DELAY_MS)) req/s offered)"
+  fi
+  echo "- CPU µs/req: utime+stime of the proxy's process tree (/proc/PID/stat) over the run ÷ requests completed; RSS: VmRSS (peak: VmHWM) summed over the process tree (nginx = master + worker)"
+  echo
+  echo "## Saturation"
+  echo
+  echo "| contender | req/s | ÷ direct | ÷ HAProxy | p50 ms | p99 ms | CPU µs/req | CPU ÷ HAProxy | idle RSS MB | RSS after MB | peak RSS MB | non-2xx | socket errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  d_rps=$(median sat "$IDX_DIRECT" 4)
+  h_rps=$(median sat "$IDX_HAPROXY" 4)
+  h_cpu=$(median sat "$IDX_HAPROXY" 10)
+  for ((i = 0; i < N; i++)); do
+    if [[ "${C_STATUS[i]}" != ok ]]; then
+      echo "| ${C_NAME[i]} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+      continue
+    fi
+    rps=$(median sat "$i" 4) cpu=$(median sat "$i" 10)
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${C_NAME[i]}" \
+      "$(fmt "$rps" 0)" "$(ratio "$rps" "$d_rps" 2)" "$(ratio "$rps" "$h_rps" 2)" \
+      "$(fmt "$(median sat "$i" 5)" 2)" "$(fmt "$(median sat "$i" 6)" 2)" \
+      "$(fmt "$cpu" 1)" "$(ratio "$cpu" "$h_cpu" 2)" \
+      "$(mb "${C_RSS_IDLE[i]}")" "$(mb "${C_RSS_AFTER[i]}")" "$(mb "${C_HWM[i]}")" \
+      "$(total sat "$i" 8)" "$(total sat "$i" 9)"
+  done
+  echo "| Knative's Go queue-proxy, cc=0 — reference (not measured in this run) | | 0.16 | | | ~22 | ~200 | | 23–25 | | | | |"
+  echo "| Knative's Go queue-proxy, cc=10 — reference (not measured in this run) | | 0.14 | | | ~42 | ~210 | | 23–25 | | | | |"
+  echo "| bare Swift epoll proxy (floor) — reference (not measured in this run) | | | | | ~5 | ~21 | 0.63 | 7 | | | | |"
+  echo
+  echo "Targets (BENCHMARKING.md): CPU ÷ HAProxy ≤ 0.8 with every feature on and no non-2xx, p99 no worse than HAProxy's, idle RSS ≤ 5 MB."
+  for ((i = 0; i < N; i++)); do
+    if [[ -n "${C_NOTE[i]}" ]]; then echo "${C_NAME[i]}: n/a — ${C_NOTE[i]}."; fi
+  done
+  if ((PACED)); then
+    echo
+    echo "## Paced (latency below saturation)"
+    echo
+    echo "| contender | req/s | p50 ms | p99 ms | p99 ÷ HAProxy | CPU µs/req | CPU ÷ HAProxy | non-2xx | socket errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    hp_p99=$(median paced "$IDX_HAPROXY" 6)
+    hp_cpu=$(median paced "$IDX_HAPROXY" 10)
+    for ((i = 0; i < N; i++)); do
+      if [[ "${C_STATUS[i]}" != ok ]]; then
+        echo "| ${C_NAME[i]} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+        continue
+      fi
+      p99=$(median paced "$i" 6) cpu=$(median paced "$i" 10)
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${C_NAME[i]}" \
+        "$(fmt "$(median paced "$i" 4)" 0)" "$(fmt "$(median paced "$i" 5)" 2)" "$(fmt "$p99" 2)" \
+        "$(ratio "$p99" "$hp_p99" 2)" "$(fmt "$cpu" 1)" "$(ratio "$cpu" "$hp_cpu" 2)" \
+        "$(total paced "$i" 8)" "$(total paced "$i" 9)"
+    done
+  fi
+  if [[ -n "$IDLE_LINE" ]]; then
+    echo
+    echo "## Idle connections"
+    echo
+    echo "$IDLE_LINE"
+  fi
+  warm_err=$(awk -F'\t' '$1 == "warmup" { s += $8 + $9 } END { print s + 0 }' "$RAW")
+  if ((warm_err > 0)); then
+    echo
+    echo "**Warning:** the discarded warm-up runs saw $warm_err non-2xx responses / socket errors."
+  fi
+  echo
+  echo "## All runs"
+  echo
+  echo "| run | round | contender | req/s | p50 ms | p99 ms | requests | CPU µs/req | non-2xx | socket errors |"
+  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+  while IFS=$'\t' read -r m r i rps p50 p99 reqs non2xx sockerr cpu; do
+    [[ "$m" == warmup ]] && continue
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$r" "${C_NAME[i]}" "$(fmt "$rps" 0)" \
+      "$(fmt "$p50" 2)" "$(fmt "$p99" 2)" "$reqs" "$(fmt "$cpu" 1)" "$non2xx" "$sockerr"
+  done <"$RAW"
+} >"$REPORT"
+
+mkdir -p "$(dirname "$OUT")"
+cp "$REPORT" "$OUT"
+cat "$REPORT"
+log "report written to $OUT"
