@@ -14,6 +14,7 @@ let package = Package(
         .target(name: "ProxyCore", dependencies: ["CLinuxShims"]),
         .executableTarget(name: "QueueProxy", dependencies: ["ProxyCore"]),
         .executableTarget(name: "HelloWorld", dependencies: ["ProxyCore"]),
-        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore"]),
+        // The executables are dependencies so that `swift test` builds them: tests run the real binaries.
+        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "QueueProxy", "HelloWorld"]),
     ]
 )

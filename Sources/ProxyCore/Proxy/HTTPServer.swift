@@ -324,6 +324,15 @@ final class HTTP1ServerConnection: StreamConnection {
         close()
     }
 
+    /// The response cannot be completed: deliver what was sent so far, then close without completing the
+    /// framing, so that the client sees the truncation instead of a response that looks whole.
+    func exchangeTruncated() {
+        guard state == .exchange else { return }
+        state = .closing
+        input?.clear()
+        drive()
+    }
+
     /// Writes a local answer in place of the upstream's response.
     func respondInstead(_ response: LocalResponse, close: Bool) {
         response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: close)

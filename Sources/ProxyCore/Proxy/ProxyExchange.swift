@@ -124,10 +124,10 @@ final class ProxyExchange {
             upgrade: isUpgradeRequest)
         downstream.input!.moveReader(by: headBytes.count)
         do {
-            try pumpRequest()
-            if requestDone, let output = connection.output, output.readerIndex == 0 {
-                replayLength = output.writerIndex
-            }
+            // Head and whatever body already arrived leave in one write. A request that fits whole is kept
+            // in the buffer for a replay.
+            try pumpRequest(queueOnly: true)
+            if requestDone { replayLength = connection.output!.writerIndex }
             if connection.isConnected { try flushUpstream() }
         } catch {
             upstreamFailed(.upstreamIO(error))
@@ -197,7 +197,8 @@ final class ProxyExchange {
     // MARK: - Request side
 
     /// Moves request body bytes from the downstream input to the upstream, as far as both allow.
-    private func pumpRequest() throws(SysError) {
+    /// - Parameter queueOnly: only queue what is already in the input (no syscalls): the first fill.
+    private func pumpRequest(queueOnly: Bool = false) throws(SysError) {
         guard let connection = upstream, !downstreamEOF else { return }
         while !requestDone {
             let input = downstream.inputBuffer()
@@ -205,7 +206,8 @@ final class ProxyExchange {
                 try verifyRequestBytes(input)
             }
             if requestPending > 0 {
-                let taken = try connection.send(UnsafeRawBufferPointer(rebasing: input.readable[0..<requestPending]))
+                let bytes = UnsafeRawBufferPointer(rebasing: input.readable[0..<requestPending])
+                let taken = queueOnly ? connection.queue(bytes) : try connection.send(bytes)
                 input.moveReader(by: taken)
                 requestPending -= taken
                 if requestPending > 0 { return }  // the upstream pushes back; resumed when it drains
@@ -214,7 +216,7 @@ final class ProxyExchange {
                 requestDone = true
                 return
             }
-            if !downstream.canRead { return }
+            if queueOnly || !downstream.canRead { return }
             switch try downstream.readInput(limit: input.capacity) {
             case .data, .full, .wouldBlock: continue
             case .eof:
@@ -312,7 +314,10 @@ final class ProxyExchange {
                 responseComplete()
                 return
             }
-            if !connection.canRead { return }
+            if !connection.canRead {
+                try downstream.flush()  // a head (or 1xx) written above may still be queued
+                return
+            }
             let outcome: StreamConnection.ReadOutcome
             do {
                 outcome = try connection.readInput(limit: phase == .awaitingHead ? 64 * 1024 + 4096 : input.capacity)
@@ -550,8 +555,13 @@ final class ProxyExchange {
     /// The response cannot be completed: close the downstream without finishing its framing so that the
     /// client sees the truncation.
     private func truncateResponse() {
-        upstreamKeepAlive = false
-        abort()
+        phase = .idle
+        if let connection = upstream {
+            upstream = nil
+            connection.exchange = nil
+            connection.close()
+        }
+        downstream.exchangeTruncated()
     }
 
     private func fail(_ error: ProxyError) {

@@ -80,26 +80,34 @@ public class StreamConnection: Channel {
     /// Bytes this side can take now without exceeding `outputLimit`.
     var outputRoom: Int { StreamConnection.outputLimit - (output?.readableCount ?? 0) }
 
-    /// Sends what it can of `bytes`: straight to the socket when nothing is queued, the rest into the output
-    /// buffer up to `outputLimit`.
+    /// Sends what it can of `bytes`: straight to the socket when nothing is queued (no copy), else behind the
+    /// queued bytes, up to `outputLimit` in all. Queued bytes are written at once if the socket allows.
     /// - Returns: how many bytes were taken (sent or queued). Fewer than `bytes.count` means "push back".
     func send(_ bytes: UnsafeRawBufferPointer) throws(SysError) -> Int {
         var taken = 0
-        if !hasPendingOutput && canWrite {
-            switch try Socket.write(fd, from: bytes) {
-            case .processed(let n): taken = n
-            case .wouldBlock: canWrite = false
+        if !hasPendingOutput {
+            if canWrite {
+                switch try Socket.write(fd, from: bytes) {
+                case .processed(let n): taken = n
+                case .wouldBlock: break
+                }
+                if taken == bytes.count { return taken }
+                canWrite = false  // a short write means the socket buffer is full
             }
-            if taken == bytes.count { return taken }
-            canWrite = false
         }
-        let room = outputRoom
-        let queued = min(room, bytes.count - taken)
+        let queued = min(outputRoom, bytes.count - taken)
         if queued > 0 {
-            let buffer = outputBuffer()
-            buffer.append(UnsafeRawBufferPointer(rebasing: bytes[taken..<(taken + queued)]))
+            outputBuffer().append(UnsafeRawBufferPointer(rebasing: bytes[taken..<(taken + queued)]))
         }
+        if taken == 0 { try flush() }  // bytes queued behind earlier output: push them out together
         return taken + queued
+    }
+
+    /// Queues what fits of `bytes` behind the pending output, without a syscall. - Returns: bytes taken.
+    func queue(_ bytes: UnsafeRawBufferPointer) -> Int {
+        let queued = min(outputRoom, bytes.count)
+        if queued > 0 { outputBuffer().append(UnsafeRawBufferPointer(rebasing: bytes[0..<queued])) }
+        return queued
     }
 
     @inline(__always) func outputBuffer() -> ByteBuffer {

@@ -1,0 +1,359 @@
+// Scenario tests of the proxy engine over real sockets: ProxyCore runs in-process, the upstream is scripted.
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+@testable import ProxyCore
+
+/// Thread-safe box for what an upstream script saw.
+final class Seen<T: Sendable>: Sendable {
+    private let storage: Mutex<[T]>
+    init() { storage = Mutex([]) }
+    func add(_ value: T) { storage.withLock { $0.append(value) } }
+    var all: [T] { storage.withLock { $0 } }
+}
+
+/// A one-shot signal between threads.
+final class Gate: Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    func open() { semaphore.signal() }
+    @discardableResult func wait(seconds: Double = 10) -> Bool { semaphore.wait(timeout: .now() + seconds) == .success }
+}
+
+@Suite(.timeLimit(.minutes(1)))
+struct ProxyExchangeTests {
+    @Test func forwardsAndRewritesHeaders() throws {
+        let heads = Seen<[(String, String)]>()
+        let upstream = try ScriptedUpstream { conn, _ in
+            while true {
+                let (start, fields) = try conn.readHead()
+                heads.add([("start", start)] + fields)
+                try conn.send(
+                    "HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\n"
+                        + "X-App: a\r\nContent-Length: 2\r\n\r\nok")
+            }
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        let response = try client.exchange(
+            "GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: X-Hop\r\nX-Hop: h\r\n"
+                + "Proxy-Connection: keep-alive\r\nKeep-Alive: 1\r\nTE: trailers\r\nUser-Agent: t\r\n\r\n")
+        #expect(response.status == 200)
+        #expect(response.bodyText == "ok")
+        // No headers added to responses; hop-by-hop ones removed.
+        #expect(response.headers.map { $0.0 } == ["X-App", "Content-Length"])
+        let seen = try #require(heads.all.first)
+        let names = seen.map { $0.0.lowercased() }
+        #expect(seen[0].1 == "GET /p?q=1 HTTP/1.1")
+        #expect(!names.contains("x-hop") && !names.contains("connection") && !names.contains("proxy-connection"))
+        #expect(!names.contains("keep-alive"))
+        #expect(seen.contains { $0.0.lowercased() == "te" && $0.1 == "trailers" })
+        #expect(seen.contains { $0.0 == "Host" && $0.1 == "example.com" })
+        #expect(seen.first { $0.0.lowercased() == "x-forwarded-for" }?.1 == "10.0.0.1, 127.0.0.1")
+        // Without a prior value the peer stands alone.
+        _ = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(heads.all.last?.first { $0.0.lowercased() == "x-forwarded-for" }?.1 == "127.0.0.1")
+    }
+
+    @Test func keepAliveReusesOneUpstreamConnection() throws {
+        let upstream = try ScriptedUpstream(script: Scripts.hello())
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        for _ in 0..<5 {
+            let response = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            #expect(response.status == 200 && response.bodyText == "Hello World!\n")
+        }
+        let second = try TestSocket.connect(port: proxy.port)
+        #expect(try second.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200)
+        #expect(upstream.acceptedCount == 1)
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            while true {
+                let (start, fields) = try conn.readHead()
+                _ = try conn.readBody(fields: fields, untilClose: false)
+                let path = start.split(separator: " ")[1]
+                if path == "/1" { usleep(100_000) }  // the first answer is the slowest
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(path.utf8.count)\r\n\r\n\(path)")
+            }
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send(
+            "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+                + "GET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+        for expected in ["/1", "/2", "/3"] { #expect(try client.readResponse().bodyText == expected) }
+    }
+
+    @Test func chunkedBodiesAndTrailersPassThrough() throws {
+        let bodies = Seen<String>()
+        let upstream = try ScriptedUpstream { conn, _ in
+            let (_, fields) = try conn.readHead()
+            let (body, trailers, _) = try conn.readBody(fields: fields, untilClose: false)
+            bodies.add(String(decoding: body, as: UTF8.self) + "|" + trailers.map { "\($0.0)=\($0.1)" }.joined())
+            try conn.send(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+                    + "3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-Sum: 5\r\n\r\n")
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        let response = try client.exchange(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n0\r\nX-T: 1\r\n\r\n")
+        #expect(response.status == 200)
+        #expect(response.bodyText == "abcde")
+        #expect(response.trailers.first?.1 == "5")
+        #expect(bodies.all == ["wiki|X-T=1"])
+    }
+
+    @Test func expectContinueAndInterimResponses() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            let (_, fields) = try conn.readHead()
+            try conn.send("HTTP/1.1 100 Continue\r\n\r\n")
+            let (body, _, _) = try conn.readBody(fields: fields, untilClose: false)
+            try conn.send("HTTP/1.1 201 Created\r\nContent-Length: \(body.count)\r\n\r\n")
+            try conn.send(body)
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        #expect(try client.readResponse().status == 100)  // before the body is sent
+        try client.send("hello")
+        let final = try client.readResponse()
+        #expect(final.status == 201 && final.bodyText == "hello")
+    }
+
+    @Test func headAnd204And304HaveNoBody() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            while true {
+                let (start, _) = try conn.readHead()
+                if start.hasPrefix("HEAD") {
+                    try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                } else if start.contains("/204") {
+                    try conn.send("HTTP/1.1 204 No Content\r\n\r\n")
+                } else {
+                    try conn.send("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+                }
+            }
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        let head = try client.exchange("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", headRequest: true)
+        #expect(head.status == 200 && head.header("Content-Length") == "10")
+        #expect(try client.exchange("GET /204 HTTP/1.1\r\nHost: h\r\n\r\n").status == 204)
+        #expect(try client.exchange("GET /304 HTTP/1.1\r\nHost: h\r\n\r\n").status == 304)
+        #expect(try client.exchange("GET /204 HTTP/1.1\r\nHost: h\r\n\r\n").status == 204)  // framing stayed in sync
+        #expect(upstream.acceptedCount == 1)
+    }
+
+    @Test func http10ClientGetsAPlainBodyAndAClose() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("GET / HTTP/1.0\r\n\r\n")
+        let (start, fields) = try client.readHead()
+        #expect(start.hasPrefix("HTTP/1.1 200"))
+        #expect(!fields.contains { $0.0.lowercased() == "transfer-encoding" })
+        #expect(String(decoding: try client.readToEnd(), as: UTF8.self) == "hello world")
+    }
+
+    @Test func connectFailureIs502WithGoText() throws {
+        let deadPort = freePort()
+        let proxy = try ProxyHarness(upstreamPort: deadPort)
+        let client = try TestSocket.connect(port: proxy.port)
+        let response = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(response.status == 502)
+        #expect(response.bodyText == "dial tcp 127.0.0.1:\(deadPort): connect: connection refused\n")
+        #expect(response.header("Content-Type") == "text/plain; charset=utf-8")
+        // The connection survives a 502 for a bodiless request.
+        #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 502)
+    }
+
+    @Test func upstreamDyingMidBodyCutsTheResponse() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            usleep(50_000)
+            shutdown(conn.fd, Int32(SHUT_RDWR))
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        let response = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(response.status == 200)
+        #expect(!response.isComplete)
+        #expect(response.bodyText == "0123456789")
+    }
+
+    @Test func upstreamClosingBeforeAnsweringIs502() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            shutdown(conn.fd, Int32(SHUT_RDWR))
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        let response = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(response.status == 502 && response.bodyText == "EOF\n")
+    }
+
+    @Test func deadReusedConnectionIsRetriedOnceOnAFreshOne() throws {
+        // Connection 0 answers one request, then takes the second and drops it without a byte: the race of an
+        // upstream closing an idle keep-alive connection just as the proxy reuses it.
+        let upstream = try ScriptedUpstream { conn, index in
+            if index == 0 {
+                _ = try conn.readHead()
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+                _ = try conn.readHead()
+                shutdown(conn.fd, Int32(SHUT_RDWR))
+            } else {
+                try Scripts.hello("fresh")(conn, index)
+            }
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").bodyText == "first")
+        let second = try client.exchange("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+        #expect(second.status == 200 && second.bodyText == "fresh")
+        #expect(upstream.acceptedCount == 2)
+    }
+
+    @Test func idleUpstreamClosedByPeerIsNotReused() throws {
+        let upstream = try ScriptedUpstream { conn, index in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n\(index)")
+            // ...then closes the idle keep-alive connection.
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        for i in 0..<3 {
+            #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").bodyText == "\(i)")
+            usleep(20_000)  // let the upstream's FIN arrive while the connection sits idle in the pool
+        }
+    }
+
+    @Test func upgradeBecomesATunnel() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            let (_, fields) = try conn.readHead()
+            guard fields.contains(where: { $0.0.lowercased() == "upgrade" && $0.1 == "websocket" }) else { return }
+            try conn.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            while let line = try? conn.readLine() { try conn.send("echo:\(line)\n") }
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        let response = try client.readResponse(headRequest: true)
+        #expect(response.status == 101)
+        #expect(response.header("Upgrade") == "websocket")
+        for word in ["one", "two", "three"] {
+            try client.send("\(word)\n")
+            #expect(try client.readLine() == "echo:\(word)")
+        }
+    }
+
+    @Test func fullDuplexStreamingBothWays() throws {
+        // The upstream answers at once and echoes each chunk as it arrives; the client only sends the next
+        // chunk after it got the previous echo. Nothing may wait for the end of the request body.
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while true {
+                let size = try conn.readLine()
+                if size == "0" {
+                    _ = try conn.readLine()
+                    try conn.send("0\r\n\r\n")
+                    return
+                }
+                let data = try conn.read(count: Int(size, radix: 16)! + 2)
+                try conn.send(size + "\r\n")
+                try conn.send(data)
+            }
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+        let (start, _) = try client.readHead()
+        #expect(start.hasPrefix("HTTP/1.1 200"))
+        for word in ["alpha", "beta", "gamma"] {
+            try client.send(String(word.utf8.count, radix: 16) + "\r\n" + word + "\r\n")
+            #expect(try client.readLine() == String(word.utf8.count, radix: 16))
+            #expect(try client.readLine() == word)
+        }
+        try client.send("0\r\n\r\n")
+        #expect(try client.readLine() == "0")
+    }
+
+    @Test func serverSentEventsAreNotHeldBack() throws {
+        let release = Gate()
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try conn.send("7\r\ndata: 1\r\n")
+            release.wait()
+            try conn.send("7\r\ndata: 2\r\n0\r\n\r\n")
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("GET /events HTTP/1.1\r\nHost: h\r\n\r\n")
+        _ = try client.readHead()
+        #expect(try client.readLine() == "7")
+        #expect(try client.readLine() == "data: 1")  // arrived while the upstream is still holding the second event
+        release.open()
+        #expect(try client.readLine() == "7")
+        #expect(try client.readLine() == "data: 2")
+    }
+
+    @Test func clientDisconnectAbortsTheUpstreamExchange() throws {
+        let upstreamSawClose = Gate()
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            if conn.isClosedByPeer() { upstreamSawClose.open() }  // blocks until the proxy closes its side
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        usleep(50_000)
+        client.close()
+        #expect(upstreamSawClose.wait(seconds: 5))
+    }
+
+    @Test(arguments: [
+        ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nx", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", 400),
+        ("BAD\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 70_000) + "\r\n\r\n", 431),
+    ])
+    func malformedRequestsAnswerAndOnlyTheirConnectionCloses(_ request: String, _ status: Int) throws {
+        let upstream = try ScriptedUpstream(script: Scripts.hello())
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let bystander = try TestSocket.connect(port: proxy.port)
+        #expect(try bystander.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200)
+        let bad = try TestSocket.connect(port: proxy.port)
+        let response = try bad.exchange(request)
+        #expect(response.status == status)
+        #expect(response.header("Connection") == "close")
+        #expect(bad.isClosedByPeer())
+        #expect(try bystander.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200)
+    }
+
+    @Test func invalidChunkSizeMidBodyClosesTheConnection() throws {
+        let upstream = try ScriptedUpstream(script: Scripts.hello())
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        #expect(client.isClosedByPeer())
+    }
+
+    @Test func severalLoopsShareThePort() throws {
+        let upstream = try ScriptedUpstream(script: Scripts.hello())
+        let proxy = try ProxyHarness(upstreamPort: upstream.port, loops: 2)
+        for _ in 0..<20 {
+            let client = try TestSocket.connect(port: proxy.port)
+            #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+// The real queue-proxy and helloworld binaries: streaming with bounded memory, drain on SIGTERM, config errors.
+import Foundation
+import Glibc
+import Testing
+
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct QueueProxyProcessTests {
+    /// An upstream that answers with a chunked 200 and echoes the raw chunked request body back as it arrives.
+    static func chunkedEcho() -> @Sendable (TestSocket, Int) throws -> Void {
+        { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            var tail: [UInt8] = conn.takeBuffered()  // body bytes that arrived with the head
+            try conn.send(tail)
+            tail = Array(tail.suffix(5))
+            while tail != Array("0\r\n\r\n".utf8) {
+                let n = buffer.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { return }
+                try conn.send(Array(buffer[0..<n]))
+                tail = Array((tail + buffer[0..<n]).suffix(5))
+            }
+        }
+    }
+
+    @Test func helloWorldThroughQueueProxy() throws {
+        let appPort = freePort()
+        let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)", "TARGET": "Knative"])
+        #expect(app.waitForPort(appPort))
+        let port = freePort()
+        let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: appPort))
+        #expect(proxy.waitForPort(port))
+        let client = try TestSocket.connect(port: port)
+        let response = try client.exchange("GET / HTTP/1.1\r\nHost: helloworld-go.default.example.com\r\n\r\n")
+        #expect(response.status == 200)
+        #expect(response.bodyText == "Hello Knative!\n")
+        #expect(response.header("Content-Type") == "text/plain; charset=utf-8")
+        app.signal(SIGTERM)
+        proxy.signal(SIGTERM)
+        #expect(app.waitForExit() == 0)
+        #expect(proxy.waitForExit() == 0)
+    }
+
+    @Test func hundredMegabyteChunkedEchoKeepsMemoryBounded() throws {
+        let upstream = try ScriptedUpstream(script: Self.chunkedEcho())
+        let port = freePort()
+        let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
+        #expect(proxy.waitForPort(port))
+        let baseline = proxy.memoryKB().rss
+        let client = try TestSocket.connect(port: port)
+        let total = 100 * 1024 * 1024
+        let chunk = 64 * 1024
+        let sender = Thread {
+            let piece = Array((String(chunk, radix: 16) + "\r\n").utf8) + [UInt8](repeating: 0x61, count: chunk) + [0x0D, 0x0A]
+            try? client.send("POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in 0..<(total / chunk) { try? client.send(piece) }
+            try? client.send("0\r\n\r\n")
+        }
+        sender.start()
+        let response = try client.readResponse()
+        #expect(response.status == 200)
+        #expect(response.isComplete)
+        #expect(response.body.count == total)
+        let memory = proxy.memoryKB()
+        // A few buffers per exchange: the peak stays within a few MB of the idle figure, far below 100 MB.
+        #expect(memory.peak - baseline < 8 * 1024, "peak \(memory.peak) kB, baseline \(baseline) kB")
+    }
+
+    @Test func slowReaderGetsBackpressureNotBuffering() throws {
+        let size = 32 * 1024 * 1024
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(size)\r\n\r\n")
+            let block = [UInt8](repeating: 0x62, count: 1024 * 1024)
+            for _ in 0..<32 { try conn.send(block) }
+        }
+        let port = freePort()
+        let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
+        #expect(proxy.waitForPort(port))
+        let baseline = proxy.memoryKB().rss
+        let client = try TestSocket.connect(port: port)
+        var small: Int32 = 64 * 1024
+        setsockopt(client.fd, SOL_SOCKET, SO_RCVBUF, &small, 4)
+        try client.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        usleep(500_000)  // the client reads nothing while the upstream pushes 32 MB
+        let stalled = proxy.memoryKB()
+        #expect(stalled.peak - baseline < 8 * 1024, "peak \(stalled.peak) kB while stalled, baseline \(baseline) kB")
+        let response = try client.readResponse()
+        #expect(response.body.count == size)
+        #expect(response.body.allSatisfy { $0 == 0x62 })
+    }
+
+    @Test func sigtermLetsInFlightRequestsFinish() throws {
+        let arrived = Seen<Int>()
+        let upstream = try ScriptedUpstream { conn, index in
+            _ = try conn.readHead()
+            arrived.add(index)
+            usleep(300_000)
+            try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        }
+        let port = freePort()
+        let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
+        #expect(proxy.waitForPort(port))
+        let clients = try (0..<5).map { _ in try TestSocket.connect(port: port) }
+        for client in clients { try client.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n") }
+        while arrived.all.count < 5 { usleep(5_000) }
+        proxy.signal(SIGTERM)
+        for client in clients {
+            let response = try client.readResponse()
+            #expect(response.status == 200 && response.bodyText == "done")
+            #expect(response.header("Connection") == "close")
+        }
+        #expect(proxy.waitForExit() == 0)
+        #expect((try? TestSocket.connect(port: port)) == nil)
+    }
+
+    @Test(arguments: [
+        ([String: String](), "QUEUE_SERVING_PORT"),
+        (["QUEUE_SERVING_PORT": "80a", "USER_PORT": "8080"], "QUEUE_SERVING_PORT"),
+        (["QUEUE_SERVING_PORT": "8012", "USER_PORT": "99999"], "USER_PORT"),
+        (["QUEUE_SERVING_PORT": "8012", "USER_PORT": "8080", "CONTAINER_CONCURRENCY": "x"], "CONTAINER_CONCURRENCY"),
+    ])
+    func badEnvironmentNamesTheVariable(_ environment: [String: String], _ variable: String) throws {
+        let proxy = try ChildProcess("queue-proxy", environment: environment)
+        #expect(proxy.waitForExit() == 1)
+        #expect(proxy.stderr.contains(variable), "stderr: \(proxy.stderr)")
+    }
+
+    @Test func portInUseExitsWithAMessage() throws {
+        let upstream = try ScriptedUpstream(script: Scripts.hello())
+        let proxy = try ChildProcess(
+            "queue-proxy", environment: queueProxyEnvironment(port: upstream.port, userPort: upstream.port))
+        #expect(proxy.waitForExit() == 1)
+        #expect(proxy.stderr.contains("cannot listen on port \(upstream.port)"), "stderr: \(proxy.stderr)")
+    }
+}

@@ -1,0 +1,93 @@
+// Runs one of the package's executables as a child process, and always reaps it.
+import Foundation
+import Glibc
+
+final class ChildProcess: @unchecked Sendable {
+    let process = Process()
+    private let stderrPipe = Pipe()
+    private let lock = NSLock()
+    private var stderrData = Data()
+
+    /// The directory holding the built executables (next to the test bundle).
+    static var buildDirectory: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    }
+
+    /// Starts `.build/<config>/<name>` with `environment` (added to a minimal base: PATH only).
+    init(_ name: String, environment: [String: String], arguments: [String] = []) throws {
+        var url = ChildProcess.buildDirectory.appendingPathComponent(name)
+        if !FileManager.default.fileExists(atPath: url.path) {
+            // The runner may sit inside a bundle directory: look one level up too.
+            url = ChildProcess.buildDirectory.deletingLastPathComponent().appendingPathComponent(name)
+        }
+        process.executableURL = url
+        process.arguments = arguments
+        process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
+        process.standardError = stderrPipe
+        process.standardOutput = FileHandle.nullDevice
+        stderrPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            self.lock.withLock { self.stderrData.append(data) }
+        }
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    var stderr: String { lock.withLock { String(decoding: stderrData, as: UTF8.self) } }
+
+    /// Waits until `port` accepts connections (or the process died). - Returns: whether it is listening.
+    @discardableResult
+    func waitForPort(_ port: UInt16, seconds: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if !process.isRunning { return false }
+            if let socket = try? TestSocket.connect(port: port) {
+                socket.close()
+                return true
+            }
+            usleep(10_000)
+        }
+        return false
+    }
+
+    func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Waits for exit. - Returns: the exit status, or nil on timeout.
+    func waitForExit(seconds: Double = 10) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(5_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// Peak and current resident set size in kB from /proc.
+    func memoryKB() -> (rss: Int, peak: Int) {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
+        func field(_ name: String) -> Int {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return 0 }
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
+        }
+        return (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+        stderrPipe.fileHandleForReading.readabilityHandler = nil
+    }
+}
+
+/// The environment Knative's controller gives a queue-proxy (spec §1.1), for `port` → `userPort`.
+func queueProxyEnvironment(port: UInt16, userPort: UInt16, extra: [String: String] = [:]) -> [String: String] {
+    [
+        "QUEUE_SERVING_PORT": "\(port)", "USER_PORT": "\(userPort)", "CONTAINER_CONCURRENCY": "0",
+        "QUEUE_SERVING_TLS_PORT": "\(freePort())", "REVISION_TIMEOUT_SECONDS": "300",
+        "SERVING_LOGGING_CONFIG": "", "SERVING_LOGGING_LEVEL": "", "SERVING_NAMESPACE": "default",
+        "SERVING_CONFIGURATION": "hello", "SERVING_REVISION": "hello-00001", "SERVING_POD": "hello-pod",
+        "SERVING_POD_IP": "127.0.0.1", "QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())",
+        "QUEUE_USER_METRICS_PORT": "\(freePort())",
+    ].merging(extra) { $1 }
+}

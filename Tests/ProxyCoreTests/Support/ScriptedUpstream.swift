@@ -1,0 +1,88 @@
+// A fake upstream for scenario tests: it accepts connections on 127.0.0.1:0 and runs a script per connection
+// on its own thread (HAProxy's reg-tests `server s1 { rxreq; txresp }`, in Swift).
+import Foundation
+import Glibc
+
+final class ScriptedUpstream: @unchecked Sendable {
+    let port: UInt16
+    private let listenFD: Int32
+    private let lock = NSLock()
+    private var connections: [TestSocket] = []
+    private var accepted = 0
+    private let script: @Sendable (TestSocket, Int) throws -> Void
+    private let done = DispatchGroup()
+
+    /// - Parameter script: called with each accepted connection and its index (0-based).
+    init(script: @escaping @Sendable (TestSocket, Int) throws -> Void) throws {
+        self.script = script
+        listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(listenFD, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let fd = listenFD
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0, listen(listenFD, 512) == 0 else { throw TestError("upstream listen failed") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        port = UInt16(bigEndian: addr.sin_port)
+        let thread = Thread { [self] in acceptLoop() }
+        thread.start()
+    }
+
+    /// Connections accepted so far.
+    var acceptedCount: Int { lock.withLock { accepted } }
+
+    private func acceptLoop() {
+        while true {
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                if errno == EINTR { continue }
+                return  // listener closed by stop()
+            }
+            let connection = TestSocket(fd: fd)
+            let index: Int = lock.withLock {
+                connections.append(connection)
+                accepted += 1
+                return accepted - 1
+            }
+            done.enter()
+            let script = self.script
+            let group = done
+            Thread {
+                defer { group.leave() }
+                do { try script(connection, index) } catch {}
+                connection.close()
+            }.start()
+        }
+    }
+
+    /// Stops accepting and closes every connection.
+    func stop() {
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        Glibc.close(listenFD)
+        lock.withLock { for c in connections { c.shutdownWrite(); shutdown(c.fd, Int32(SHUT_RDWR)) } }
+        _ = done.wait(timeout: .now() + 5)
+    }
+
+    deinit { stop() }
+}
+
+/// Upstream scripts used by several tests.
+enum Scripts {
+    /// Answers every request on the connection with 200 and `body`, keeping the connection open.
+    static func hello(_ body: String = "Hello World!\n") -> @Sendable (TestSocket, Int) throws -> Void {
+        { conn, _ in
+            while true {
+                let (_, fields) = try conn.readHead()
+                _ = try conn.readBody(fields: fields, untilClose: false)
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            }
+        }
+    }
+}
