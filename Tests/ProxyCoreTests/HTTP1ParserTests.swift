@@ -161,6 +161,11 @@ struct HTTP1ParserTests {
         #expect(HTTPParseError.tooManyFields.status == 431)
     }
 
+    @Test func tokenBitmapMatchesRFC9110() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for c in 0...255 { #expect(ByteClass.isToken(UInt8(c)) == tchar.contains(UInt8(c)), "byte \(c)") }
+    }
+
     @Test func incompleteHeadIsNotAnError() {
         var parser = HTTP1Parser()
         let partial = Array("GET / HTTP/1.1\r\nHost: a\r\n".utf8)

@@ -2,17 +2,18 @@
 // last call stopped, so a head arriving in any number of pieces is scanned once; the head is then parsed
 // in one pass. Strict where laxity enables request smuggling (RFC 9112 §6.3, §5.2, §2.2).
 
-/// Byte classes, built once.
+/// Byte classes as constant bitmaps (no table, no lazy global: a `static let` array costs a `swift_once`
+/// check on every access in the hot loop).
 enum ByteClass {
-    /// RFC 9110 tchar.
-    static let token: [Bool] = {
-        var table = [Bool](repeating: false, count: 256)
-        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { table[Int(c)] = true }
-        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { table[Int(c)] = true }
-        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { table[Int(c)] = true }
-        for c in "!#$%&'*+-.^_`|~".utf8 { table[Int(c)] = true }
-        return table
-    }()
+    /// RFC 9110 tchar: ALPHA / DIGIT / "!#$%&'*+-.^_`|~".
+    private static let tokenLow: UInt64 = 0x03FF_6CFA_0000_0000  // 0x00-0x3F: ! # $ % & ' * + - . 0-9
+    private static let tokenHigh: UInt64 = 0x57FF_FFFF_C7FF_FFFE  // 0x40-0x7F: A-Z ^ _ ` a-z | ~
+
+    @inline(__always) static func isToken(_ c: UInt8) -> Bool {
+        if c < 64 { return tokenLow >> UInt64(c) & 1 != 0 }
+        if c < 128 { return tokenHigh >> UInt64(c - 64) & 1 != 0 }
+        return false
+    }
 
     @inline(__always) static func lower(_ c: UInt8) -> UInt8 {
         c &- 65 < 26 ? c | 0x20 : c
@@ -78,7 +79,7 @@ public struct HTTP1Parser {
             i += 1
         }
         let methodStart = i
-        while i < bytes.count && ByteClass.token[Int(bytes[i])] { i += 1 }
+        while i < bytes.count && ByteClass.isToken(bytes[i]) { i += 1 }
         guard i > methodStart, i < bytes.count, bytes[i] == 0x20 else { throw .badStartLine }
         head.method = methodStart..<i
         head.methodKind = Self.classifyMethod(bytes, head.method)
@@ -174,7 +175,7 @@ public struct HTTP1Parser {
             }
             if b[i] == 0x20 || b[i] == 0x09 { throw .obsFold }  // RFC 9112 §5.2: reject obs-fold
             let nameStart = i
-            while i < b.count && ByteClass.token[Int(b[i])] { i += 1 }
+            while i < b.count && ByteClass.isToken(b[i]) { i += 1 }
             guard i > nameStart, i < b.count, b[i] == 0x3A else { throw .badFieldName }  // no space before ':'
             let name = nameStart..<i
             i += 1

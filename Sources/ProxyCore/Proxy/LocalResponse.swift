@@ -46,14 +46,14 @@ public struct LocalResponse: Sendable {
         buffer.append("\r\n")
         if let contentType {
             buffer.append("Content-Type: ")
-            buffer.append(contentType)
+            buffer.append(string: contentType)
             buffer.append("\r\n")
         }
         if noSniff { buffer.append("X-Content-Type-Options: nosniff\r\n") }
         for (name, value) in extraHeaders {
-            buffer.append(name)
+            buffer.append(string: name)
             buffer.append(": ")
-            buffer.append(value)
+            buffer.append(string: value)
             buffer.append("\r\n")
         }
         buffer.append("Date: ")

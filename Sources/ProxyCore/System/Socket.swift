@@ -191,6 +191,13 @@ public enum Socket {
         }
     }
 
+    /// For an idle keep-alive connection: true when the peer has neither closed it nor sent anything.
+    public static func isIdleAndOpen(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+    }
+
     public static func shutdownWrite(_ fd: Int32) {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
