@@ -121,8 +121,8 @@ fi
 if [[ "${BENCH_PHASE1_DONE:-}" != 1 ]]; then
   ensure_packages
   if ((BUILD)); then
-    log "building: swift build -c release (in $REPO_ROOT)"
-    (cd "$REPO_ROOT" && swift build -c release)
+    log "building: swift build -c release --static-swift-stdlib (in $REPO_ROOT)"
+    (cd "$REPO_ROOT" && swift build -c release --static-swift-stdlib)
   fi
   export BENCH_PHASE1_DONE=1
 fi

@@ -20,10 +20,37 @@ public struct ServerConfig: Sendable {
     public init() {}
 }
 
-/// What the server does with a request: answer it here, or proxy it.
+/// What the server does with a request: answer it here, proxy it, or decide later.
 public enum Disposition {
     case respond(LocalResponse)
-    case proxy(UpstreamPool)
+    case proxy(UpstreamPool, ProxyOptions = ProxyOptions())
+    /// The responder keeps the `RequestHandle` and calls `resume` later (a probe round, a breaker queue).
+    /// The request's head stays parsed and untouched meanwhile.
+    case pending
+}
+
+/// Per-request scratch space a responder may use between `dispose` and `requestEnded`.
+public struct RequestContext {
+    /// Responder-defined flags (e.g. "counted in stats", "holds a breaker slot").
+    public var flags: UInt32 = 0
+    /// When the head was parsed (loop time, ms).
+    public var startMs: Int64 = 0
+    /// A precise start time for latency figures, if the responder wants one (ns).
+    public var startNs: Int64 = 0
+    /// Anything else (built only when needed, e.g. request-log fields).
+    public var extra: AnyObject? = nil
+
+    public init() {}
+}
+
+/// The server's side of one request, as the responder may hold it.
+public protocol RequestHandle: AnyObject {
+    /// Continues a request that was answered `.pending`. Ignored when it is no longer pending.
+    func resume(_ disposition: Disposition)
+    /// For a pending request: when `HTTPResponder.pendingExpired` is due (loop time, ms).
+    func armDeadline(atMs: Int64)
+    var context: RequestContext { get set }
+    var isPending: Bool { get }
 }
 
 /// The request as the responder sees it: a view valid only during the `dispose` call.
@@ -31,22 +58,36 @@ public struct RequestView {
     public let bytes: UnsafeRawBufferPointer
     public let head: HTTPHead
     public let peer: SocketAddress
+    public let handle: RequestHandle
 
-    /// Whether the request has a field `name` (lower-case) whose value equals `value` (case-insensitively).
+    /// The value range of the first field called `name` (lower-case literal), if any.
     public func value(of name: StaticString) -> Range<Int>? {
         for field in head.fields where HTTP1Parser.equalsLower(bytes, field.name, name) { return field.value }
         return nil
     }
 
-    /// The value of field `name` as a String (allocates: not for the hot path).
-    public func string(_ range: Range<Int>) -> String { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self) }
-
-    public var path: Range<Int> { head.target }
+    /// Bytes as a String (allocates: not for the hot path).
+    public func string(_ range: Range<Int>) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+    }
 }
 
-/// Decides per request. Runs on the loop thread; one instance per loop.
+/// Decides per request. Runs on the loop thread; one instance per loop (or per listener).
 public protocol HTTPResponder: AnyObject {
     func dispose(_ request: RequestView) -> Disposition
+    /// A pending request's deadline (`armDeadline`) passed. The responder must resume it (or it stays pending).
+    func pendingExpired(_ request: RequestHandle)
+    /// A pending request's client went away; the connection closes after this returns.
+    func pendingCancelled(_ request: RequestHandle)
+    /// Every request that got a disposition ends here exactly once: answered, proxied (complete or failed),
+    /// or abandoned. `status` 0 = no response was sent (client gone).
+    func requestEnded(_ request: RequestHandle, status: Int, responseBytes: Int)
+}
+
+extension HTTPResponder {
+    public func pendingExpired(_ request: RequestHandle) { request.resume(.respond(.text(504, "request timeout"))) }
+    public func pendingCancelled(_ request: RequestHandle) {}
+    public func requestEnded(_ request: RequestHandle, status: Int, responseBytes: Int) {}
 }
 
 /// Opens listeners and accepts connections on one loop.
@@ -104,12 +145,13 @@ final class Listener: Channel {
 /// | state        | meaning                                   | leaves when                                  |
 /// |--------------|-------------------------------------------|----------------------------------------------|
 /// | `.head`      | waiting for (the rest of) a request head  | a head parsed → `.exchange` / `.discarding`  |
+/// | `.pending`   | the responder decides later               | `resume` → `.exchange` / `.discarding`       |
 /// | `.exchange`  | a proxied request is in flight            | the exchange ends → `.head` or `.closing`    |
 /// | `.discarding`| answered locally; skipping the req. body  | body skipped → `.head`                       |
 /// | `.closing`   | flushing the last response                | flushed → `.lingering`                       |
 /// | `.lingering` | write side shut; reading to EOF           | EOF or `lingerMs` → closed                   |
-final class HTTP1ServerConnection: StreamConnection {
-    enum State { case head, exchange, discarding, closing, lingering }
+final class HTTP1ServerConnection: StreamConnection, RequestHandle {
+    enum State { case head, pending, exchange, discarding, closing, lingering }
 
     let config: ServerConfig
     unowned(unsafe) let responder: HTTPResponder  // lives as long as the listener's loop
@@ -122,6 +164,12 @@ final class HTTP1ServerConnection: StreamConnection {
     /// Body skipping after a local answer.
     @exclusivity(unchecked) private var discardRemaining = 0
     @exclusivity(unchecked) private var discardDecoder: ChunkedDecoder?
+    @exclusivity(unchecked) var context = RequestContext()
+    /// Length of the head at the front of the input while `.pending`.
+    @exclusivity(unchecked) private var pendingHeadLength = 0
+    @exclusivity(unchecked) private var pendingDeadlineMs = Int64.max
+    /// Whether the current request still owes the responder its `requestEnded` call.
+    @exclusivity(unchecked) private var owesEnd = false
     /// `peer`'s IP as bytes, made on first use (X-Forwarded-For).
     @exclusivity(unchecked) private var peerIPBytes: [UInt8]?
 
@@ -150,19 +198,62 @@ final class HTTP1ServerConnection: StreamConnection {
         switch state {
         case .head, .closing, .lingering, .discarding:
             close()  // header/idle timeout, or the linger ran out
+        case .pending:
+            if nowMs >= pendingDeadlineMs {
+                pendingDeadlineMs = .max
+                responder.pendingExpired(self)
+            } else {
+                loop.schedule(self, at: pendingDeadlineMs)
+            }
         case .exchange:
             exchangeStorage?.downstreamTimerFired()
         }
     }
 
     override func beginDrain() {
-        if state == .head && (input?.isEmpty ?? true) && !hasPendingOutput { close() }
-        // Otherwise the current request finishes and the keep-alive decision sees `loop.draining`.
+        switch state {
+        case .head:
+            if (input?.isEmpty ?? true) && !hasPendingOutput { close() }
+        case .exchange:
+            exchangeStorage?.drainStarted()
+        default:
+            break  // the current request finishes; the keep-alive decision sees `loop.draining`
+        }
     }
 
     override func didClose() {
-        if state == .exchange { exchangeStorage?.downstreamClosed() }
+        switch state {
+        case .exchange: exchangeStorage?.downstreamClosed()
+        case .pending: responder.pendingCancelled(self)
+        default: break
+        }
+        endRequest(status: 0, responseBytes: 0)
         super.didClose()
+    }
+
+    /// Tells the responder the current request is over (once).
+    func endRequest(status: Int, responseBytes: Int) {
+        guard owesEnd else { return }
+        owesEnd = false
+        responder.requestEnded(self, status: status, responseBytes: responseBytes)
+    }
+
+    // MARK: - RequestHandle
+
+    var isPending: Bool { state == .pending }
+
+    func armDeadline(atMs: Int64) {
+        pendingDeadlineMs = atMs
+        loop.schedule(self, at: atMs)
+    }
+
+    func resume(_ disposition: Disposition) {
+        guard state == .pending, let buffer = input else { return }
+        let length = pendingHeadLength
+        pendingDeadlineMs = .max
+        loop.cancel(self)
+        apply(disposition, headBytes: UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length]))
+        drive()
     }
 
     // MARK: - The state machine
@@ -191,6 +282,12 @@ final class HTTP1ServerConnection: StreamConnection {
                         close()
                         return
                     }
+                case .pending:
+                    // Nothing to read yet (the head must stay where it is); only notice a client that left.
+                    if canRead && Socket.peerHasClosed(fd) {
+                        close()
+                    }
+                    return
                 case .exchange:
                     exchangeStorage!.downstreamReady()
                     if state == .exchange { return }
@@ -237,26 +334,39 @@ final class HTTP1ServerConnection: StreamConnection {
         }
         let bytes = UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length])
         HTTP1Parser.markConnectionListed(bytes, &head)
-        let view = RequestView(bytes: bytes, head: head, peer: peer)
-        switch responder.dispose(view) {
+        context = RequestContext()
+        context.startMs = loop.nowMs
+        owesEnd = true
+        let view = RequestView(bytes: bytes, head: head, peer: peer, handle: self)
+        apply(responder.dispose(view), headBytes: bytes)
+        return true
+    }
+
+    /// Carries out a disposition for the request whose head is `headBytes` (at the front of the input).
+    private func apply(_ disposition: Disposition, headBytes bytes: UnsafeRawBufferPointer) {
+        switch disposition {
         case .respond(let response):
             let keepAlive = head.keepAlive && !loop.draining && !head.expectsContinue
             response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: !keepAlive)
-            buffer.moveReader(by: length)
+            input!.moveReader(by: bytes.count)
             switch head.requestFraming {
             case .none, .untilClose: discardRemaining = 0; discardDecoder = nil
             case .length(let n): discardRemaining = n; discardDecoder = nil
             case .chunked: discardDecoder = ChunkedDecoder()
             }
             state = keepAlive ? .discarding : .closing
-        case .proxy(let pool):
+            endRequest(status: response.status, responseBytes: response.body.count)
+        case .proxy(let pool, let options):
             let exchange = exchangeStorage ?? ProxyExchange(downstream: self)
             exchangeStorage = exchange
             state = .exchange
             loop.cancel(self)
-            exchange.start(head: head, headBytes: bytes, pool: pool)
+            exchange.start(head: head, headBytes: bytes, pool: pool, options: options)
+        case .pending:
+            state = .pending
+            pendingHeadLength = bytes.count
+            loop.cancel(self)
         }
-        return true
     }
 
     /// Skips the body of a request that was answered locally. - Returns: true when done (state changed).

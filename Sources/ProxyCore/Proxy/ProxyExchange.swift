@@ -75,6 +75,14 @@ final class ProxyExchange {
     @exclusivity(unchecked) private var replayLength = 0
     @exclusivity(unchecked) private var hasRetried = false
     @exclusivity(unchecked) private var downstreamEOF = false
+    @exclusivity(unchecked) private var options = ProxyOptions()
+    @exclusivity(unchecked) private var startMs: Int64 = 0
+    @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
+    @exclusivity(unchecked) private var responseStatus = 0
+    @exclusivity(unchecked) private var responseBytes = 0
+    /// When a drain started while this exchange was a tunnel: the tunnel's last moment (Knative: 60 s).
+    @exclusivity(unchecked) private var tunnelDrainDeadlineMs = Int64.max
+    static let tunnelDrainGraceMs: Int64 = 60_000
     @exclusivity(unchecked) private var upstreamEOF = false
 
     init(downstream: HTTP1ServerConnection) {
@@ -84,9 +92,16 @@ final class ProxyExchange {
     // MARK: - Start
 
     /// Starts proxying the request whose head is `headBytes` (at the front of the downstream input).
-    func start(head: HTTPHead, headBytes: UnsafeRawBufferPointer, pool: UpstreamPool) {
+    func start(head: HTTPHead, headBytes: UnsafeRawBufferPointer, pool: UpstreamPool, options: ProxyOptions) {
         self.pool = pool
+        self.options = options
         phase = .awaitingHead
+        startMs = downstream.context.startMs
+        lastWriteMs = startMs
+        responseStatus = 0
+        responseBytes = 0
+        tunnelDrainDeadlineMs = .max
+        armTimer()
         method = head.methodKind
         requestFraming = head.requestFraming
         requestDecoder.reset()
@@ -125,7 +140,7 @@ final class ProxyExchange {
         attach(connection)
         HeadRewriter.writeRequest(
             head, bytes: headBytes, peerIP: downstream.peerIP, into: connection.outputBuffer(),
-            upgrade: isUpgradeRequest)
+            upgrade: isUpgradeRequest, rewrite: options.rewrite)
         downstream.input!.moveReader(by: headBytes.count)
         do {
             // Head and whatever body already arrived leave in one write. A request that fits whole is kept
@@ -186,7 +201,82 @@ final class ProxyExchange {
 
     func upstreamTimerFired(_ connection: UpstreamConnection) {}
 
-    func downstreamTimerFired() {}
+    // MARK: - Timeouts (spec §1.7)
+
+    /// The earliest moment a timeout could fire, or `Int64.max`.
+    private var nextDeadlineMs: Int64 {
+        var deadline = tunnelDrainDeadlineMs
+        if options.timeoutMs > 0 { deadline = min(deadline, startMs + options.timeoutMs) }
+        if options.responseStartTimeoutMs > 0 && !responseStarted {
+            deadline = min(deadline, startMs + options.responseStartTimeoutMs)
+        }
+        if options.idleTimeoutMs > 0 { deadline = min(deadline, lastWriteMs + options.idleTimeoutMs) }
+        return deadline
+    }
+
+    private func armTimer() {
+        let deadline = nextDeadlineMs
+        if deadline != .max { downstream.loop.schedule(downstream, at: deadline) }
+    }
+
+    /// The downstream's timer fired while this exchange runs: a timeout, or a re-check after progress.
+    func downstreamTimerFired() {
+        guard phase != .idle else { return }
+        let now = downstream.loop.nowMs
+        if now >= tunnelDrainDeadlineMs {
+            abort()
+            return
+        }
+        if nextDeadlineMs <= now {
+            timedOut()
+        } else {
+            armTimer()  // progress moved the deadline (idle timer): wait for the rest
+        }
+    }
+
+    /// A drain began: a tunnel gets a grace period, ordinary exchanges run to completion.
+    func drainStarted() {
+        guard phase == .tunnel else { return }
+        tunnelDrainDeadlineMs = downstream.loop.nowMs + ProxyExchange.tunnelDrainGraceMs
+        armTimer()
+    }
+
+    /// Knative's timeout handler: 504 `request timeout` before the response started; after, the text is
+    /// appended to the body and the response is cut without completing its framing (deliberately unlike
+    /// upstream, which ends it cleanly and so hides the truncation; README "Differences").
+    private func timedOut() {
+        if !responseStarted {
+            closeUpstream()
+            phase = .idle
+            let response = LocalResponse.text(504, "request timeout")
+            downstream.respondInstead(response, close: true)
+            downstream.endRequest(status: 504, responseBytes: response.body.count)
+            downstream.exchangeFinished(reusable: false)
+            return
+        }
+        let text: StaticString = "request timeout"
+        let output = downstream.outputBuffer()
+        switch responseFraming {
+        case .chunked where !dechunkMode:
+            output.append(hex: text.utf8CodeUnitCount)
+            output.append("\r\n")
+            output.append(text)
+            output.append("\r\n")
+        case .chunked, .untilClose:
+            output.append(text)
+        case .length, .none:
+            break  // a declared length cannot take more bytes (Go drops the write too)
+        }
+        truncateResponse()
+    }
+
+    private func closeUpstream() {
+        if let connection = upstream {
+            upstream = nil
+            connection.exchange = nil
+            connection.close()
+        }
+    }
 
     /// The downstream connection closed under us (timer, error): drop the upstream side too.
     func downstreamClosed() {
@@ -304,6 +394,8 @@ final class ProxyExchange {
                             UnsafeRawBufferPointer(rebasing: input.readable[0..<responsePending]))
                         input.moveReader(by: taken)
                         responsePending -= taken
+                        responseBytes += taken
+                        lastWriteMs = downstream.loop.nowMs
                         if responsePending > 0 { return }  // the client pushes back; resumed when it drains
                     }
                     if responseBodyEnded && responsePending == 0 {
@@ -366,6 +458,7 @@ final class ProxyExchange {
                 upgrade: true)
             input.moveReader(by: length)
             responseStarted = true
+            responseStatus = 101
             phase = .tunnel
             responseFraming = .untilClose
             // The request side becomes a raw stream too: whatever the client sends now is tunnel data.
@@ -388,6 +481,8 @@ final class ProxyExchange {
             responseParser.reset()
             return true
         }
+        responseStatus = status
+        lastWriteMs = downstream.loop.nowMs
         responseFraming = responseHead.responseFraming(requestMethod: method)
         // HTTP/1.0 clients cannot read chunked framing: strip it and end the body by closing.
         let dechunk = responseFraming == .chunked && clientMinorVersion == 0
@@ -506,6 +601,7 @@ final class ProxyExchange {
     /// Both sides are done: hand the upstream back (or close it) and let the downstream go on.
     private func finish() {
         phase = .idle
+        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
         if let connection = upstream {
             upstream = nil
             let reusable = upstreamKeepAlive && requestDone && (connection.input?.isEmpty ?? true)
@@ -538,7 +634,10 @@ final class ProxyExchange {
                 if fresh.isConnected { try flushUpstream() }
             } catch {
                 upstream = nil
-                downstream.respondInstead(ProxyError.connect(error).response(address: pool.config.address), close: true)
+                phase = .idle
+                let response = ProxyError.connect(error).response(address: pool.config.address)
+                downstream.respondInstead(response, close: true)
+                downstream.endRequest(status: 502, responseBytes: response.body.count)
                 downstream.exchangeFinished(reusable: false)
             }
             return
@@ -547,12 +646,16 @@ final class ProxyExchange {
         connection.exchange = nil
         connection.close()
         if responseStarted {
-            downstream.exchangeAborted()
             phase = .idle
+            downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
+            downstream.exchangeAborted()
             return
         }
         phase = .idle
-        downstream.respondInstead(error.response(address: pool.config.address), close: !requestDone)
+        let response = error.response(address: pool.config.address)
+        Log.debug("upstream failed: \(error) → 502")
+        downstream.respondInstead(response, close: !requestDone)
+        downstream.endRequest(status: 502, responseBytes: response.body.count)
         downstream.exchangeFinished(reusable: requestDone && downstreamKeepAlive)
     }
 
@@ -560,28 +663,24 @@ final class ProxyExchange {
     /// client sees the truncation.
     private func truncateResponse() {
         phase = .idle
-        if let connection = upstream {
-            upstream = nil
-            connection.exchange = nil
-            connection.close()
-        }
+        closeUpstream()
+        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
         downstream.exchangeTruncated()
     }
 
     private func fail(_ error: ProxyError) {
         phase = .idle
-        downstream.respondInstead(error.response(address: pool.config.address), close: !requestBodyEnded)
+        let response = error.response(address: pool.config.address)
+        downstream.respondInstead(response, close: !requestBodyEnded)
+        downstream.endRequest(status: 502, responseBytes: response.body.count)
         downstream.exchangeFinished(reusable: requestBodyEnded && requestFraming == .none && downstreamKeepAlive)
     }
 
     /// Tears down both sides at once.
     private func abort() {
         phase = .idle
-        if let connection = upstream {
-            upstream = nil
-            connection.exchange = nil
-            connection.close()
-        }
+        closeUpstream()
+        downstream.endRequest(status: responseStarted ? responseStatus : 0, responseBytes: responseBytes)
         downstream.exchangeAborted()
     }
 }

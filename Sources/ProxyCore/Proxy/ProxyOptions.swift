@@ -1,0 +1,61 @@
+// Per-request proxy settings a responder hands to the engine: head edits and timeouts.
+
+/// A set of header-field indices (a request has at most `HTTP1Parser.maxFields` = 256 fields).
+public struct FieldSet: Sendable {
+    private var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+    public init() {}
+
+    public mutating func insert(_ index: Int) {
+        let bit = UInt64(1) << UInt64(index & 63)
+        switch index >> 6 {
+        case 0: words.0 |= bit
+        case 1: words.1 |= bit
+        case 2: words.2 |= bit
+        case 3: words.3 |= bit
+        default: preconditionFailure("field index \(index) beyond the parser's limit")
+        }
+    }
+
+    @inline(__always) public func contains(_ index: Int) -> Bool {
+        let bit = UInt64(1) << UInt64(index & 63)
+        switch index >> 6 {
+        case 0: return words.0 & bit != 0
+        case 1: return words.1 & bit != 0
+        case 2: return words.2 & bit != 0
+        case 3: return words.3 & bit != 0
+        default: return false
+        }
+    }
+
+    public var isEmpty: Bool { words.0 | words.1 | words.2 | words.3 == 0 }
+}
+
+/// Edits to the request head on its way upstream (beyond hop-by-hop removal and X-Forwarded-For,
+/// which always happen). Ranges point into the request's head bytes.
+public struct RequestRewrite: Sendable {
+    /// Fields to leave out.
+    public var dropped = FieldSet()
+    /// A replacement `Host` value (Knative's `K-Original-Host`); the original Host field is dropped.
+    public var host: Range<Int>? = nil
+    /// Values for Knative's Forwarded shim: when set, a `Forwarded` field is synthesised from them.
+    public var forwardedFor: Range<Int>? = nil
+    public var forwardedHost: Range<Int>? = nil
+    public var forwardedProto: Range<Int>? = nil
+    public var synthesizeForwarded = false
+
+    public init() {}
+}
+
+/// How the engine treats one proxied request.
+public struct ProxyOptions: Sendable {
+    public var rewrite = RequestRewrite()
+    /// Overall limit from the request's start, 0 = none (Knative's `timeoutSeconds`).
+    public var timeoutMs: Int64 = 0
+    /// Limit for the first response byte, 0 = none (`responseStartTimeoutSeconds`).
+    public var responseStartTimeoutMs: Int64 = 0
+    /// Limit between writes to the client, 0 = none (`idleTimeoutSeconds`).
+    public var idleTimeoutMs: Int64 = 0
+
+    public init() {}
+}
