@@ -1,66 +1,143 @@
-// The queue-proxy's environment contract (spec §1.1), parsed and validated once at start.
+// The queue-proxy's environment contract (spec §1.1), parsed and validated once at start. Every error names
+// the variable and the form it expects; the process then exits 1 (as upstream's envconfig does).
 import ProxyCore
 
-/// A configuration error that names the variable and the expected form.
 struct ConfigError: Error, CustomStringConvertible {
     let description: String
 }
 
 struct QueueProxyConfig {
-    var servingPort: UInt16
-    var userPort: UInt16
-    var loops: Int
-    var maxIdleUpstream: Int
-    var namespace: String
-    var revision: String
-    var pod: String
-    var logLevel: LogLevel
+    var settings = QueueProxySettings()
+    var servingPort: UInt16 = 0
+    var userPort: UInt16 = 0
+    var adminPort: UInt16 = 8022
+    var metricsPort: UInt16 = 9090
+    /// 0 = the Prometheus listener is off.
+    var userMetricsPort: UInt16 = 9091
+    var drainQuietMs: Int64 = 30_000
+    var loops = 1
+    var logLevel = LogLevel.info
 
-    var servingAddress: SocketAddress { SocketAddress(ip: "0.0.0.0", port: servingPort)! }
     var userAddress: SocketAddress { SocketAddress(ip: "127.0.0.1", port: userPort)! }
 
     static let help = """
-        queue-proxy: Knative Serving's queue sidecar, drop-in for the queue-sidecar-image.
+        queue-proxy: Knative Serving's queue sidecar, a drop-in for the queue-sidecar-image.
 
-        Usage: queue-proxy            (configured by environment, as Knative's controller sets it)
+        Usage: queue-proxy            (configured by environment, exactly as Knative's controller sets it)
                queue-proxy --help
 
-        Environment:
-          QUEUE_SERVING_PORT    required  port to serve on (Knative: 8012, or 8013 for h2c revisions)
-          USER_PORT             required  the user container's port on 127.0.0.1
-          CONTAINER_CONCURRENCY           max requests in the app at once (0 = unlimited; default 0).
-                                          Sizes the upstream keep-alive pool (cc, or 1000 when 0).
-          SERVING_NAMESPACE, SERVING_REVISION, SERVING_POD
-                                          identify this pod in log lines (knative.dev/key, knative.dev/pod)
-          SERVING_LOGGING_LEVEL           debug|info|warn|error (default: info; only start/stop lines at info)
-          QUEUE_EVENT_LOOPS               event-loop threads sharing the port via SO_REUSEPORT (default 1)
+        Required environment (spec §1.1; missing or malformed → a message naming it, exit 1):
+          CONTAINER_CONCURRENCY       int   max requests in the app at once; 0 = unlimited. 10×cc more wait
+                                            (FIFO), the rest get 503 "pending request queue full"
+          QUEUE_SERVING_PORT          port  main port (HTTP/1.1): probes and the proxy to the app
+          QUEUE_SERVING_TLS_PORT      port  accepted for compatibility; TLS is not served (README)
+          USER_PORT                   port  the app, on 127.0.0.1
+          REVISION_TIMEOUT_SECONDS    int   overall request timeout → 504 "request timeout"
+          SERVING_LOGGING_CONFIG, SERVING_LOGGING_LEVEL (debug|info|warn|error, "" = info),
+          SERVING_NAMESPACE, SERVING_CONFIGURATION, SERVING_REVISION, SERVING_POD, SERVING_POD_IP
 
-        Signals: SIGTERM or SIGINT stop accepting, let in-flight requests finish, then exit 0.
+        Optional environment:
+          REVISION_RESPONSE_START_TIMEOUT_SECONDS  int   0 = off
+          REVISION_IDLE_TIMEOUT_SECONDS            int   0 = off
+          SERVING_READINESS_PROBE     JSON  Kubernetes Probe (tcpSocket, httpGet; exec fails; gRPC: not yet)
+          ENABLE_MULTI_CONTAINER_PROBES  bool  the probe JSON is an array
+          ENABLE_HTTP_FULL_DUPLEX, ENABLE_HTTP2_AUTO_DETECTION  bool  accepted (HTTP/1 is always full duplex)
+          OBSERVABILITY_CONFIG        JSON  enableRequestLog / requestLogTemplate (Knative's default template
+                                            only) / enableProbeRequestLog
+          SERVING_SERVICE             string
+        Extensions (for several queue-proxies on one host):
+          QUEUE_ADMIN_PORT            port  /wait-for-drain (default 8022)
+          QUEUE_METRICS_PORT          port  autoscaler stats, protobuf /metrics (default 9090)
+          QUEUE_USER_METRICS_PORT     port  Prometheus text /metrics (default 9091; 0 = off)
+          QUEUE_DRAIN_QUIET_PERIOD    duration  e.g. 30s, 500ms (default 30s)
+          QUEUE_EVENT_LOOPS           int   loop threads sharing the port (default 1; >1 needs cc = 0,
+                                            because the breaker counts exactly on one loop)
+
+        Signals: SIGTERM/SIGINT → probes answer 503 "shutting down", traffic is still served until the quiet
+        period passes with no request, then in-flight requests finish and it exits 0.
 
         """
 
     init(environment env: [String: String]) throws(ConfigError) {
+        settings.containerConcurrency = try Self.int(env, "CONTAINER_CONCURRENCY", required: true, min: 0) ?? 0
         servingPort = try Self.port(env, "QUEUE_SERVING_PORT", required: true)!
+        _ = try Self.port(env, "QUEUE_SERVING_TLS_PORT", required: true)
         userPort = try Self.port(env, "USER_PORT", required: true)!
-        let cc = try Self.int(env, "CONTAINER_CONCURRENCY", default: 0, range: 0...Int(Int32.max))
-        maxIdleUpstream = cc == 0 ? 1000 : cc
-        loops = try Self.int(env, "QUEUE_EVENT_LOOPS", default: 1, range: 1...256)
-        namespace = env["SERVING_NAMESPACE"] ?? ""
-        revision = env["SERVING_REVISION"] ?? ""
-        pod = env["SERVING_POD"] ?? ""
-        let levelName = env["SERVING_LOGGING_LEVEL"] ?? ""
-        if levelName.isEmpty {
-            logLevel = .info
-        } else if let level = LogLevel(name: levelName) {
+        settings.timeoutMs = Int64(try Self.int(env, "REVISION_TIMEOUT_SECONDS", required: true, min: 0) ?? 0) * 1000
+        settings.responseStartTimeoutMs =
+            Int64(try Self.int(env, "REVISION_RESPONSE_START_TIMEOUT_SECONDS", required: false, min: 0) ?? 0) * 1000
+        settings.idleTimeoutMs = Int64(try Self.int(env, "REVISION_IDLE_TIMEOUT_SECONDS", required: false, min: 0) ?? 0) * 1000
+        for name in ["SERVING_LOGGING_CONFIG", "SERVING_LOGGING_LEVEL", "SERVING_NAMESPACE", "SERVING_CONFIGURATION",
+            "SERVING_REVISION", "SERVING_POD", "SERVING_POD_IP"] where env[name] == nil {
+            throw ConfigError(description: "required key \(name) missing value")
+        }
+        settings.namespace = env["SERVING_NAMESPACE"]!
+        settings.configuration = env["SERVING_CONFIGURATION"]!
+        settings.revision = env["SERVING_REVISION"]!
+        settings.podName = env["SERVING_POD"]!
+        settings.podIP = env["SERVING_POD_IP"]!
+        settings.service = env["SERVING_SERVICE"] ?? ""
+        let levelName = env["SERVING_LOGGING_LEVEL"]!
+        if !levelName.isEmpty {
+            guard let level = LogLevel(name: levelName) else {
+                throw ConfigError(description: "SERVING_LOGGING_LEVEL=\"\(levelName)\": expected debug, info, warn or error")
+            }
             logLevel = level
+        }
+        _ = try Self.bool(env, "ENABLE_HTTP_FULL_DUPLEX")
+        _ = try Self.bool(env, "ENABLE_HTTP2_AUTO_DETECTION")
+        let multi = try Self.bool(env, "ENABLE_MULTI_CONTAINER_PROBES")
+        do {
+            settings.probes = try ProbeSpec.parse(
+                env["SERVING_READINESS_PROBE"] ?? "", userPort: userPort, multiContainer: multi)
+        } catch {
+            throw ConfigError(description: error.description)
+        }
+        try parseObservability(env["OBSERVABILITY_CONFIG"])
+        adminPort = try Self.port(env, "QUEUE_ADMIN_PORT", required: false) ?? 8022
+        metricsPort = try Self.port(env, "QUEUE_METRICS_PORT", required: false) ?? 9090
+        if env["QUEUE_USER_METRICS_PORT"] == "0" {
+            userMetricsPort = 0
         } else {
-            throw ConfigError(description: "SERVING_LOGGING_LEVEL=\"\(levelName)\": expected debug, info, warn or error")
+            userMetricsPort = try Self.port(env, "QUEUE_USER_METRICS_PORT", required: false) ?? 9091
+        }
+        if let text = env["QUEUE_DRAIN_QUIET_PERIOD"] {
+            guard let ms = Self.durationMs(text) else {
+                throw ConfigError(description: "QUEUE_DRAIN_QUIET_PERIOD=\"\(text)\": expected a duration such as 30s or 500ms")
+            }
+            drainQuietMs = ms
+        }
+        loops = try Self.int(env, "QUEUE_EVENT_LOOPS", required: false, min: 1) ?? 1
+        if loops > 1 && settings.containerConcurrency > 0 {
+            throw ConfigError(
+                description: "QUEUE_EVENT_LOOPS=\(loops): more than one loop needs CONTAINER_CONCURRENCY=0 (the breaker is per loop)")
         }
     }
 
+    private mutating func parseObservability(_ text: String?) throws(ConfigError) {
+        guard let text, !text.isEmpty else { return }
+        let json: JSON
+        do { json = try JSON.parse(text) } catch {
+            throw ConfigError(description: "OBSERVABILITY_CONFIG: invalid JSON (\(error))")
+        }
+        guard json.objectValue != nil else { throw ConfigError(description: "OBSERVABILITY_CONFIG: expected a JSON object") }
+        let enabled = json["enableRequestLog"]?.boolValue ?? false
+        let template = json["requestLogTemplate"]?.stringValue ?? RequestLogTemplate.known[0]
+        settings.requestLogProbes = json["enableProbeRequestLog"]?.boolValue ?? false
+        guard enabled && !template.isEmpty else { return }
+        if RequestLogTemplate.known.contains(template) {
+            settings.requestLog = true
+        } else {
+            // Reported, not silently ignored: we do not interpret Go templates.
+            Log.error("OBSERVABILITY_CONFIG.requestLogTemplate: custom Go templates are not supported; request logging is off (use Knative's default template)")
+        }
+    }
+
+    // MARK: - Typed readers
+
     private static func port(_ env: [String: String], _ name: String, required: Bool) throws(ConfigError) -> UInt16? {
         guard let text = env[name] else {
-            if required { throw ConfigError(description: "required key \(name) missing value (expected a port, 1-65535)") }
+            if required { throw ConfigError(description: "required key \(name) missing value") }
             return nil
         }
         guard let value = UInt16(text), value > 0 else {
@@ -69,14 +146,34 @@ struct QueueProxyConfig {
         return value
     }
 
-    private static func int(
-        _ env: [String: String], _ name: String, default value: Int, range: ClosedRange<Int>
-    ) throws(ConfigError) -> Int {
-        guard let text = env[name] else { return value }
-        guard let parsed = Int(text), range.contains(parsed) else {
-            throw ConfigError(
-                description: "\(name)=\"\(text)\": expected an integer in \(range.lowerBound)...\(range.upperBound)")
+    private static func int(_ env: [String: String], _ name: String, required: Bool, min: Int) throws(ConfigError) -> Int? {
+        guard let text = env[name] else {
+            if required { throw ConfigError(description: "required key \(name) missing value") }
+            return nil
         }
-        return parsed
+        guard let value = Int(text), value >= min else {
+            throw ConfigError(description: "\(name)=\"\(text)\": expected an integer ≥ \(min)")
+        }
+        return value
+    }
+
+    /// Go's strconv.ParseBool.
+    private static func bool(_ env: [String: String], _ name: String) throws(ConfigError) -> Bool {
+        guard let text = env[name] else { return false }
+        switch text {
+        case "1", "t", "T", "TRUE", "true", "True": return true
+        case "0", "f", "F", "FALSE", "false", "False": return false
+        default: throw ConfigError(description: "\(name)=\"\(text)\": expected true or false")
+        }
+    }
+
+    /// A Go-style duration with one unit: "30s", "500ms", "2m", "1h" (bare "0" too).
+    static func durationMs(_ text: String) -> Int64? {
+        if text == "0" { return 0 }
+        for (suffix, factor) in [("ms", 1.0), ("s", 1000.0), ("m", 60_000.0), ("h", 3_600_000.0)] where text.hasSuffix(suffix) {
+            guard let value = Double(text.dropLast(suffix.count)), value >= 0 else { return nil }
+            return Int64(value * factor)
+        }
+        return nil
     }
 }

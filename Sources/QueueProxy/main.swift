@@ -1,5 +1,5 @@
-// queue-proxy: Knative's revision sidecar. This file only parses the environment, starts the loops and
-// waits for signals; the work happens in ProxyCore.
+// queue-proxy: Knative's revision sidecar. This file only reads the environment, wires the listeners onto the
+// loops and handles signals; the work happens in ProxyCore.
 import Glibc
 import ProxyCore
 
@@ -22,21 +22,56 @@ do {
 }
 Log.configure(
     level: config.logLevel, logger: "queueproxy",
-    fields: [("knative.dev/key", "\(config.namespace)/\(config.revision)"), ("knative.dev/pod", config.pod)])
+    fields: [("knative.dev/key", "\(config.settings.namespace)/\(config.settings.revision)"),
+        ("knative.dev/pod", config.settings.podName)])
+
+/// A listen failure, with the port it was for.
+struct ListenError: Error, CustomStringConvertible {
+    let port: UInt16
+    let error: SysError
+    var description: String { "cannot listen on port \(port): \(error)" }
+}
+
+func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder) throws(ListenError) {
+    do {
+        try HTTPServer.listen(
+            on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: ServerConfig(), responder: responder)
+    } catch {
+        throw ListenError(port: port, error: error)
+    }
+}
 
 Signals.block([SIGTERM, SIGINT])
-let upstream = UpstreamConfig(address: config.userAddress, maxIdle: config.maxIdleUpstream)
-let serverConfig = ServerConfig()
+let settings = config.settings
+let shared = QueueProxyShared(settings: settings, drainQuietMs: config.drainQuietMs, nowMs: monotonicMs())
+// Knative's keep-alive pool: max idle = cc (1000 when cc = 0), 90 s idle timeout.
+let upstream = UpstreamConfig(
+    address: config.userAddress, maxIdle: settings.containerConcurrency == 0 ? 1000 : settings.containerConcurrency)
 let group: LoopGroup
 do {
-    let listenAddress = config.servingAddress
     group = try LoopGroup(count: config.loops) { loop in
-        let responder = ForwardingResponder(pool: UpstreamPool(config: upstream, loop: loop))
-        loop.locals[ObjectIdentifier(ForwardingResponder.self)] = responder
-        try HTTPServer.listen(on: listenAddress, loop: loop, config: serverConfig, responder: responder)
+        let handler = QueueProxyHandler(
+            settings: settings, shared: shared, pool: UpstreamPool(config: upstream, loop: loop), loop: loop)
+        loop.locals[ObjectIdentifier(QueueProxyHandler.self)] = handler
+        try listen(config.servingPort, loop, handler)
+        guard loop.index == 0 else { return }
+        let admin = QueueProxyAdminHandler(drainer: shared.drainer, loop: loop)
+        let metrics = QueueProxyMetricsHandler(shared: shared)
+        loop.locals[ObjectIdentifier(QueueProxyAdminHandler.self)] = admin
+        loop.locals[ObjectIdentifier(QueueProxyMetricsHandler.self)] = metrics
+        try listen(config.adminPort, loop, admin)
+        try listen(config.metricsPort, loop, metrics)
+        if config.userMetricsPort != 0 {
+            let prometheus = QueueProxyPrometheusHandler(shared: shared)
+            loop.locals[ObjectIdentifier(QueueProxyPrometheusHandler.self)] = prometheus
+            try listen(config.userMetricsPort, loop, prometheus)
+        }
+        // The stats window closes every second (spec §1.9).
+        loop.locals[ObjectIdentifier(StatsTicker.self)] = StatsTicker(
+            loop: loop, shared: shared, podName: settings.podName)
     }
 } catch {
-    Log.writeStderr("queue-proxy: cannot listen on port \(config.servingPort): \(error)\n")
+    Log.writeStderr("queue-proxy: \(error)\n")
     exit(1)
 }
 Log.info("queue-proxy serving on :\(config.servingPort), forwarding to \(config.userAddress)")
@@ -50,6 +85,13 @@ do {
 }
 let received = Signals.next(signalFD)
 Log.info("received signal \(received), draining")
+// Probes now answer 503; traffic is served until a quiet period passes without a request (spec §1.15).
+shared.drainer.markSigterm(nowMs: monotonicMs())
+while let drainedAt = shared.drainer.drainedAtMs {
+    let remaining = drainedAt - monotonicMs()
+    if remaining <= 0 { break }
+    usleep(UInt32(min(remaining, 1000)) * 1000)
+}
 group.beginDrain()
 group.join()
 Log.info("drained, exiting")

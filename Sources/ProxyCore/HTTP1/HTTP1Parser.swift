@@ -309,6 +309,13 @@ public struct HTTP1Parser {
         return true
     }
 
+    /// Case-sensitive prefix test (Go's strings.HasPrefix on a header value).
+    public static func hasPrefixExact(_ b: UnsafeRawBufferPointer, _ range: Range<Int>, _ literal: StaticString) -> Bool {
+        let n = literal.utf8CodeUnitCount
+        guard range.count >= n else { return false }
+        return equalsExact(b, range.lowerBound..<(range.lowerBound + n), literal)
+    }
+
     /// Case-insensitive prefix test against a lower-case literal.
     public static func hasPrefixLower(_ b: UnsafeRawBufferPointer, _ range: Range<Int>, _ literal: StaticString) -> Bool {
         let n = literal.utf8CodeUnitCount
@@ -334,7 +341,7 @@ public struct HTTP1Parser {
         return .other
     }
 
-    private static func equalsExact(_ b: UnsafeRawBufferPointer, _ r: Range<Int>, _ literal: StaticString) -> Bool {
+    public static func equalsExact(_ b: UnsafeRawBufferPointer, _ r: Range<Int>, _ literal: StaticString) -> Bool {
         guard r.count == literal.utf8CodeUnitCount else { return false }
         let lit = literal.utf8Start
         for k in 0..<r.count where b[r.lowerBound + k] != lit[k] { return false }

@@ -35,8 +35,12 @@ public struct RequestContext {
     public var flags: UInt32 = 0
     /// When the head was parsed (loop time, ms).
     public var startMs: Int64 = 0
-    /// A precise start time for latency figures, if the responder wants one (ns).
-    public var startNs: Int64 = 0
+    /// When the request got past any queueing (loop time, ms): latency figures start here.
+    public var admittedMs: Int64 = 0
+    /// Proxy settings kept for a request that waits (`.pending`) before it is proxied.
+    public var options = ProxyOptions()
+    /// A per-request number, unique on its connection (breaker queue entries check it).
+    public var ticket: UInt64 = 0
     /// Anything else (built only when needed, e.g. request-log fields).
     public var extra: AnyObject? = nil
 
@@ -334,7 +338,9 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         }
         let bytes = UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length])
         HTTP1Parser.markConnectionListed(bytes, &head)
+        let ticket = context.ticket &+ 1
         context = RequestContext()
+        context.ticket = ticket
         context.startMs = loop.nowMs
         owesEnd = true
         let view = RequestView(bytes: bytes, head: head, peer: peer, handle: self)

@@ -5,6 +5,8 @@ import Glibc
 final class ChildProcess: @unchecked Sendable {
     let process = Process()
     private let stderrPipe = Pipe()
+    private let stdoutPipe = Pipe()
+    private var stdoutData = Data()
     private let lock = NSLock()
     private var stderrData = Data()
 
@@ -24,7 +26,12 @@ final class ChildProcess: @unchecked Sendable {
         process.arguments = arguments
         process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
         process.standardError = stderrPipe
-        process.standardOutput = FileHandle.nullDevice
+        process.standardOutput = stdoutPipe
+        stdoutPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            self.lock.withLock { self.stdoutData.append(data) }
+        }
         stderrPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             guard let self else { return }
@@ -36,6 +43,7 @@ final class ChildProcess: @unchecked Sendable {
     var pid: Int32 { process.processIdentifier }
 
     var stderr: String { lock.withLock { String(decoding: stderrData, as: UTF8.self) } }
+    var stdout: String { lock.withLock { String(decoding: stdoutData, as: UTF8.self) } }
 
     /// Waits until `port` accepts connections (or the process died). - Returns: whether it is listening.
     @discardableResult
@@ -77,6 +85,7 @@ final class ChildProcess: @unchecked Sendable {
             process.waitUntilExit()
         }
         stderrPipe.fileHandleForReading.readabilityHandler = nil
+        stdoutPipe.fileHandleForReading.readabilityHandler = nil
     }
 }
 
@@ -88,6 +97,6 @@ func queueProxyEnvironment(port: UInt16, userPort: UInt16, extra: [String: Strin
         "SERVING_LOGGING_CONFIG": "", "SERVING_LOGGING_LEVEL": "", "SERVING_NAMESPACE": "default",
         "SERVING_CONFIGURATION": "hello", "SERVING_REVISION": "hello-00001", "SERVING_POD": "hello-pod",
         "SERVING_POD_IP": "127.0.0.1", "QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())",
-        "QUEUE_USER_METRICS_PORT": "\(freePort())",
+        "QUEUE_USER_METRICS_PORT": "\(freePort())", "QUEUE_DRAIN_QUIET_PERIOD": "200ms",
     ].merging(extra) { $1 }
 }

@@ -1,0 +1,250 @@
+// The user container's readiness probe (spec §1.5): the `SERVING_READINESS_PROBE` JSON, and a prober that
+// runs it on a loop with non-blocking sockets. Probe rounds are single-flight: callers arriving during a round
+// wait for its result.
+import Glibc
+
+/// One Kubernetes `core/v1 Probe`, reduced to what the queue-proxy executes.
+public struct ProbeSpec: Sendable, Equatable {
+    public enum Handler: Sendable, Equatable {
+        case tcp(port: UInt16)
+        /// `target` is the path (with leading slash) and query.
+        case http(port: UInt16, target: String, headers: [String])
+        case grpc(port: UInt16, service: String)
+        /// exec, or no handler: always fails (upstream behaviour).
+        case unusable(String)
+    }
+
+    public var handler: Handler
+    public var periodSeconds = 0
+    public var timeoutSeconds = 0
+    public var successThreshold = 1
+
+    /// Aggressive mode (period 0): an attempt every 50 ms with a 100 ms timeout, for at most 10 s.
+    public var isAggressive: Bool { periodSeconds == 0 }
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Parses `SERVING_READINESS_PROBE`: "" → no probe (always ready); an object, or an array of objects when
+    /// multi-container probing is on.
+    public static func parse(_ text: String, userPort: UInt16, multiContainer: Bool) throws(ParseError) -> [ProbeSpec] {
+        if text.isEmpty { return [] }
+        let json: JSON
+        do { json = try JSON.parse(text) } catch {
+            throw ParseError(description: "SERVING_READINESS_PROBE: invalid JSON (\(error))")
+        }
+        if multiContainer, let items = json.arrayValue { return try items.map { (item) throws(ParseError) in try parse(item, userPort) } }
+        return [try parse(json, userPort)]
+    }
+
+    private static func parse(_ json: JSON, _ userPort: UInt16) throws(ParseError) -> ProbeSpec {
+        guard json.objectValue != nil else {
+            throw ParseError(description: "SERVING_READINESS_PROBE: expected a JSON object (a Kubernetes Probe)")
+        }
+        func port(_ handler: JSON) throws(ParseError) -> UInt16 {
+            if let n = handler["port"]?.intValue, let p = UInt16(exactly: n), p > 0 { return p }
+            if let s = handler["port"]?.stringValue, let p = UInt16(s), p > 0 { return p }
+            if handler["port"] == nil { return userPort }
+            throw ParseError(description: "SERVING_READINESS_PROBE: port must be a number 1-65535")
+        }
+        let handler: Handler
+        if let tcp = json["tcpSocket"] {
+            handler = .tcp(port: try port(tcp))
+        } else if let http = json["httpGet"] {
+            var path = http["path"]?.stringValue ?? "/"
+            if !path.hasPrefix("/") { path = "/" + path }
+            if let scheme = http["scheme"]?.stringValue, scheme.uppercased() != "HTTP" {
+                handler = .unusable("httpGet scheme \(scheme) is not supported (HTTP only)")
+            } else {
+                var headers: [String] = []
+                for header in http["httpHeaders"]?.arrayValue ?? [] {
+                    guard let name = header["name"]?.stringValue, let value = header["value"]?.stringValue else {
+                        throw ParseError(description: "SERVING_READINESS_PROBE: httpHeaders need name and value")
+                    }
+                    headers.append("\(name): \(value)")
+                }
+                handler = .http(port: try port(http), target: path, headers: headers)
+            }
+        } else if let grpc = json["grpc"] {
+            handler = .grpc(port: try port(grpc), service: grpc["service"]?.stringValue ?? "")
+        } else if json["exec"] != nil {
+            handler = .unusable("exec probes always fail in the queue-proxy")
+        } else {
+            handler = .unusable("the probe has no handler")
+        }
+        var spec = ProbeSpec(handler: handler)
+        spec.periodSeconds = json["periodSeconds"]?.intValue ?? 0
+        spec.timeoutSeconds = json["timeoutSeconds"]?.intValue ?? 0
+        spec.successThreshold = max(1, json["successThreshold"]?.intValue ?? 1)
+        if spec.periodSeconds > 0 && spec.timeoutSeconds < 1 { spec.timeoutSeconds = 1 }
+        return spec
+    }
+}
+
+/// Runs probe rounds on one loop.
+public final class ReadinessProber {
+    public static let aggressiveIntervalMs: Int64 = 50
+    public static let aggressiveAttemptTimeoutMs: Int64 = 100
+    public static let aggressiveLimitMs: Int64 = 10_000
+
+    private let specs: [ProbeSpec]
+    private unowned(unsafe) let loop: EventLoop
+    /// Consecutive successes per probe; persists across rounds, reset by a failure (upstream's habit).
+    private var consecutive: [Int]
+    private var roundResults: [Bool?] = []
+    private var roundRunning = false
+    private var waiters: [(Bool) -> Void] = []
+    /// HTTP probe attempts made (tests count them).
+    public private(set) var attempts = 0
+
+    public init(specs: [ProbeSpec], loop: EventLoop) {
+        self.specs = specs
+        self.loop = loop
+        consecutive = Array(repeating: 0, count: specs.count)
+    }
+
+    public var isAlwaysReady: Bool { specs.isEmpty }
+
+    /// Runs (or joins) a probe round; `completion` gets the verdict on the loop thread.
+    public func probe(_ completion: @escaping (Bool) -> Void) {
+        if specs.isEmpty {
+            completion(true)
+            return
+        }
+        waiters.append(completion)
+        guard !roundRunning else { return }
+        roundRunning = true
+        roundResults = Array(repeating: nil, count: specs.count)
+        let startMs = loop.nowMs
+        for index in specs.indices { runAttempt(index, roundStartMs: startMs) }
+    }
+
+    private func runAttempt(_ index: Int, roundStartMs: Int64) {
+        let spec = specs[index]
+        let timeoutMs = spec.isAggressive ? Self.aggressiveAttemptTimeoutMs : Int64(spec.timeoutSeconds) * 1000
+        attempts += 1
+        ProbeAttempt.run(spec.handler, timeoutMs: timeoutMs, loop: loop) { [unowned self] ok in
+            self.attemptFinished(index, ok: ok, roundStartMs: roundStartMs)
+        }
+    }
+
+    private func attemptFinished(_ index: Int, ok: Bool, roundStartMs: Int64) {
+        let spec = specs[index]
+        if ok { consecutive[index] += 1 } else { consecutive[index] = 0 }
+        if consecutive[index] >= spec.successThreshold {
+            finish(index, true)
+        } else if !spec.isAggressive || loop.nowMs - roundStartMs >= Self.aggressiveLimitMs {
+            finish(index, false)
+        } else {
+            let timer = LoopTimer { [unowned self] _ in self.runAttempt(index, roundStartMs: roundStartMs) }
+            loop.schedule(timer, at: loop.nowMs + Self.aggressiveIntervalMs)
+        }
+    }
+
+    private func finish(_ index: Int, _ ok: Bool) {
+        roundResults[index] = ok
+        guard roundResults.allSatisfy({ $0 != nil }) else { return }
+        let ready = roundResults.allSatisfy { $0 == true }
+        roundRunning = false
+        let pending = waiters
+        waiters.removeAll()
+        for waiter in pending { waiter(ready) }
+    }
+}
+
+/// One probe attempt: a TCP connect, or an HTTP/1.1 GET whose status decides (200 ≤ status < 400).
+final class ProbeAttempt: Channel {
+    private let handler: ProbeSpec.Handler
+    private let completion: (Bool) -> Void
+    private var isConnected = false
+    private var response: [UInt8] = []
+    private var isDone = false
+
+    private init(handler: ProbeSpec.Handler, completion: @escaping (Bool) -> Void) {
+        self.handler = handler
+        self.completion = completion
+    }
+
+    static func run(
+        _ handler: ProbeSpec.Handler, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void
+    ) {
+        let port: UInt16
+        switch handler {
+        case .tcp(let p), .http(let p, _, _): port = p
+        case .grpc:
+            Log.rateLimited("readiness probe: gRPC probes are not supported yet (HTTP/2 arrives later); failing")
+            completion(false)
+            return
+        case .unusable(let reason):
+            Log.rateLimited("readiness probe: \(reason)")
+            completion(false)
+            return
+        }
+        let attempt = ProbeAttempt(handler: handler, completion: completion)
+        do {
+            let (fd, connected) = try Socket.connect(to: SocketAddress(ip: "127.0.0.1", port: port)!)
+            try loop.register(attempt, fd: fd)
+            attempt.isConnected = connected
+            loop.schedule(attempt, at: loop.nowMs + timeoutMs)
+            if connected { attempt.connected() }
+        } catch {
+            completion(false)
+        }
+    }
+
+    override func handleEvent(_ events: UInt32) {
+        guard !isDone else { return }
+        if !isConnected {
+            if Socket.pendingError(fd) != 0 { return done(false) }
+            isConnected = true
+            connected()
+            return
+        }
+        readResponse()
+    }
+
+    private func connected() {
+        guard case .http(let port, let target, let headers) = handler else { return done(true) }
+        var request = "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: kube-probe//\r\n"
+        for header in headers { request += header + "\r\n" }
+        request += "Connection: close\r\n\r\n"
+        var bytes = Array(request.utf8)
+        let sent = bytes.withUnsafeMutableBytes { (try? Socket.write(fd, from: UnsafeRawBufferPointer($0))) }
+        guard case .processed(let n) = sent, n == bytes.count else { return done(false) }
+        readResponse()
+    }
+
+    private func readResponse() {
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let result = chunk.withUnsafeMutableBytes { try? Socket.read(fd, into: $0) }
+            guard let result else { return done(false) }
+            switch result {
+            case .wouldBlock: return
+            case .processed(0): return done(statusIsSuccess())
+            case .processed(let n):
+                response.append(contentsOf: chunk[0..<n])
+                if response.count >= 12 { return done(statusIsSuccess()) }
+            }
+        }
+    }
+
+    private func statusIsSuccess() -> Bool {
+        // "HTTP/1.x NNN"
+        guard response.count >= 12, response[0..<5].elementsEqual("HTTP/".utf8) else { return false }
+        let digits = response[9..<12].map { Int($0) - 48 }
+        guard digits.allSatisfy({ (0...9).contains($0) }) else { return false }
+        let status = digits[0] * 100 + digits[1] * 10 + digits[2]
+        return status >= 200 && status < 400
+    }
+
+    override func timerFired(nowMs: Int64) { done(false) }
+
+    private func done(_ ok: Bool) {
+        guard !isDone else { return }
+        isDone = true
+        close()
+        completion(ok)
+    }
+}
