@@ -8,13 +8,15 @@ let package = Package(
     products: [
         .executable(name: "queue-proxy", targets: ["QueueProxy"]),
         .executable(name: "helloworld", targets: ["HelloWorld"]),
+        .executable(name: "activator", targets: ["Activator"]),
     ],
     targets: [
         .target(name: "CLinuxShims", cSettings: [.define("_GNU_SOURCE")]),
         .target(name: "ProxyCore", dependencies: ["CLinuxShims"]),
         .executableTarget(name: "QueueProxy", dependencies: ["ProxyCore"]),
         .executableTarget(name: "HelloWorld", dependencies: ["ProxyCore"]),
+        .executableTarget(name: "Activator", dependencies: ["ProxyCore"]),
         // The executables are dependencies so that `swift test` builds them: tests run the real binaries.
-        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "QueueProxy", "HelloWorld"]),
+        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "QueueProxy", "HelloWorld", "Activator"]),
     ]
 )

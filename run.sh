@@ -11,7 +11,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-swift build -c release --static-swift-stdlib
+swift build -c release -Xswiftc -static-executable
 
 app_port="${PORT:-8080}"
 proxy_port="${QUEUE_SERVING_PORT:-8012}"

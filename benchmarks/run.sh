@@ -22,6 +22,8 @@ PACED=1
 PACED_DELAY_MS=10
 IDLE_CONNS=1000
 IDLE_CONNS_TIMEOUT=30
+BREAKER=1
+BREAKER_CONNECTIONS=10
 STARTUP_TIMEOUT=20
 BUILD=1
 KEEP_TMP=0
@@ -55,6 +57,10 @@ Usage: sudo bash benchmarks/run.sh [options]
   --threads N           wrk -t (default $THREADS)
   --paced-delay-ms N    per-connection delay before each request in the paced runs (default $PACED_DELAY_MS)
   --no-paced            skip the paced (latency) runs
+  --breaker-connections N
+                        wrk -c of the breaker-overhead runs (queue-proxy cc=0 vs cc=10 at a
+                        load the breaker admits at once; default $BREAKER_CONNECTIONS)
+  --no-breaker          skip the breaker-overhead runs
   --idle-conns N        idle keep-alive connections for the memory test, 0 to skip (default $IDLE_CONNS)
   --no-build            do not run 'swift build -c release' first
   --out FILE            markdown report (default benchmarks/RESULTS.md)
@@ -76,6 +82,8 @@ while (($#)); do
     --threads) THREADS=$2; shift 2 ;;
     --paced-delay-ms) PACED_DELAY_MS=$2; shift 2 ;;
     --no-paced) PACED=0; shift ;;
+    --breaker-connections) BREAKER_CONNECTIONS=$2; shift 2 ;;
+    --no-breaker) BREAKER=0; shift ;;
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --out) OUT=$2; shift 2 ;;
@@ -86,6 +94,7 @@ while (($#)); do
 done
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rounds must be a positive integer" >&2; exit 2; }
 [[ "$PACED_DELAY_MS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --paced-delay-ms must be a positive integer" >&2; exit 2; }
+[[ "$BREAKER_CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --breaker-connections must be a positive integer" >&2; exit 2; }
 [[ "$OUT" = /* ]] || OUT="$PWD/$OUT"
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -121,8 +130,8 @@ fi
 if [[ "${BENCH_PHASE1_DONE:-}" != 1 ]]; then
   ensure_packages
   if ((BUILD)); then
-    log "building: swift build -c release --static-swift-stdlib (in $REPO_ROOT)"
-    (cd "$REPO_ROOT" && swift build -c release --static-swift-stdlib)
+    log "building: swift build -c release -Xswiftc -static-executable (in $REPO_ROOT)"
+    (cd "$REPO_ROOT" && swift build -c release -Xswiftc -static-executable)
   fi
   export BENCH_PHASE1_DONE=1
 fi
@@ -280,6 +289,9 @@ start_nginx() {   # name conf → LAST_PID
 # Parallel arrays, one index per contender, in the order they are alternated.
 C_NAME=() C_PORT=() C_PID=() C_KIND=() C_STATUS=() C_NOTE=()
 add_contender() { C_NAME+=("$1"); C_PORT+=("$2"); C_PID+=("$3"); C_KIND+=("$4"); C_STATUS+=("$5"); C_NOTE+=("${6:-}"); }
+# Breaker-overhead runs: the contender indices of the first QP_ROWS rows with cc=0 and cc=10.
+BRK_CC=(0 10)
+BRK_IDX=(-1 -1)
 
 for port in "$BACKEND_PORT" "$NGINX_PROXY_PORT" "$HAPROXY_PORT"; do
   port_free "$port" || die "port $port is already in use inside the namespace"
@@ -293,6 +305,9 @@ add_contender "direct" "$BACKEND_PORT" "" direct ok
 
 for row in "${QP_ROWS[@]}"; do
   IFS='|' read -r q_name q_port q_cc q_admin q_metrics q_umetrics q_tls q_extra <<<"$row"
+  for b in "${!BRK_CC[@]}"; do
+    if [[ "$q_cc" == "${BRK_CC[b]}" ]] && ((BRK_IDX[b] < 0)); then BRK_IDX[b]=${#C_NAME[@]}; fi
+  done
   if [[ ! -x "$QP_BIN" ]]; then
     log "$q_name: $QP_BIN not found or not executable -> n/a"
     add_contender "$q_name" "$q_port" "" qp "n/a" "binary $QP_BIN not found"
@@ -368,11 +383,12 @@ parse_wrk() {
                  (p99 == "" ? "-" : p99), (reqs == "" ? 0 : reqs), non2xx, sockerr }' "$f")
 }
 
-# run_one MODE ROUND INDEX DURATION: one wrk run against contender INDEX, appended to $RAW.
+# run_one MODE ROUND INDEX DURATION [CONNECTIONS [THREADS]]: one wrk run against contender INDEX, appended to $RAW.
 run_one() {
-  local mode=$1 round=$2 i=$3 dur=$4 pid=${C_PID[$3]} url="http://127.0.0.1:${C_PORT[$3]}/"
+  local mode=$1 round=$2 i=$3 dur=$4 conns=${5:-$CONNECTIONS} threads=${6:-$THREADS}
+  local pid=${C_PID[$3]} url="http://127.0.0.1:${C_PORT[$3]}/"
   local out="$TMP/wrk-$mode-$round-$i.txt" t0=0 t1=0 cpu=- args=()
-  args=(-t"$THREADS" -c"$CONNECTIONS" -d"$dur" --latency)
+  args=(-t"$threads" -c"$conns" -d"$dur" --latency)
   [[ "$mode" == paced ]] && args+=(-s "$SCRIPT_DIR/paced.lua")
   [[ -n "$pid" ]] && t0=$(cpu_ticks "$pid")
   if [[ "$mode" == paced ]]; then
@@ -396,6 +412,24 @@ run_one() {
 }
 
 WRK_CMD="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency"
+# Breaker overhead: at -c$BREAKER_CONNECTIONS (≤ cc=10) the cc=10 breaker admits every request at
+# once, so cc=10 vs cc=0 isolates what the breaker and its stats cost, without the FIFO queueing
+# that dominates the cc=10 row at -c$CONNECTIONS. One wrk thread (wrk needs threads ≤ connections).
+BRK_THREADS=1
+BRK_WRK_CMD="wrk -t$BRK_THREADS -c$BREAKER_CONNECTIONS -d$DURATION --latency"
+if ((BREAKER)); then
+  for b in "${!BRK_CC[@]}"; do
+    i=${BRK_IDX[b]}
+    if ((i < 0)); then
+      log "breaker overhead: no QP_ROWS row with cc=${BRK_CC[b]} -> n/a"
+    elif [[ "${C_STATUS[i]}" != ok ]]; then
+      log "breaker overhead: ${C_NAME[i]} is not running -> n/a"
+    fi
+  done
+  if ((BREAKER_CONNECTIONS > 10)); then
+    log "breaker overhead: --breaker-connections $BREAKER_CONNECTIONS > 10, the cc=10 breaker will queue requests"
+  fi
+fi
 if [[ "$WARMUP" != 0 && "$WARMUP" != 0s ]]; then
   log "warm-up: $WARMUP per contender (discarded)"
   for ((i = 0; i < N; i++)); do
@@ -412,6 +446,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     log "round $r/$ROUNDS: paced ($WRK_CMD -s paced.lua -- $PACED_DELAY_MS)"
     for ((i = 0; i < N; i++)); do
       [[ "${C_STATUS[i]}" == ok ]] && run_one paced "$r" "$i" "$DURATION"
+    done
+  fi
+  if ((BREAKER)); then
+    log "round $r/$ROUNDS: breaker overhead ($BRK_WRK_CMD)"
+    for i in "${BRK_IDX[@]}"; do
+      ((i >= 0)) && [[ "${C_STATUS[i]}" == ok ]] && run_one breaker "$r" "$i" "$DURATION" "$BREAKER_CONNECTIONS" "$BRK_THREADS"
     done
   fi
 done
@@ -498,6 +538,9 @@ REPORT="$TMP/report.md"
   if ((PACED)); then
     echo "- paced load: the same with \`-s benchmarks/paced.lua -- $PACED_DELAY_MS\` ($PACED_DELAY_MS ms pause per connection before each request, ≤ $((CONNECTIONS * 1000 / PACED_DELAY_MS)) req/s offered)"
   fi
+  if ((BREAKER)); then
+    echo "- breaker-overhead load: \`$BRK_WRK_CMD\` against the queue-proxy cc=0 and cc=10 instances above, in the same rounds"
+  fi
   echo "- CPU µs/req: utime+stime of the proxy's process tree (/proc/PID/stat) over the run ÷ requests completed; RSS: VmRSS (peak: VmHWM) summed over the process tree (nginx = master + worker)"
   echo
   echo "## Saturation"
@@ -547,6 +590,41 @@ REPORT="$TMP/report.md"
         "$(ratio "$p99" "$hp_p99" 2)" "$(fmt "$cpu" 1)" "$(ratio "$cpu" "$hp_cpu" 2)" \
         "$(total paced "$i" 8)" "$(total paced "$i" 9)"
     done
+  fi
+  if ((BREAKER)); then
+    echo
+    if ((BREAKER_CONNECTIONS <= 10)); then
+      echo "## Breaker overhead (wrk -c$BREAKER_CONNECTIONS: the breaker admits every request at once)"
+    else
+      echo "## Breaker overhead (wrk -c$BREAKER_CONNECTIONS: more than cc=10, so the breaker queues — not a pure overhead figure)"
+    fi
+    echo
+    echo "| contender | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx | socket errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    brk_cpu=()
+    for b in "${!BRK_CC[@]}"; do
+      i=${BRK_IDX[b]}
+      brk_cpu[b]=-
+      if ((i < 0)); then
+        echo "| queue-proxy cc=${BRK_CC[b]} | n/a | n/a | n/a | n/a | n/a | n/a |"
+        continue
+      fi
+      if [[ "${C_STATUS[i]}" != ok ]]; then
+        echo "| ${C_NAME[i]} | n/a | n/a | n/a | n/a | n/a | n/a |"
+        continue
+      fi
+      brk_cpu[b]=$(median breaker "$i" 10)
+      printf '| %s | %s | %s | %s | %s | %s | %s |\n' "${C_NAME[i]}" \
+        "$(fmt "$(median breaker "$i" 4)" 0)" "$(fmt "$(median breaker "$i" 5)" 2)" \
+        "$(fmt "$(median breaker "$i" 6)" 2)" "$(fmt "${brk_cpu[b]}" 1)" \
+        "$(total breaker "$i" 8)" "$(total breaker "$i" 9)"
+    done
+    echo
+    if [[ "${brk_cpu[0]}" != - && "${brk_cpu[1]}" != - ]] && awk -v c="${brk_cpu[0]}" 'BEGIN { exit !(c > 0) }'; then
+      awk -v a="${brk_cpu[1]}" -v b="${brk_cpu[0]}" 'BEGIN { printf "breaker + stats cost: %+.1f %% CPU/request over cc=0\n", (a / b - 1) * 100 }'
+    else
+      echo "breaker + stats cost: n/a (needs both the cc=0 and the cc=10 rows with a CPU figure)"
+    fi
   fi
   if [[ -n "$IDLE_LINE" ]]; then
     echo

@@ -72,7 +72,7 @@ public struct HTTPHead: Sendable {
     public var connectionTokens: [Range<Int>] = []
 
     public init() {
-        fields.reserveCapacity(32)
+
     }
 
     mutating func reset() {

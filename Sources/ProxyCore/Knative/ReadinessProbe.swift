@@ -153,37 +153,54 @@ public final class ReadinessProber {
     }
 }
 
-/// One probe attempt: a TCP connect, or an HTTP/1.1 GET whose status decides (200 ≤ status < 400).
+/// One probe attempt: a TCP connect, or an HTTP/1.1 GET whose status decides (200 ≤ status < 400), or — for the
+/// activator's pod probes — a GET that must answer exactly 200 with a given body.
 final class ProbeAttempt: Channel {
-    private let handler: ProbeSpec.Handler
+    private let request: [UInt8]?
+    private let requiredBody: [UInt8]?
     private let completion: (Bool) -> Void
     private var isConnected = false
     private var response: [UInt8] = []
     private var isDone = false
 
-    private init(handler: ProbeSpec.Handler, completion: @escaping (Bool) -> Void) {
-        self.handler = handler
+    private init(request: [UInt8]?, requiredBody: [UInt8]?, completion: @escaping (Bool) -> Void) {
+        self.request = request
+        self.requiredBody = requiredBody
         self.completion = completion
     }
 
+    /// A readiness-probe attempt against the user container on 127.0.0.1.
     static func run(
         _ handler: ProbeSpec.Handler, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void
     ) {
-        let port: UInt16
         switch handler {
-        case .tcp(let p), .http(let p, _, _): port = p
+        case .tcp(let port):
+            run(address: SocketAddress(ip: "127.0.0.1", port: port)!, request: nil, requiredBody: nil,
+                timeoutMs: timeoutMs, loop: loop, completion: completion)
+        case .http(let port, let target, let headers):
+            var text = "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: kube-probe//\r\n"
+            for header in headers { text += header + "\r\n" }
+            text += "Connection: close\r\n\r\n"
+            run(address: SocketAddress(ip: "127.0.0.1", port: port)!, request: Array(text.utf8), requiredBody: nil,
+                timeoutMs: timeoutMs, loop: loop, completion: completion)
         case .grpc:
             Log.rateLimited("readiness probe: gRPC probes are not supported yet (HTTP/2 arrives later); failing")
             completion(false)
-            return
         case .unusable(let reason):
             Log.rateLimited("readiness probe: \(reason)")
             completion(false)
-            return
         }
-        let attempt = ProbeAttempt(handler: handler, completion: completion)
+    }
+
+    /// Connects to `address`; sends `request` if any. Without a request, a connect is success. With
+    /// `requiredBody`, success is status 200 and exactly that body (read until the server closes).
+    static func run(
+        address: SocketAddress, request: [UInt8]?, requiredBody: [UInt8]?, timeoutMs: Int64, loop: EventLoop,
+        completion: @escaping (Bool) -> Void
+    ) {
+        let attempt = ProbeAttempt(request: request, requiredBody: requiredBody, completion: completion)
         do {
-            let (fd, connected) = try Socket.connect(to: SocketAddress(ip: "127.0.0.1", port: port)!)
+            let (fd, connected) = try Socket.connect(to: address)
             try loop.register(attempt, fd: fd)
             attempt.isConnected = connected
             loop.schedule(attempt, at: loop.nowMs + timeoutMs)
@@ -205,13 +222,9 @@ final class ProbeAttempt: Channel {
     }
 
     private func connected() {
-        guard case .http(let port, let target, let headers) = handler else { return done(true) }
-        var request = "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: kube-probe//\r\n"
-        for header in headers { request += header + "\r\n" }
-        request += "Connection: close\r\n\r\n"
-        var bytes = Array(request.utf8)
-        let sent = bytes.withUnsafeMutableBytes { (try? Socket.write(fd, from: UnsafeRawBufferPointer($0))) }
-        guard case .processed(let n) = sent, n == bytes.count else { return done(false) }
+        guard let request else { return done(true) }
+        let sent = request.withUnsafeBytes { try? Socket.write(fd, from: $0) }
+        guard case .processed(let n) = sent, n == request.count else { return done(false) }
         readResponse()
     }
 
@@ -219,24 +232,35 @@ final class ProbeAttempt: Channel {
         var chunk = [UInt8](repeating: 0, count: 1024)
         while true {
             let result = chunk.withUnsafeMutableBytes { try? Socket.read(fd, into: $0) }
-            guard let result else { return done(false) }
+            guard let result else { return done(requiredBody == nil ? false : verdict()) }
             switch result {
             case .wouldBlock: return
-            case .processed(0): return done(statusIsSuccess())
+            case .processed(0): return done(verdict())
             case .processed(let n):
                 response.append(contentsOf: chunk[0..<n])
-                if response.count >= 12 { return done(statusIsSuccess()) }
+                if requiredBody == nil && response.count >= 12 { return done(verdict()) }
+                if response.count > 64 * 1024 { return done(false) }
             }
         }
     }
 
-    private func statusIsSuccess() -> Bool {
+    private func verdict() -> Bool {
         // "HTTP/1.x NNN"
         guard response.count >= 12, response[0..<5].elementsEqual("HTTP/".utf8) else { return false }
         let digits = response[9..<12].map { Int($0) - 48 }
         guard digits.allSatisfy({ (0...9).contains($0) }) else { return false }
         let status = digits[0] * 100 + digits[1] * 10 + digits[2]
-        return status >= 200 && status < 400
+        guard let requiredBody else { return status >= 200 && status < 400 }
+        guard status == 200, let end = Self.headEnd(response) else { return false }
+        return Array(response[end...]) == requiredBody
+    }
+
+    private static func headEnd(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        for i in 0...(bytes.count - 4) where bytes[i] == 0x0D && bytes[i + 1] == 0x0A && bytes[i + 2] == 0x0D && bytes[i + 3] == 0x0A {
+            return i + 4
+        }
+        return nil
     }
 
     override func timerFired(nowMs: Int64) { done(false) }

@@ -10,6 +10,8 @@ import Glibc
 public struct ServerConfig: Sendable {
     /// Longest request head (start line + fields) before 431.
     public var maxHeadLength = 64 * 1024
+    /// Longest body a body-collecting responder accepts (413 beyond).
+    public var maxBodyBytes = 1024 * 1024
     /// Time allowed for a request head to arrive, and for a keep-alive connection to sit idle (Go's
     /// ReadHeaderTimeout 60 s, which Go also uses as the idle timeout when none is set).
     public var headerTimeoutMs: Int64 = 60_000
@@ -39,6 +41,8 @@ public struct RequestContext {
     public var admittedMs: Int64 = 0
     /// Proxy settings kept for a request that waits (`.pending`) before it is proxied.
     public var options = ProxyOptions()
+    /// A responder's integer scratch value (the activator keeps a waiting request's byte cost here).
+    public var scratch = 0
     /// A per-request number, unique on its connection (breaker queue entries check it).
     public var ticket: UInt64 = 0
     /// Anything else (built only when needed, e.g. request-log fields).
@@ -63,6 +67,8 @@ public struct RequestView {
     public let head: HTTPHead
     public let peer: SocketAddress
     public let handle: RequestHandle
+    /// The whole body, for responders that collect bodies (`collectsBodies`); empty otherwise.
+    public var body: [UInt8] = []
 
     /// The value range of the first field called `name` (lower-case literal), if any.
     public func value(of name: StaticString) -> Range<Int>? {
@@ -86,12 +92,22 @@ public protocol HTTPResponder: AnyObject {
     /// Every request that got a disposition ends here exactly once: answered, proxied (complete or failed),
     /// or abandoned. `status` 0 = no response was sent (client gone).
     func requestEnded(_ request: RequestHandle, status: Int, responseBytes: Int)
+    /// Connecting to `pool` failed before anything was sent. Return another disposition to try instead
+    /// (another upstream, or `.pending`), or nil for the 502.
+    func connectFailed(_ request: RequestHandle, pool: UpstreamPool) -> Disposition?
+    /// Like `connectFailed`, for a connect that failed later (the request is replayed whole): another pool, or nil.
+    func alternativePool(for request: RequestHandle, after pool: UpstreamPool) -> UpstreamPool?
+    /// Whether `dispose` needs the request body (collected whole, up to `maxBodyBytes`, into `RequestView.body`).
+    var collectsBodies: Bool { get }
 }
 
 extension HTTPResponder {
     public func pendingExpired(_ request: RequestHandle) { request.resume(.respond(.text(504, "request timeout"))) }
     public func pendingCancelled(_ request: RequestHandle) {}
     public func requestEnded(_ request: RequestHandle, status: Int, responseBytes: Int) {}
+    public func connectFailed(_ request: RequestHandle, pool: UpstreamPool) -> Disposition? { nil }
+    public func alternativePool(for request: RequestHandle, after pool: UpstreamPool) -> UpstreamPool? { nil }
+    public var collectsBodies: Bool { false }
 }
 
 /// Opens listeners and accepts connections on one loop.
@@ -159,6 +175,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
 
     let config: ServerConfig
     unowned(unsafe) let responder: HTTPResponder  // lives as long as the listener's loop
+    /// The head's length while a body is being collected for the responder.
+    @exclusivity(unchecked) private var collectingHeadLength = 0
     let peer: SocketAddress
     @exclusivity(unchecked) var state = State.head
     @exclusivity(unchecked) var parser: HTTP1Parser
@@ -279,7 +297,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                         releaseOutputIfEmpty()
                         return
                     }
-                    switch try readInput(limit: config.maxHeadLength + 16 * 1024) {
+                    let limit = config.maxHeadLength + (responder.collectsBodies ? config.maxBodyBytes : 16 * 1024)
+                    switch try readInput(limit: limit) {
                     case .data, .full: continue
                     case .wouldBlock: continue
                     case .eof:
@@ -338,12 +357,26 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         }
         let bytes = UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length])
         HTTP1Parser.markConnectionListed(bytes, &head)
+        var body: [UInt8] = []
+        if responder.collectsBodies && head.requestFraming != .none {
+            switch collectBody(buffer, headLength: length) {
+            case .complete(let collected): body = collected
+            case .incomplete: return false
+            case .tooLarge:
+                respondError(413, close: true)
+                return true
+            case .malformed:
+                respondError(400, close: true)
+                return true
+            }
+        }
         let ticket = context.ticket &+ 1
         context = RequestContext()
         context.ticket = ticket
         context.startMs = loop.nowMs
         owesEnd = true
-        let view = RequestView(bytes: bytes, head: head, peer: peer, handle: self)
+        var view = RequestView(bytes: bytes, head: head, peer: peer, handle: self)
+        view.body = body
         apply(responder.dispose(view), headBytes: bytes)
         return true
     }
@@ -372,6 +405,55 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             state = .pending
             pendingHeadLength = bytes.count
             loop.cancel(self)
+            shrinkInputForWaiting()
+        }
+    }
+
+    /// A waiting request keeps only its own bytes: the pooled 16 KiB buffer goes back, an exact copy stays
+    /// (the activator may hold thousands of requests at zero; each should cost a few hundred bytes).
+    private func shrinkInputForWaiting() {
+        guard let buffer = input, buffer.capacity == loop.buffers.bufferSize, buffer.readableCount < buffer.capacity / 4
+        else { return }
+        let copy = ByteBuffer(capacity: max(buffer.readableCount, 64))
+        copy.append(buffer.readable)
+        loop.buffers.give(buffer)
+        input = copy
+    }
+
+    /// A connect failed before anything was sent: ask the responder for another way. - Returns: true if taken.
+    func retryElsewhere(after pool: UpstreamPool) -> Bool {
+        guard state == .exchange, let buffer = input, let disposition = responder.connectFailed(self, pool: pool)
+        else { return false }
+        let length = head.length
+        apply(disposition, headBytes: UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length]))
+        return true
+    }
+
+    private enum BodyCollection {
+        case complete([UInt8]), incomplete, tooLarge, malformed
+    }
+
+    /// For body-collecting responders (admin APIs): the whole body once it is in the input. Re-walks the
+    /// buffered bytes on each arrival, which is fine for the small, rare bodies these responders take.
+    private func collectBody(_ buffer: ByteBuffer, headLength: Int) -> BodyCollection {
+        let available = UnsafeRawBufferPointer(rebasing: buffer.readable[headLength...])
+        switch head.requestFraming {
+        case .length(let n):
+            if n > config.maxBodyBytes { return .tooLarge }
+            if available.count < n { return .incomplete }
+            return .complete(Array(available[0..<n]))
+        case .chunked:
+            var decoder = ChunkedDecoder()
+            var body: [UInt8] = []
+            do {
+                _ = try decoder.consume(available) { range in body.append(contentsOf: available[range]) }
+            } catch {
+                return .malformed
+            }
+            if decoder.isDone { return .complete(body) }
+            return available.count > config.maxBodyBytes ? .tooLarge : .incomplete
+        case .none, .untilClose:
+            return .complete([])
         }
     }
 
@@ -417,6 +499,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         let text: String
         switch status {
         case 431: text = "431 Request Header Fields Too Large"
+        case 413: text = "413 Request Entity Too Large"
         default: text = "400 Bad Request"
         }
         // Go's server answers malformed requests with a bare status line and this short body.

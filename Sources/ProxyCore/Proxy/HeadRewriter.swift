@@ -13,7 +13,8 @@ enum HeadRewriter {
         out.append(UnsafeRawBufferPointer(rebasing: bytes[head.target]))
         out.append(" HTTP/1.1\r\n")
         var hasForwardedFor = false
-        let hasEdits = !rewrite.dropped.isEmpty || rewrite.host != nil
+        let replacesHost = rewrite.host != nil || rewrite.hostLiteral != nil
+        let hasEdits = !rewrite.dropped.isEmpty || replacesHost
         for (index, field) in head.fields.enumerated() {
             switch field.kind {
             case .xForwardedFor:
@@ -23,7 +24,12 @@ enum HeadRewriter {
                 break
             case .te where HTTP1Parser.equalsLower(bytes, field.value, "trailers"):
                 break  // Go's reverse proxy keeps "TE: trailers"
-            case .host where rewrite.host != nil:
+            case .host where replacesHost:
+                if rewrite.moveHostToOriginalHost {
+                    out.append("K-Original-Host: ")
+                    out.append(UnsafeRawBufferPointer(rebasing: bytes[field.value]))
+                    out.append("\r\n")
+                }
                 continue
             default:
                 if field.isHopByHop { continue }
@@ -31,11 +37,16 @@ enum HeadRewriter {
             if hasEdits && rewrite.dropped.contains(index) { continue }
             writeField(field, bytes, out)
         }
-        if let host = rewrite.host {
+        if let literal = rewrite.hostLiteral {
+            out.append("Host: ")
+            literal.withUnsafeBytes { out.append($0) }
+            out.append("\r\n")
+        } else if let host = rewrite.host {
             out.append("Host: ")
             out.append(UnsafeRawBufferPointer(rebasing: bytes[host]))
             out.append("\r\n")
         }
+        if let lines = rewrite.extraLines { lines.withUnsafeBytes { out.append($0) } }
         if rewrite.synthesizeForwarded { writeForwarded(rewrite, bytes, out) }
         // X-Forwarded-For: prior values (all fields, joined), then the peer (Go's httputil.ReverseProxy).
         out.append("X-Forwarded-For: ")

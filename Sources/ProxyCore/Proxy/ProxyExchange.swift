@@ -133,6 +133,10 @@ final class ProxyExchange {
         do {
             connection = try pool.acquire()
         } catch {
+            // Nothing was sent: the responder may send the request elsewhere (the activator tries another pod).
+            phase = .idle
+            if downstream.retryElsewhere(after: pool) { return }
+            phase = .awaitingHead
             downstream.input!.moveReader(by: headBytes.count)
             fail(.connect(error))
             return
@@ -185,6 +189,11 @@ final class ProxyExchange {
             guard connection.canWrite || connection.canRead else { return }
             let code = Socket.pendingError(connection.fd)
             if code != 0 {
+                if replayLength > 0, let pool = downstream.responder.alternativePool(for: downstream, after: pool) {
+                    // Nothing reached the upstream: replay the whole request on another one.
+                    moveReplay(from: connection, to: pool)
+                    return
+                }
                 upstreamFailed(.connect(SysError(code: code, call: "connect")))
                 return
             }
@@ -248,13 +257,13 @@ final class ProxyExchange {
         if !responseStarted {
             closeUpstream()
             phase = .idle
-            let response = LocalResponse.text(504, "request timeout")
+            let response = LocalResponse.text(504, String(describing: options.timeoutMessage))
             downstream.respondInstead(response, close: true)
             downstream.endRequest(status: 504, responseBytes: response.body.count)
             downstream.exchangeFinished(reusable: false)
             return
         }
-        let text: StaticString = "request timeout"
+        let text = options.timeoutMessage
         let output = downstream.outputBuffer()
         switch responseFraming {
         case .chunked where !dechunkMode:
@@ -609,6 +618,28 @@ final class ProxyExchange {
             if reusable { pool.release(connection) } else { connection.exchange = nil; connection.close() }
         }
         downstream.exchangeFinished(reusable: !closeDownstreamAfter && requestDone)
+    }
+
+    /// Moves a complete, unsent request to a connection from `newPool` (after a failed connect).
+    private func moveReplay(from connection: UpstreamConnection, to newPool: UpstreamPool) {
+        guard let output = connection.output else { return }
+        connection.output = nil
+        connection.exchange = nil
+        upstream = nil
+        connection.close()
+        pool = newPool
+        do throws(SysError) {
+            let fresh = try newPool.acquire()
+            attach(fresh)
+            if let unused = fresh.output { downstream.loop.buffers.give(unused) }
+            output.readerIndex = 0
+            output.writerIndex = replayLength  // see upstreamFailed: the bytes are still in place
+            fresh.output = output
+            if fresh.isConnected { try flushUpstream() }
+        } catch {
+            downstream.loop.buffers.give(output)
+            fail(.connect(error))
+        }
     }
 
     /// The upstream failed. Before any response byte: retry once on a fresh connection if the failed one was

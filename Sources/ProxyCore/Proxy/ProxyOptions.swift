@@ -43,6 +43,12 @@ public struct RequestRewrite: Sendable {
     public var forwardedHost: Range<Int>? = nil
     public var forwardedProto: Range<Int>? = nil
     public var synthesizeForwarded = false
+    /// A literal `Host` value (the activator sends the pod's address); wins over `host`.
+    public var hostLiteral: [UInt8]? = nil
+    /// Copy the request's Host into `K-Original-Host` (the activator's move; skipped if one is present).
+    public var moveHostToOriginalHost = false
+    /// Complete header lines (`Name: value\r\n`…) to add, prepared once and shared (no per-request work).
+    public var extraLines: [UInt8]? = nil
 
     public init() {}
 }
@@ -56,6 +62,8 @@ public struct ProxyOptions: Sendable {
     public var responseStartTimeoutMs: Int64 = 0
     /// Limit between writes to the client, 0 = none (`idleTimeoutSeconds`).
     public var idleTimeoutMs: Int64 = 0
+    /// The 504 body and appended text (queue-proxy: `request timeout`; activator: `activator request timeout`).
+    public var timeoutMessage: StaticString = "request timeout"
 
     public init() {}
 }

@@ -1,6 +1,25 @@
 // Runs one of the package's executables as a child process, and always reaps it.
 import Foundation
 import Glibc
+import Synchronization
+
+/// Every child still running, so that an exiting test process takes them along (a test that fails in an
+/// unexpected way must not leave a queue-proxy listening).
+private let runningChildren = Mutex<Set<Int32>>([])
+private let reaperInstalled = Mutex(false)
+
+private func registerChild(_ pid: Int32) {
+    let install = reaperInstalled.withLock { installed in
+        defer { installed = true }
+        return !installed
+    }
+    if install {
+        atexit {
+            for pid in runningChildren.withLock({ $0 }) { kill(pid, SIGKILL) }
+        }
+    }
+    _ = runningChildren.withLock { $0.insert(pid) }
+}
 
 final class ChildProcess: @unchecked Sendable {
     let process = Process()
@@ -38,6 +57,7 @@ final class ChildProcess: @unchecked Sendable {
             self.lock.withLock { self.stderrData.append(data) }
         }
         try process.run()
+        registerChild(process.processIdentifier)
     }
 
     var pid: Int32 { process.processIdentifier }
@@ -84,6 +104,7 @@ final class ChildProcess: @unchecked Sendable {
             kill(pid, SIGKILL)
             process.waitUntilExit()
         }
+        _ = runningChildren.withLock { $0.remove(pid) }
         stderrPipe.fileHandleForReading.readabilityHandler = nil
         stdoutPipe.fileHandleForReading.readabilityHandler = nil
     }

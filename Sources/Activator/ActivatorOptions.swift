@@ -1,0 +1,137 @@
+// The activator's flags and environment. Every error names the flag and the expected form.
+import ProxyCore
+
+struct OptionsError: Error, CustomStringConvertible {
+    let description: String
+}
+
+struct ActivatorOptions {
+    var settings = ActivatorSettings()
+    var dataPort: UInt16 = 8012
+    var metricsPort: UInt16 = 9090
+    var adminAddress = SocketAddress(ip: "127.0.0.1", port: 8090)!
+    var configPath: String?
+    var drainGraceMs: Int64 = 45_000
+    var logLevel = LogLevel.info
+
+    static let help = """
+        activator: Knative's shared proxy for revisions scaled to zero (or short of capacity).
+
+        Usage: activator [flags]      (every flag can also come from the environment variable shown)
+
+          --port N                 data port, HTTP/1.1 (default 8012)                       ACTIVATOR_PORT
+          --metrics-port N         Prometheus text /metrics (default 9090; 0 = off)         ACTIVATOR_METRICS_PORT
+          --admin-address IP:PORT  admin API (default 127.0.0.1:8090)                       ACTIVATOR_ADMIN_ADDRESS
+          --config FILE            JSON {"revisions": [...], "endpoints": {...}, "routes": [...]};
+                                   reloaded on SIGHUP (an invalid file is reported, old state kept)
+          --autoscaler-url URL     ws://host:port/ for stats (WireStatMessages, binary frames)   AUTOSCALER_URL
+          --activator-count N      activators sharing each revision (default 1)
+          --activator-index I      this activator's index, 0-based (default 0)
+          --cluster-domain D       for Host routing <rev>.<ns>.svc.<D> (default cluster.local)  CLUSTER_DOMAIN
+          --pod-name NAME          pod_name in stats (default "activator")                      POD_NAME
+          --probe-interval D       pod re-probe interval (default 200ms)                        PROBE_FREQUENCY
+          --probe-timeout D        pod probe timeout (default 300ms)                            PROBE_TIMEOUT
+          --max-queued N           waiting requests per revision before 503 (default 10000)
+          --max-queued-bytes N     bytes those may hold (default 67108864)
+          --drain-grace D          after SIGTERM, keep serving this long (default 45s)          DRAIN_GRACE
+          --log-level L            debug|info|warn|error (default info)
+
+        Admin API: GET /v1/state; PUT|DELETE /v1/revisions/{ns}/{name} (containerConcurrency, timeoutSeconds,
+        responseStartTimeoutSeconds, idleTimeoutSeconds, protocol); PUT /v1/revisions/{ns}/{name}/endpoints
+        {"addresses": ["127.0.0.1:9001", ...]}; PUT|DELETE /v1/routes/{ns}/{name} {"hosts": [...],
+        "traffic": [{"revisionName", "percent", "tag"}]}.
+
+        Signals: SIGTERM/SIGINT → health answers 500, traffic served for the drain grace, then in-flight
+        requests finish and it exits 0. SIGHUP → reload --config.
+
+        """
+
+    init(arguments: [String], environment env: [String: String]) throws(OptionsError) {
+        var values: [String: String] = [:]
+        let envNames = [
+            "--port": "ACTIVATOR_PORT", "--metrics-port": "ACTIVATOR_METRICS_PORT",
+            "--admin-address": "ACTIVATOR_ADMIN_ADDRESS", "--autoscaler-url": "AUTOSCALER_URL",
+            "--cluster-domain": "CLUSTER_DOMAIN", "--pod-name": "POD_NAME", "--probe-interval": "PROBE_FREQUENCY",
+            "--probe-timeout": "PROBE_TIMEOUT", "--drain-grace": "DRAIN_GRACE",
+        ]
+        for (flag, name) in envNames { if let v = env[name] { values[flag] = v } }
+        var i = 0
+        while i < arguments.count {
+            let argument = arguments[i]
+            guard argument.hasPrefix("--") else { throw OptionsError(description: "unexpected argument \(argument) (try --help)") }
+            if let eq = argument.firstIndex(of: "=") {
+                values[String(argument[..<eq])] = String(argument[argument.index(after: eq)...])
+            } else {
+                guard i + 1 < arguments.count else { throw OptionsError(description: "\(argument) needs a value") }
+                values[argument] = arguments[i + 1]
+                i += 1
+            }
+            i += 1
+        }
+        let known: Set<String> = Set(envNames.keys).union([
+            "--config", "--activator-count", "--activator-index", "--max-queued", "--max-queued-bytes", "--log-level",
+        ])
+        for key in values.keys where !known.contains(key) { throw OptionsError(description: "unknown flag \(key) (try --help)") }
+
+        func port(_ flag: String, allowZero: Bool = false) throws(OptionsError) -> UInt16? {
+            guard let text = values[flag] else { return nil }
+            guard let p = UInt16(text), p > 0 || allowZero else { throw OptionsError(description: "\(flag)=\(text): expected a port number") }
+            return p
+        }
+        func int(_ flag: String, min: Int) throws(OptionsError) -> Int? {
+            guard let text = values[flag] else { return nil }
+            guard let v = Int(text), v >= min else { throw OptionsError(description: "\(flag)=\(text): expected an integer ≥ \(min)") }
+            return v
+        }
+        func duration(_ flag: String) throws(OptionsError) -> Int64? {
+            guard let text = values[flag] else { return nil }
+            guard let ms = Self.durationMs(text) else {
+                throw OptionsError(description: "\(flag)=\(text): expected a duration such as 200ms or 45s")
+            }
+            return ms
+        }
+        dataPort = try port("--port") ?? dataPort
+        metricsPort = try port("--metrics-port", allowZero: true) ?? metricsPort
+        if let text = values["--admin-address"] {
+            guard let address = SocketAddress.parse(text) else {
+                throw OptionsError(description: "--admin-address=\(text): expected ip:port")
+            }
+            adminAddress = address
+        }
+        configPath = values["--config"]
+        if let url = values["--autoscaler-url"] {
+            guard WebSocketClient(url: url) != nil else {
+                throw OptionsError(description: "--autoscaler-url=\(url): expected ws://ip:port/path")
+            }
+            settings.autoscalerURL = url
+        }
+        settings.activatorCount = try int("--activator-count", min: 1) ?? 1
+        settings.activatorIndex = try int("--activator-index", min: 0) ?? 0
+        guard settings.activatorIndex < settings.activatorCount else {
+            throw OptionsError(description: "--activator-index must be below --activator-count")
+        }
+        settings.clusterDomain = values["--cluster-domain"] ?? settings.clusterDomain
+        settings.podName = values["--pod-name"] ?? settings.podName
+        settings.probeIntervalMs = try duration("--probe-interval") ?? settings.probeIntervalMs
+        settings.probeTimeoutMs = try duration("--probe-timeout") ?? settings.probeTimeoutMs
+        settings.maxQueuedPerRevision = try int("--max-queued", min: 0) ?? settings.maxQueuedPerRevision
+        settings.maxQueuedBytesPerRevision = try int("--max-queued-bytes", min: 0) ?? settings.maxQueuedBytesPerRevision
+        drainGraceMs = try duration("--drain-grace") ?? drainGraceMs
+        if let level = values["--log-level"] {
+            guard let parsed = LogLevel(name: level) else {
+                throw OptionsError(description: "--log-level=\(level): expected debug, info, warn or error")
+            }
+            logLevel = parsed
+        }
+    }
+
+    /// A Go-style duration with one unit: "200ms", "45s", "2m" (bare "0" too).
+    static func durationMs(_ text: String) -> Int64? {
+        if text == "0" { return 0 }
+        for (suffix, factor) in [("ms", 1.0), ("s", 1000.0), ("m", 60_000.0), ("h", 3_600_000.0)] where text.hasSuffix(suffix) {
+            guard let value = Double(text.dropLast(suffix.count)), value >= 0 else { return nil }
+            return Int64(value * factor)
+        }
+        return nil
+    }
+}
