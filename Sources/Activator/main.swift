@@ -47,6 +47,7 @@ struct ListenError: Error, CustomStringConvertible {
     var description: String { "cannot listen on \(what): \(error)" }
 }
 
+ResourceLimits.raiseDescriptorLimit()
 Signals.block([SIGTERM, SIGINT, SIGHUP])
 let settings = options.settings
 let document = initial

@@ -41,6 +41,7 @@ func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder) throw
     }
 }
 
+ResourceLimits.raiseDescriptorLimit()
 Signals.block([SIGTERM, SIGINT])
 let settings = config.settings
 let shared = QueueProxyShared(settings: settings, drainQuietMs: config.drainQuietMs, nowMs: monotonicMs())

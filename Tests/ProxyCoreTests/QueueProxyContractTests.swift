@@ -187,6 +187,32 @@ struct QueueProxyContractTests {
         #expect(order.all == (0..<11).map { "/\($0)" })  // FIFO
     }
 
+    @Test func queuedRequestsTimeOutWhileWaiting() throws {
+        let release = Gate()
+        let qp = try QueueProxyFixture(
+            env: ["REVISION_TIMEOUT_SECONDS": "1"],
+            app: { conn, _ in
+                _ = try conn.readHead()
+                release.wait()
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            })
+        let holder = try TestSocket.connect(port: qp.port)
+        try holder.send("GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")
+        usleep(50_000)
+        let started = Date()
+        let queued = try qp.get("/queued")  // waits behind /hold, then its timeout fires in the queue
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(queued.status == 504 && queued.bodyText == "request timeout")
+        #expect(elapsed > 0.8 && elapsed < 1.8)
+        release.open()
+    }
+
+    @Test func a15_autoscalerProbeForAnActivatorIsRefused() throws {
+        let qp = try QueueProxyFixture(app: Scripts.hello("ok"))
+        let response = try qp.get(headers: ["User-Agent: Knative-Autoscaling-Probe", "K-Network-Probe: activator"])
+        #expect(response.status == 400 && response.bodyText == "unexpected probe header value: activator\n")
+    }
+
     @Test func q8_ccZeroNeverQueuesOrRejects() throws {
         let inApp = Seen<Int>()
         let qp = try QueueProxyFixture(

@@ -377,6 +377,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         owesEnd = true
         var view = RequestView(bytes: bytes, head: head, peer: peer, handle: self)
         view.body = body
+        loop.cancel(self)  // the header timer; `dispose` may arm a deadline of its own (`armDeadline`)
         apply(responder.dispose(view), headBytes: bytes)
         return true
     }
@@ -399,12 +400,10 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             let exchange = exchangeStorage ?? ProxyExchange(downstream: self)
             exchangeStorage = exchange
             state = .exchange
-            loop.cancel(self)
             exchange.start(head: head, headBytes: bytes, pool: pool, options: options)
         case .pending:
             state = .pending
             pendingHeadLength = bytes.count
-            loop.cancel(self)
             shrinkInputForWaiting()
         }
     }

@@ -32,3 +32,19 @@ public enum Signals {
         }
     }
 }
+
+public enum ResourceLimits {
+    /// Raises the soft limit on open descriptors to the hard limit: a proxy holding thousands of connections
+    /// (the activator buffering at zero) must not fail at 1024, the usual soft default.
+    /// - Returns: the new soft limit.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return Int(limit.rlim_cur)
+    }
+}

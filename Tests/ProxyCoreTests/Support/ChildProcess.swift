@@ -46,21 +46,33 @@ final class ChildProcess: @unchecked Sendable {
         process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
         process.standardError = stderrPipe
         process.standardOutput = stdoutPipe
-        stdoutPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self else { return }
-            self.lock.withLock { self.stdoutData.append(data) }
-        }
-        stderrPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self else { return }
-            self.lock.withLock { self.stderrData.append(data) }
-        }
         try process.run()
+        // Plain reader threads (not Dispatch read sources, which crashed under heavy parallel tests).
+        startReader(stdoutPipe.fileHandleForReading.fileDescriptor) { [weak self] bytes in
+            guard let self else { return }
+            self.lock.withLock { self.stdoutData.append(contentsOf: bytes) }
+        }
+        startReader(stderrPipe.fileHandleForReading.fileDescriptor) { [weak self] bytes in
+            guard let self else { return }
+            self.lock.withLock { self.stderrData.append(contentsOf: bytes) }
+        }
         registerChild(process.processIdentifier)
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    /// Reads `fd` until EOF on its own thread (the child's exit closes the pipe's write end).
+    private func startReader(_ fd: Int32, _ sink: @escaping @Sendable ([UInt8]) -> Void) {
+        Thread {
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                sink(Array(chunk[0..<n]))
+            }
+        }.start()
+    }
 
     var stderr: String { lock.withLock { String(decoding: stderrData, as: UTF8.self) } }
     var stdout: String { lock.withLock { String(decoding: stdoutData, as: UTF8.self) } }
@@ -105,8 +117,7 @@ final class ChildProcess: @unchecked Sendable {
             process.waitUntilExit()
         }
         _ = runningChildren.withLock { $0.remove(pid) }
-        stderrPipe.fileHandleForReading.readabilityHandler = nil
-        stdoutPipe.fileHandleForReading.readabilityHandler = nil
+
     }
 }
 

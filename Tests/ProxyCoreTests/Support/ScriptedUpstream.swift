@@ -2,6 +2,7 @@
 // on its own thread (HAProxy's reg-tests `server s1 { rxreq; txresp }`, in Swift).
 import Foundation
 import Glibc
+import ProxyCore
 
 final class ScriptedUpstream: @unchecked Sendable {
     let port: UInt16
@@ -15,6 +16,7 @@ final class ScriptedUpstream: @unchecked Sendable {
     /// - Parameter script: called with each accepted connection and its index (0-based).
     init(script: @escaping @Sendable (TestSocket, Int) throws -> Void) throws {
         self.script = script
+        _ = ResourceLimits.raiseDescriptorLimit()
         listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var one: Int32 = 1
         setsockopt(listenFD, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))

@@ -2,6 +2,7 @@
 // written independently of the code under test.
 import Foundation
 import Glibc
+import ProxyCore
 
 struct TestError: Error, CustomStringConvertible {
     let description: String
@@ -40,8 +41,12 @@ final class TestSocket: @unchecked Sendable {
         setTimeout(seconds: 10)
     }
 
+    /// Tests open thousands of sockets at once (the activator's buffering tests): lift the soft limit once.
+    private static let descriptorLimit = ResourceLimits.raiseDescriptorLimit()
+
     /// Connects to 127.0.0.1:`port`.
     static func connect(port: UInt16, timeoutSeconds: Int = 10) throws -> TestSocket {
+        _ = descriptorLimit
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
