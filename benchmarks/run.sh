@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of queue-proxy against direct access, nginx and HAProxy,
+# Side-by-side benchmark of queue-proxy against direct access, nginx and HAProxy
+# (plus the activator in front of queue-proxy, and its memory holding requests at zero),
 # following /work/shared/BENCHMARKING.md (same backend, alternated runs, medians
 # and ratios, private network namespace, CPU µs per request from /proc).
 #
@@ -25,6 +26,9 @@ IDLE_CONNS_TIMEOUT=30
 BREAKER=1
 BREAKER_CONNECTIONS=10
 STARTUP_TIMEOUT=20
+ACTIVATOR=1
+HELD_REQUESTS=10000
+HELD_TIMEOUT=60
 BUILD=1
 KEEP_TMP=0
 OUT="$REPO_ROOT/benchmarks/RESULTS.md"
@@ -46,6 +50,16 @@ BACKEND_PORT=8080
 NGINX_PROXY_PORT=8081
 HAPROXY_PORT=8082
 
+# Activator contender: in front of the first QP_ROWS row with cc=0, requests routed by Host.
+ACT_BIN="${ACT_BIN:-$REPO_ROOT/.build/release/activator}"
+ACT_PORT=8014
+ACT_METRICS_PORT=9094
+ACT_ADMIN=127.0.0.1:8090
+ACT_NS=default
+ACT_REV=hello-00001        # revision in front of queue-proxy cc=0
+ACT_HOST=hello.default.example.com
+ACT_COLD_REV=cold-00001    # revision with no endpoints, for the held-requests memory test
+
 usage() {
   cat <<EOF
 Usage: sudo bash benchmarks/run.sh [options]
@@ -62,12 +76,16 @@ Usage: sudo bash benchmarks/run.sh [options]
                         load the breaker admits at once; default $BREAKER_CONNECTIONS)
   --no-breaker          skip the breaker-overhead runs
   --idle-conns N        idle keep-alive connections for the memory test, 0 to skip (default $IDLE_CONNS)
+  --no-activator        skip the activator rows (activator → queue-proxy cc=0, and its held-requests memory)
+  --held-requests N     requests the activator holds for a revision at zero in its memory test,
+                        0 to skip (default $HELD_REQUESTS; bounded to ${HELD_TIMEOUT}s)
   --no-build            do not run 'swift build -c release' first
   --out FILE            markdown report (default benchmarks/RESULTS.md)
   --keep-tmp            keep the temp dir (configs, logs, raw wrk output)
   -h, --help            this text
 
-Environment: QP_BIN=/path/to/binary overrides .build/release/queue-proxy.
+Environment: QP_BIN=/path/to/binary overrides .build/release/queue-proxy,
+ACT_BIN=/path/to/binary overrides .build/release/activator.
 Must run as root (it unshares a private network namespace and may apt-get install wrk, nginx, haproxy).
 EOF
 }
@@ -85,6 +103,8 @@ while (($#)); do
     --breaker-connections) BREAKER_CONNECTIONS=$2; shift 2 ;;
     --no-breaker) BREAKER=0; shift ;;
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
+    --no-activator) ACTIVATOR=0; shift ;;
+    --held-requests) HELD_REQUESTS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --out) OUT=$2; shift 2 ;;
     --keep-tmp) KEEP_TMP=1; shift ;;
@@ -95,6 +115,7 @@ done
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rounds must be a positive integer" >&2; exit 2; }
 [[ "$PACED_DELAY_MS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --paced-delay-ms must be a positive integer" >&2; exit 2; }
 [[ "$BREAKER_CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --breaker-connections must be a positive integer" >&2; exit 2; }
+[[ "$HELD_REQUESTS" =~ ^[0-9]+$ ]] || { echo "run.sh: --held-requests must be a non-negative integer" >&2; exit 2; }
 [[ "$OUT" = /* ]] || OUT="$PWD/$OUT"
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -160,6 +181,7 @@ RAW="$TMP/raw.tsv"
 
 STARTED_PIDS=()   # every long-running process we started (trees are killed)
 WRK_PID=""
+HELPER_PID=""     # a running helper script (held_requests.py)
 
 # All PIDs of the tree rooted at $1 (the process and its descendants).
 tree_pids() {
@@ -245,6 +267,7 @@ cleanup() {
   local rc=$? p
   trap - EXIT INT TERM
   [[ -n "$WRK_PID" ]] && kill_tree "$WRK_PID"
+  [[ -n "$HELPER_PID" ]] && kill_tree "$HELPER_PID"
   for p in "${STARTED_PIDS[@]}"; do kill_tree "$p"; done
   wait 2>/dev/null || true
   if ((rc != 0)); then
@@ -261,13 +284,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Wait until http://127.0.0.1:PORT/ answers 200; fail early if PID died.
+# Wait until http://127.0.0.1:PORT/ answers 200 (with Host: HOST if given); fail early if PID died.
 wait_ready() {
-  local port=$1 pid=${2:-} deadline code
+  local port=$1 pid=${2:-} host=${3:-} deadline code hdr=()
+  [[ -n "$host" ]] && hdr=(-H "Host: $host")
   deadline=$((SECONDS + STARTUP_TIMEOUT))
   while ((SECONDS < deadline)); do
     if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null || true)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${hdr[@]}" "http://127.0.0.1:$port/" 2>/dev/null || true)
     [[ "$code" == 200 ]] && return 0
     sleep 0.2
   done
@@ -287,8 +311,13 @@ start_nginx() {   # name conf → LAST_PID
 
 # --------------------------------------------------------- contenders ---
 # Parallel arrays, one index per contender, in the order they are alternated.
-C_NAME=() C_PORT=() C_PID=() C_KIND=() C_STATUS=() C_NOTE=()
-add_contender() { C_NAME+=("$1"); C_PORT+=("$2"); C_PID+=("$3"); C_KIND+=("$4"); C_STATUS+=("$5"); C_NOTE+=("${6:-}"); }
+# C_HOST: Host header wrk sends ("" = default). C_PID2: a second process (tree) whose CPU is
+# measured too, reported separately (the queue-proxy behind the activator).
+C_NAME=() C_PORT=() C_PID=() C_KIND=() C_STATUS=() C_NOTE=() C_HOST=() C_PID2=()
+add_contender() {
+  C_NAME+=("$1"); C_PORT+=("$2"); C_PID+=("$3"); C_KIND+=("$4"); C_STATUS+=("$5"); C_NOTE+=("${6:-}")
+  C_HOST+=("${7:-}"); C_PID2+=("${8:-}")
+}
 # Breaker-overhead runs: the contender indices of the first QP_ROWS rows with cc=0 and cc=10.
 BRK_CC=(0 10)
 BRK_IDX=(-1 -1)
@@ -339,6 +368,64 @@ for row in "${QP_ROWS[@]}"; do
   fi
 done
 
+# ------------------------------------------------- activator contender ---
+# activator (:$ACT_PORT) → the first queue-proxy cc=0 row → backend, routed by Host: $ACT_HOST.
+ACT_IDX=-1 ACT_QP_IDX=-1 ACT_PID=""
+act_put() {   # act_put PATH JSON: PUT to the activator's admin API, succeed on 200
+  local code
+  code=$(curl -s -o "$TMP/act-admin.out" -w '%{http_code}' --max-time 5 -X PUT -d "$2" "http://$ACT_ADMIN$1" 2>/dev/null || true)
+  [[ "$code" == 200 ]] && return 0
+  log "activator admin PUT $1 answered ${code:-nothing}: $(head -c 300 "$TMP/act-admin.out" 2>/dev/null)"
+  return 1
+}
+if ((ACTIVATOR)); then
+  act_name="activator → queue-proxy cc=0"
+  for ((i = 0; i < ${#C_NAME[@]}; i++)); do
+    if [[ "${C_KIND[i]}" == qp && "${C_NAME[i]}" == *"cc=0"* ]]; then ACT_QP_IDX=$i; break; fi
+  done
+  ACT_IDX=${#C_NAME[@]}
+  if ((ACT_QP_IDX < 0)); then
+    log "$act_name: no queue-proxy cc=0 row -> n/a"
+    add_contender "$act_name" "$ACT_PORT" "" activator "n/a" "no queue-proxy cc=0 row in QP_ROWS"
+  elif [[ "${C_STATUS[ACT_QP_IDX]}" != ok ]]; then
+    log "$act_name: ${C_NAME[ACT_QP_IDX]} is not running -> n/a"
+    add_contender "$act_name" "$ACT_PORT" "" activator "n/a" "${C_NAME[ACT_QP_IDX]} is not running"
+  elif [[ ! -x "$ACT_BIN" ]]; then
+    log "$act_name: $ACT_BIN not found or not executable -> n/a"
+    add_contender "$act_name" "$ACT_PORT" "" activator "n/a" "binary $ACT_BIN not found"
+  elif ! port_free "$ACT_PORT" || ! port_free "$ACT_METRICS_PORT" || ! port_free "${ACT_ADMIN##*:}"; then
+    log "$act_name: port $ACT_PORT, $ACT_METRICS_PORT or ${ACT_ADMIN##*:} already in use -> n/a"
+    add_contender "$act_name" "$ACT_PORT" "" activator "n/a" "port $ACT_PORT, $ACT_METRICS_PORT or ${ACT_ADMIN##*:} already in use"
+  else
+    log "starting activator on :$ACT_PORT (admin $ACT_ADMIN, metrics :$ACT_METRICS_PORT) in front of ${C_NAME[ACT_QP_IDX]} ($ACT_BIN)"
+    "$ACT_BIN" --port "$ACT_PORT" --metrics-port "$ACT_METRICS_PORT" --admin-address "$ACT_ADMIN" \
+      --drain-grace 0s --pod-name activator-bench >"$TMP/activator.log" 2>&1 &
+    ACT_PID=$!
+    STARTED_PIDS+=("$ACT_PID")
+    act_ok=0
+    deadline=$((SECONDS + STARTUP_TIMEOUT))
+    until curl -s -o /dev/null --max-time 1 "http://$ACT_ADMIN/v1/state" 2>/dev/null; do
+      if ((SECONDS >= deadline)) || ! kill -0 "$ACT_PID" 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+    if act_put "/v1/revisions/$ACT_NS/$ACT_REV" '{"containerConcurrency": 0}' &&
+       act_put "/v1/revisions/$ACT_NS/$ACT_REV/endpoints" "{\"addresses\": [\"127.0.0.1:${C_PORT[ACT_QP_IDX]}\"]}" &&
+       act_put "/v1/routes/$ACT_NS/hello" "{\"hosts\": [\"$ACT_HOST\"], \"traffic\": [{\"revisionName\": \"$ACT_REV\", \"percent\": 100}]}" &&
+       wait_ready "$ACT_PORT" "$ACT_PID" "$ACT_HOST"; then
+      act_ok=1
+    fi
+    if ((act_ok)); then
+      add_contender "$act_name" "$ACT_PORT" "$ACT_PID" activator ok "" "$ACT_HOST" "${C_PID[ACT_QP_IDX]}"
+    else
+      log "$act_name did not answer 200 on :$ACT_PORT (Host: $ACT_HOST) within ${STARTUP_TIMEOUT}s -> n/a; log tail:"
+      tail -n 10 "$TMP/activator.log" >&2 || true
+      stop_started "$ACT_PID"
+      ACT_PID=""
+      add_contender "$act_name" "$ACT_PORT" "" activator "n/a" "did not answer 200 on :$ACT_PORT (Host: $ACT_HOST) within ${STARTUP_TIMEOUT}s"
+    fi
+  fi
+fi
+
 log "starting nginx proxy on :$NGINX_PROXY_PORT"
 start_nginx nginx-proxy "$SCRIPT_DIR/nginx-proxy.conf"
 NGINX_PROXY_PID=$LAST_PID
@@ -387,10 +474,12 @@ parse_wrk() {
 run_one() {
   local mode=$1 round=$2 i=$3 dur=$4 conns=${5:-$CONNECTIONS} threads=${6:-$THREADS}
   local pid=${C_PID[$3]} url="http://127.0.0.1:${C_PORT[$3]}/"
-  local out="$TMP/wrk-$mode-$round-$i.txt" t0=0 t1=0 cpu=- args=()
+  local pid2=${C_PID2[$3]} out="$TMP/wrk-$mode-$round-$i.txt" t0=0 t1=0 u0=0 u1=0 cpu=- cpu2=- args=()
   args=(-t"$threads" -c"$conns" -d"$dur" --latency)
+  [[ -n "${C_HOST[i]}" ]] && args+=(-H "Host: ${C_HOST[i]}")
   [[ "$mode" == paced ]] && args+=(-s "$SCRIPT_DIR/paced.lua")
   [[ -n "$pid" ]] && t0=$(cpu_ticks "$pid")
+  [[ -n "$pid2" ]] && u0=$(cpu_ticks "$pid2")
   if [[ "$mode" == paced ]]; then
     wrk "${args[@]}" "$url" -- "$PACED_DELAY_MS" >"$out" 2>&1 &
   else
@@ -400,14 +489,19 @@ run_one() {
   wait "$WRK_PID" || log "wrk exited with status $? for ${C_NAME[i]} (see output below)"
   WRK_PID=""
   [[ -n "$pid" ]] && t1=$(cpu_ticks "$pid")
+  [[ -n "$pid2" ]] && u1=$(cpu_ticks "$pid2")
   parse_wrk "$out"
   if [[ -n "$pid" ]] && ((W_REQS > 0)); then
     cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_REQS" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$round" "$i" "$W_RPS" "$W_P50" "$W_P99" \
-    "$W_REQS" "$W_NON2XX" "$W_SOCKERR" "$cpu" >>"$RAW"
-  log "$(printf '%-6s r%s %-28s %9s req/s  p50 %7s ms  p99 %7s ms  cpu %7s us/req  non-2xx %s  sock-err %s' \
-    "$mode" "$round" "${C_NAME[i]}" "$W_RPS" "$W_P50" "$W_P99" "$cpu" "$W_NON2XX" "$W_SOCKERR")"
+  if [[ -n "$pid2" ]] && ((W_REQS > 0)); then
+    cpu2=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$W_REQS" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+  fi
+  # Columns: mode round index req/s p50 p99 requests non-2xx socket-errors cpu cpu2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$round" "$i" "$W_RPS" "$W_P50" "$W_P99" \
+    "$W_REQS" "$W_NON2XX" "$W_SOCKERR" "$cpu" "$cpu2" >>"$RAW"
+  log "$(printf '%-6s r%s %-28s %9s req/s  p50 %7s ms  p99 %7s ms  cpu %7s us/req%s  non-2xx %s  sock-err %s' \
+    "$mode" "$round" "${C_NAME[i]}" "$W_RPS" "$W_P50" "$W_P99" "$cpu" "${pid2:+ (+ qp $cpu2)}" "$W_NON2XX" "$W_SOCKERR")"
   if ((W_REQS == 0)); then log "wrk output:"; cat "$out" >&2; fi
 }
 

@@ -85,7 +85,7 @@ struct ActivatorOptions {
         }
         func duration(_ flag: String) throws(OptionsError) -> Int64? {
             guard let text = values[flag] else { return nil }
-            guard let ms = Self.durationMs(text) else {
+            guard let ms = GoDuration.milliseconds(text) else {
                 throw OptionsError(description: "\(flag)=\(text): expected a duration such as 200ms or 45s")
             }
             return ms
@@ -123,15 +123,5 @@ struct ActivatorOptions {
             }
             logLevel = parsed
         }
-    }
-
-    /// A Go-style duration with one unit: "200ms", "45s", "2m" (bare "0" too).
-    static func durationMs(_ text: String) -> Int64? {
-        if text == "0" { return 0 }
-        for (suffix, factor) in [("ms", 1.0), ("s", 1000.0), ("m", 60_000.0), ("h", 3_600_000.0)] where text.hasSuffix(suffix) {
-            guard let value = Double(text.dropLast(suffix.count)), value >= 0 else { return nil }
-            return Int64(value * factor)
-        }
-        return nil
     }
 }

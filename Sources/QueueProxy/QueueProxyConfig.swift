@@ -102,7 +102,7 @@ struct QueueProxyConfig {
             userMetricsPort = try Self.port(env, "QUEUE_USER_METRICS_PORT", required: false) ?? 9091
         }
         if let text = env["QUEUE_DRAIN_QUIET_PERIOD"] {
-            guard let ms = Self.durationMs(text) else {
+            guard let ms = GoDuration.milliseconds(text) else {
                 throw ConfigError(description: "QUEUE_DRAIN_QUIET_PERIOD=\"\(text)\": expected a duration such as 30s or 500ms")
             }
             drainQuietMs = ms
@@ -165,15 +165,5 @@ struct QueueProxyConfig {
         case "0", "f", "F", "FALSE", "false", "False": return false
         default: throw ConfigError(description: "\(name)=\"\(text)\": expected true or false")
         }
-    }
-
-    /// A Go-style duration with one unit: "30s", "500ms", "2m", "1h" (bare "0" too).
-    static func durationMs(_ text: String) -> Int64? {
-        if text == "0" { return 0 }
-        for (suffix, factor) in [("ms", 1.0), ("s", 1000.0), ("m", 60_000.0), ("h", 3_600_000.0)] where text.hasSuffix(suffix) {
-            guard let value = Double(text.dropLast(suffix.count)), value >= 0 else { return nil }
-            return Int64(value * factor)
-        }
-        return nil
     }
 }

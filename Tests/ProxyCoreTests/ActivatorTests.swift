@@ -312,18 +312,17 @@ struct ActivatorTests {
         let good = try FakePod(name: "good")
         let doomed = try FakePod(name: "doomed")
         let activator = try ActivatorFixture()
-        try activator.revision("retry", cc: 1, pods: [good, doomed])
+        try activator.revision("retry", pods: [good, doomed])  // cc 0: power of two choices uses both
+        let request = "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: retry\r\n\r\n"
         let client = try TestSocket.connect(port: activator.port)
-        // Both healthy: warm up until both were used.
         let deadline = Date().addingTimeInterval(5)
         while (good.requests.all.isEmpty || doomed.requests.all.isEmpty) && Date() < deadline {
-            _ = try TestSocket.connect(port: activator.port).exchange(
-                "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: retry\r\n\r\n")
+            _ = try client.exchange(request)
         }
+        #expect(!doomed.requests.all.isEmpty)
         doomed.server.stop()  // connections to it are now refused
-        for _ in 0..<10 {
-            let response = try client.exchange(
-                "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: retry\r\n\r\n")
+        for _ in 0..<20 {
+            let response = try client.exchange(request)
             #expect(response.status == 200 && response.bodyText == "good /")
         }
     }

@@ -303,8 +303,7 @@ public final class QueueProxyHandler: HTTPResponder {
         }
         if let entry = request.context.extra as? RequestLogEntry, !isProbe || settings.requestLogProbes {
             let latency = Double(now - request.context.startMs) / 1000
-            RequestLogEntry.writeStdout(
-                entry.line(status: status, size: responseBytes, latencySeconds: latency, podIP: settings.podIP))
+            Log.write(entry.line(status: status, size: responseBytes, latencySeconds: latency, podIP: settings.podIP), to: 1)
         }
         request.context.extra = nil
     }

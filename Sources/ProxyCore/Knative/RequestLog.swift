@@ -72,15 +72,4 @@ public final class RequestLogEntry {
         return out
     }
 
-    static func writeStdout(_ text: String) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let n = write(1, bytes.baseAddress! + offset, bytes.count - offset)
-                if n <= 0 { return }
-                offset += n
-            }
-        }
-    }
 }

@@ -158,7 +158,6 @@ public enum JSON: Equatable, Sendable {
 
         mutating func string() throws(ParseError) -> String {
             index += 1  // opening quote
-            var scalars = String.UnicodeScalarView()
             var run = index
             var out = ""
             while true {
@@ -167,7 +166,6 @@ public enum JSON: Equatable, Sendable {
                 if c == UInt8(ascii: "\"") {
                     out += String(decoding: bytes[run..<index], as: UTF8.self)
                     index += 1
-                    out.unicodeScalars.append(contentsOf: scalars)
                     return out
                 }
                 if c < 0x20 { throw error("control character in string") }
@@ -260,5 +258,18 @@ public enum JSON: Equatable, Sendable {
                 throw error("expected ',' or '}'")
             }
         }
+    }
+}
+
+/// Go-style durations for flags and environment variables.
+public enum GoDuration {
+    /// "30s", "500ms", "2m", "1h", "1.5s" (one unit), or a bare "0". - Returns: milliseconds, or nil.
+    public static func milliseconds(_ text: String) -> Int64? {
+        if text == "0" { return 0 }
+        for (suffix, factor) in [("ms", 1.0), ("s", 1000.0), ("m", 60_000.0), ("h", 3_600_000.0)] where text.hasSuffix(suffix) {
+            guard let value = Double(text.dropLast(suffix.count)), value >= 0 else { return nil }
+            return Int64(value * factor)
+        }
+        return nil
     }
 }

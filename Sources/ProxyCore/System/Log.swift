@@ -67,38 +67,23 @@ public enum Log {
         writeStderr(line)
     }
 
-    public static func writeStderr(_ text: String) {
+    public static func writeStderr(_ text: String) { write(text, to: 2) }
+
+    /// Writes all of `text` to a descriptor (stdout for request logs, stderr for the rest).
+    public static func write(_ text: String, to fd: Int32) {
         var text = text
         text.withUTF8 { bytes in
             var offset = 0
             while offset < bytes.count {
-                let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
                 if n <= 0 { return }
                 offset += n
             }
         }
     }
 
-    /// JSON string escaping.
+    /// JSON string escaping (the text between the quotes).
     public static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out
+        String(JSON.quote(s).dropFirst().dropLast())
     }
 }

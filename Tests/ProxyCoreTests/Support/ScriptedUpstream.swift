@@ -17,22 +17,35 @@ final class ScriptedUpstream: @unchecked Sendable {
     init(script: @escaping @Sendable (TestSocket, Int) throws -> Void) throws {
         self.script = script
         _ = ResourceLimits.raiseDescriptorLimit()
-        listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(listenFD, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let fd = listenFD
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        var chosen: (fd: Int32, port: UInt16)?
+        while chosen == nil {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard rc == 0, listen(fd, 512) == 0 else {
+                Glibc.close(fd)
+                throw TestError("upstream listen failed")
+            }
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            let port = UInt16(bigEndian: addr.sin_port)
+            // A port promised to a child process (freePort) must stay free for it.
+            if issuedPorts.withLock({ $0.insert(port).inserted }) {
+                chosen = (fd, port)
+            } else {
+                Glibc.close(fd)
+            }
         }
-        guard rc == 0, listen(listenFD, 512) == 0 else { throw TestError("upstream listen failed") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        port = UInt16(bigEndian: addr.sin_port)
+        listenFD = chosen!.fd
+        port = chosen!.port
         let thread = Thread { [self] in acceptLoop() }
         thread.start()
     }

@@ -1,6 +1,7 @@
 // Blocking sockets for tests: a client that speaks just enough HTTP/1.1 to check what the proxy sends,
 // written independently of the code under test.
 import Foundation
+import Synchronization
 import Glibc
 import ProxyCore
 
@@ -230,8 +231,21 @@ final class TestSocket: @unchecked Sendable {
     }
 }
 
+/// Ports handed out so far (by `freePort` and taken by test servers): a port is never used twice in one test
+/// process. Without this, a port released by `freePort` for a child process could be taken by a test server's
+/// bind to port 0 before the child binds it, and the test would talk to the wrong server.
+let issuedPorts = Mutex<Set<UInt16>>([])
+
 /// A free ephemeral port (bound and released; good enough for tests on loopback).
 func freePort() -> UInt16 {
+    while true {
+        let port = kernelFreePort()
+        let isNew = issuedPorts.withLock { $0.insert(port).inserted }
+        if isNew { return port }
+    }
+}
+
+private func kernelFreePort() -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { Glibc.close(fd) }
     var addr = sockaddr_in()
