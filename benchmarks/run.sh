@@ -380,9 +380,7 @@ act_put() {   # act_put PATH JSON: PUT to the activator's admin API, succeed on 
 }
 if ((ACTIVATOR)); then
   act_name="activator → queue-proxy cc=0"
-  for ((i = 0; i < ${#C_NAME[@]}; i++)); do
-    if [[ "${C_KIND[i]}" == qp && "${C_NAME[i]}" == *"cc=0"* ]]; then ACT_QP_IDX=$i; break; fi
-  done
+  ACT_QP_IDX=${BRK_IDX[0]}   # the first QP_ROWS row with cc=0
   ACT_IDX=${#C_NAME[@]}
   if ((ACT_QP_IDX < 0)); then
     log "$act_name: no queue-proxy cc=0 row -> n/a"
@@ -587,6 +585,51 @@ if ((IDLE_CONNS > 0)); then
   fi
 fi
 
+# ------------------------------------ activator: requests held at zero ---
+# A revision with no endpoints: the activator must buffer every request. Open
+# $HELD_REQUESTS connections with one request each, wait until its queued gauge shows all
+# of them, read its RSS, close them.
+HELD_LINE=""
+commas() { awk -v n="$1" 'BEGIN { s = sprintf("%d", n); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]([,]|$)/, ",&", s); print s }'; }
+if ((ACTIVATOR && HELD_REQUESTS > 0)); then
+  held_n=$(commas "$HELD_REQUESTS")
+  held_label="activator RSS holding $held_n requests at zero"
+  if ((ACT_IDX < 0)) || [[ -z "$ACT_PID" ]] || [[ "${C_STATUS[ACT_IDX]}" != ok ]]; then
+    HELD_LINE="- $held_label: n/a (activator not running)"
+  elif ! act_put "/v1/revisions/$ACT_NS/$ACT_COLD_REV" '{"containerConcurrency": 1, "timeoutSeconds": 600}'; then
+    HELD_LINE="- $held_label: n/a (admin PUT of $ACT_NS/$ACT_COLD_REV failed)"
+  else
+    log "held requests: $HELD_REQUESTS requests for $ACT_NS/$ACT_COLD_REV (no endpoints) to the activator (bounded to ${HELD_TIMEOUT}s)"
+    held_before_kb=$(status_kb "$ACT_PID" VmRSS)
+    # shellcheck disable=SC2046
+    timeout -k 5 $((HELD_TIMEOUT + 10)) python3 "$SCRIPT_DIR/held_requests.py" "$ACT_PORT" "$HELD_REQUESTS" "$HELD_TIMEOUT" \
+      "http://127.0.0.1:$ACT_METRICS_PORT/metrics" "$ACT_NS" "$ACT_COLD_REV" $(tree_pids "$ACT_PID") \
+      >"$TMP/held.out" 2>"$TMP/held.log" &
+    HELPER_PID=$!
+    wait "$HELPER_PID" || log "held_requests.py exited with status $?: $(tail -n 3 "$TMP/held.log" 2>/dev/null)"
+    HELPER_PID=""
+    res=$(cat "$TMP/held.out" 2>/dev/null || true)
+    log "held requests: ${res:-no output}"
+    if [[ "$res" =~ open=([0-9]+)\ sent=([0-9]+)\ queued=(-?[0-9]+)\ answered=([0-9]+)\ rss_kb=([0-9]+)\ secs=([^ ]+) ]]; then
+      h_open=${BASH_REMATCH[1]} h_queued=${BASH_REMATCH[3]} h_ans=${BASH_REMATCH[4]} h_kb=${BASH_REMATCH[5]} h_secs=${BASH_REMATCH[6]}
+      if ((h_queued >= HELD_REQUESTS)); then
+        HELD_LINE=$(awk -v l="$held_label" -v w="$h_kb" -v b="$held_before_kb" -v idle="${C_RSS_IDLE[ACT_IDX]}" \
+          -v n="$HELD_REQUESTS" -v nc="$held_n" -v secs="$h_secs" 'BEGIN {
+            printf "- %s: **%.1f MB** (target ≤ 40 MB); idle RSS %.1f MB before any load, %.1f MB just before; ", l, w / 1024, idle / 1024, b / 1024
+            printf "%+.2f kB per held request; all %s queued after %s s", (w - b) / n, nc, secs }')
+      else
+        HELD_LINE=$(awk -v l="$held_label" -v w="$h_kb" -v q="$h_queued" -v o="$h_open" -v a="$h_ans" 'BEGIN {
+          printf "- %s: not reached within the time limit (queued gauge %d, %d connections opened, %d answered or closed by the activator; RSS then %.1f MB)", l, q, o, a, w / 1024 }')
+      fi
+      ((h_ans > 0)) && HELD_LINE+=" — **$h_ans connection(s) were answered or closed by the activator**"
+    else
+      HELD_LINE="- $held_label: measurement failed (${res:-no output})"
+    fi
+    sleep 1   # the connections are closed: the activator drops the requests
+    HELD_LINE+=$(awk -v k="$(status_kb "$ACT_PID" VmRSS)" 'BEGIN { printf "; %.1f MB 1 s after closing them", k / 1024 }')
+  fi
+fi
+
 # ------------------------------------------------------------- report ---
 # median MODE INDEX COLUMN (1-based column of $RAW) -> median or "-"
 median() {
@@ -595,6 +638,11 @@ median() {
 }
 total() {
   awk -F'\t' -v m="$1" -v i="$2" -v c="$3" '$1 == m && $3 == i { s += $c; n++ } END { print (n ? s : "-") }' "$RAW"
+}
+# median_sum MODE INDEX: median over runs of CPU + second-process CPU (columns 10 + 11) -> or "-"
+median_sum() {
+  awk -F'\t' -v m="$1" -v i="$2" '$1 == m && $3 == i && $10 != "-" && $11 != "-" && $11 != "" { print $10 + $11 }' "$RAW" |
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 # fmt VALUE DECIMALS
 fmt() { if [[ "$1" == - || -z "$1" ]]; then echo "—"; else awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; fi; }
@@ -632,6 +680,9 @@ REPORT="$TMP/report.md"
   if ((PACED)); then
     echo "- paced load: the same with \`-s benchmarks/paced.lua -- $PACED_DELAY_MS\` ($PACED_DELAY_MS ms pause per connection before each request, ≤ $((CONNECTIONS * 1000 / PACED_DELAY_MS)) req/s offered)"
   fi
+  if ((ACTIVATOR)); then
+    echo "- activator: \`${ACT_BIN#"$REPO_ROOT"/}\` on :$ACT_PORT, revision $ACT_NS/$ACT_REV (containerConcurrency 0) with one endpoint, the queue-proxy cc=0 instance above; wrk sends \`Host: $ACT_HOST\` (a route); for its row the activator's CPU and the queue-proxy's CPU are measured separately"
+  fi
   if ((BREAKER)); then
     echo "- breaker-overhead load: \`$BRK_WRK_CMD\` against the queue-proxy cc=0 and cc=10 instances above, in the same rounds"
   fi
@@ -665,6 +716,11 @@ REPORT="$TMP/report.md"
   for ((i = 0; i < N; i++)); do
     if [[ -n "${C_NOTE[i]}" ]]; then echo "${C_NAME[i]}: n/a — ${C_NOTE[i]}."; fi
   done
+  if ((ACT_IDX >= 0)) && [[ "${C_STATUS[ACT_IDX]}" == ok ]]; then
+    echo "${C_NAME[ACT_IDX]}: CPU µs/req, CPU ÷ HAProxy and RSS are the activator's alone;" \
+      "the queue-proxy behind it adds $(fmt "$(median sat "$ACT_IDX" 11)" 1) µs/req" \
+      "(total $(fmt "$(median_sum sat "$ACT_IDX")" 1) µs/req, see *Activator in the path*)."
+  fi
   if ((PACED)); then
     echo
     echo "## Paced (latency below saturation)"
@@ -720,6 +776,45 @@ REPORT="$TMP/report.md"
       echo "breaker + stats cost: n/a (needs both the cc=0 and the cc=10 rows with a CPU figure)"
     fi
   fi
+  if ((ACTIVATOR)); then
+    echo
+    echo "## Activator in the path"
+    echo
+    echo "Saturation medians of the same runs as above (\`$WRK_CMD\`). CPU µs/req per process; total = activator + queue-proxy (median of the per-run sums)."
+    echo
+    echo "| path | req/s | ÷ direct | p50 ms | p99 ms | activator CPU µs/req | queue-proxy CPU µs/req | total CPU µs/req | non-2xx | socket errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printf '| direct → app | %s | 1.00 | %s | %s | — | — | — | %s | %s |\n' "$(fmt "$d_rps" 0)" \
+      "$(fmt "$(median sat "$IDX_DIRECT" 5)" 2)" "$(fmt "$(median sat "$IDX_DIRECT" 6)" 2)" \
+      "$(total sat "$IDX_DIRECT" 8)" "$(total sat "$IDX_DIRECT" 9)"
+    if ((ACT_QP_IDX >= 0)) && [[ "${C_STATUS[ACT_QP_IDX]}" == ok ]]; then
+      rps=$(median sat "$ACT_QP_IDX" 4) cpu=$(median sat "$ACT_QP_IDX" 10)
+      printf '| %s → app | %s | %s | %s | %s | — | %s | %s | %s | %s |\n' "${C_NAME[ACT_QP_IDX]}" \
+        "$(fmt "$rps" 0)" "$(ratio "$rps" "$d_rps" 2)" \
+        "$(fmt "$(median sat "$ACT_QP_IDX" 5)" 2)" "$(fmt "$(median sat "$ACT_QP_IDX" 6)" 2)" \
+        "$(fmt "$cpu" 1)" "$(fmt "$cpu" 1)" "$(total sat "$ACT_QP_IDX" 8)" "$(total sat "$ACT_QP_IDX" 9)"
+    else
+      echo "| queue-proxy cc=0 → app | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+    fi
+    if ((ACT_IDX >= 0)) && [[ "${C_STATUS[ACT_IDX]}" == ok ]]; then
+      rps=$(median sat "$ACT_IDX" 4)
+      printf '| activator → queue-proxy cc=0 → app | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        "$(fmt "$rps" 0)" "$(ratio "$rps" "$d_rps" 2)" \
+        "$(fmt "$(median sat "$ACT_IDX" 5)" 2)" "$(fmt "$(median sat "$ACT_IDX" 6)" 2)" \
+        "$(fmt "$(median sat "$ACT_IDX" 10)" 1)" "$(fmt "$(median sat "$ACT_IDX" 11)" 1)" \
+        "$(fmt "$(median_sum sat "$ACT_IDX")" 1)" "$(total sat "$ACT_IDX" 8)" "$(total sat "$ACT_IDX" 9)"
+    else
+      echo "| activator → queue-proxy cc=0 → app | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+    fi
+    if ((ACT_IDX >= 0)) && [[ -n "${C_NOTE[ACT_IDX]}" ]]; then
+      echo
+      echo "activator: n/a — ${C_NOTE[ACT_IDX]}."
+    fi
+    if [[ -n "$HELD_LINE" ]]; then
+      echo
+      echo "$HELD_LINE"
+    fi
+  fi
   if [[ -n "$IDLE_LINE" ]]; then
     echo
     echo "## Idle connections"
@@ -736,10 +831,12 @@ REPORT="$TMP/report.md"
   echo
   echo "| run | round | contender | req/s | p50 ms | p99 ms | requests | CPU µs/req | non-2xx | socket errors |"
   echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
-  while IFS=$'\t' read -r m r i rps p50 p99 reqs non2xx sockerr cpu; do
+  while IFS=$'\t' read -r m r i rps p50 p99 reqs non2xx sockerr cpu cpu2; do
     [[ "$m" == warmup ]] && continue
+    cpu_s=$(fmt "$cpu" 1)
+    [[ -n "$cpu2" && "$cpu2" != - ]] && cpu_s+=" + qp $(fmt "$cpu2" 1)"
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$r" "${C_NAME[i]}" "$(fmt "$rps" 0)" \
-      "$(fmt "$p50" 2)" "$(fmt "$p99" 2)" "$reqs" "$(fmt "$cpu" 1)" "$non2xx" "$sockerr"
+      "$(fmt "$p50" 2)" "$(fmt "$p99" 2)" "$reqs" "$cpu_s" "$non2xx" "$sockerr"
   done <"$RAW"
 } >"$REPORT"
 
