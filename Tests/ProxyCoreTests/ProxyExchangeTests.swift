@@ -188,6 +188,22 @@ struct ProxyExchangeTests {
         #expect(response.bodyText == "0123456789")
     }
 
+    @Test func aResponseEndedByCloseIsDeliveredAtOnce() throws {
+        // Data and FIN arrive together: one edge. The end of the body must still be noticed (no hang).
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
+            shutdown(conn.fd, Int32(SHUT_RDWR))
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port, timeoutSeconds: 3)
+        let started = Date()
+        let response = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(response.status == 200 && response.bodyText == "until close")
+        #expect(response.header("Connection") == "close")
+        #expect(Date().timeIntervalSince(started) < 1)
+    }
+
     @Test func upstreamClosingBeforeAnsweringIs502() throws {
         let upstream = try ScriptedUpstream { conn, _ in
             _ = try conn.readHead()

@@ -4,7 +4,11 @@ import Testing
 
 private final class Probe: TimerEntry {
     var firedAt: [Int64] = []
-    override func timerFired(nowMs: Int64) { firedAt.append(nowMs) }
+    var onFire: ((Int64) -> Void)?
+    override func timerFired(nowMs: Int64) {
+        firedAt.append(nowMs)
+        onFire?(nowMs)
+    }
 }
 
 struct TimerWheelTests {
@@ -57,6 +61,25 @@ struct TimerWheelTests {
         wheel.schedule(probe, deadlineMs: 80)
         let timeout = wheel.pollTimeoutMs(nowMs: 0)
         #expect(timeout >= 80 && timeout <= 80 + Int32(TimerWheel.tickMs))
+    }
+
+    @Test func callbacksMayCancelOrMoveOtherDueEntries() {
+        // Entries sharing a slot: the first one's callback cancels the second and re-arms the third.
+        let wheel = TimerWheel(nowMs: 0)
+        let first = Probe(), second = Probe(), third = Probe(), fourth = Probe()
+        for probe in [fourth, third, second, first] { wheel.schedule(probe, deadlineMs: 100) }
+        first.onFire = { now in
+            wheel.cancel(second)
+            wheel.schedule(third, deadlineMs: now + 50)
+        }
+        wheel.advance(nowMs: 100)
+        #expect(first.firedAt == [100])
+        #expect(second.firedAt.isEmpty)
+        #expect(third.firedAt.isEmpty)
+        #expect(fourth.firedAt == [100])
+        wheel.advance(nowMs: 150)
+        #expect(third.firedAt == [150])
+        #expect(wheel.count == 0)
     }
 
     @Test func manyEntriesAllFireOnce() {

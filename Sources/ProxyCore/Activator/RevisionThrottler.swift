@@ -7,7 +7,9 @@ public final class PodTracker {
     public let address: SocketAddress
     let addressBytes: [UInt8]
     let pool: UpstreamPool
-    unowned(unsafe) let throttler: RevisionThrottler
+    /// Strong: a request may still hold the pod after its revision was deleted. The cycle through `pods` is
+    /// broken when the revision's endpoints are cleared (`setEndpoints([])` on delete).
+    let throttler: RevisionThrottler
     public internal(set) var isHealthy = false
     public internal(set) var inFlight = 0
     var isProbing = false
@@ -191,10 +193,26 @@ public final class RevisionThrottler {
     func leave(bytes: Int) {
         waiting -= 1
         queuedBytes -= bytes
+        // Dead entries hold their connections: drop them once they dominate (clients giving up at zero).
+        if queue.count - queueHead > 2 * waiting + 64 {
+            queue = queue[queueHead...].filter { entry in
+                guard let entry else { return false }
+                return entry.handle.isPending && entry.handle.context.ticket == entry.ticket
+                    && entry.handle.context.flags & ActivatorFlags.waiting != 0
+            }
+            queueHead = 0
+        }
     }
+
+    /// Set while `dispatch` runs: a request admitted and failing at once releases its slot inside `onAdmit`;
+    /// the nested call returns and this loop picks the slot up (no recursion as deep as the queue).
+    private var isDispatching = false
 
     /// Hands free slots to waiters, oldest first.
     func dispatch() {
+        guard !isDispatching else { return }
+        isDispatching = true
+        defer { isDispatching = false }
         while waiting > 0 && queueHead < queue.count {
             guard let entry = queue[queueHead] else {
                 queueHead += 1

@@ -15,6 +15,10 @@ public final class Breaker {
     private var queue: [(handle: RequestHandle, ticket: UInt64)?] = []
     private var queueHead = 0
     private let onAdmit: (RequestHandle) -> Void
+    /// Set while `release` hands out slots: an admitted request that fails at once (app down) releases
+    /// inside `onAdmit`; that nested call only frees the slot and the outer loop goes on, so the stack
+    /// does not grow with the queue.
+    private var isAdmitting = false
 
     /// - Parameter onAdmit: called with a waiter when it gets a slot (it now holds one).
     public init(capacity: Int, queueDepth: Int, onAdmit: @escaping (RequestHandle) -> Void) {
@@ -43,12 +47,24 @@ public final class Breaker {
     /// A waiter gave up (client gone, timeout). Its queue entry is skipped when reached.
     public func cancelWaiting() {
         waiting -= 1
+        // Dead entries hold their connections: drop them once they dominate (clients timing out at a hung app).
+        if queue.count - queueHead > 2 * waiting + 64 {
+            queue = queue[queueHead...].filter { entry in
+                guard let (handle, ticket) = entry else { return false }
+                return handle.isPending && handle.context.ticket == ticket
+                    && handle.context.flags & QueueProxyFlags.waiting != 0
+            }
+            queueHead = 0
+        }
     }
 
     /// A slot holder finished: the oldest live waiter gets the slot.
     public func release() {
         inFlight -= 1
-        while queueHead < queue.count {
+        guard !isAdmitting else { return }
+        isAdmitting = true
+        defer { isAdmitting = false }
+        while inFlight < capacity && queueHead < queue.count {
             let entry = queue[queueHead]
             queue[queueHead] = nil
             queueHead += 1
@@ -57,9 +73,7 @@ public final class Breaker {
             else { continue }  // cancelled or already answered
             waiting -= 1
             inFlight += 1
-            compactIfDrained()
             onAdmit(handle)
-            return
         }
         compactIfDrained()
     }

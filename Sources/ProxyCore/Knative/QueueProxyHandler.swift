@@ -326,6 +326,8 @@ public final class QueueProxyAdminHandler: HTTPResponder {
     public func dispose(_ request: RequestView) -> Disposition {
         guard Self.path(request) == "/wait-for-drain" else { return .respond(notFound) }
         drainer.start(nowMs: loop.nowMs)
+        check()  // an overdue reset or a finished drain answers the earlier waiters first
+        if isDone { return .respond(LocalResponse(status: 200)) }
         waiters.append(request.handle)
         // Without SIGTERM within 1 s the drain is reset (a container restarted by its liveness probe).
         if !drainer.receivedSigterm { resetAtMs = min(resetAtMs, loop.nowMs + 1000) }
@@ -333,13 +335,18 @@ public final class QueueProxyAdminHandler: HTTPResponder {
         return .pending
     }
 
+    /// Drain() has returned: reset, or the quiet period passed.
+    private var isDone: Bool {
+        !drainer.isDraining || (drainer.drainedAtMs.map { loop.nowMs >= $0 } ?? true)
+    }
+
+    /// Answers the waiters when the drain is over; otherwise re-arms for the next moment that matters.
     private func check() {
-        let now = loop.nowMs
-        if now >= resetAtMs {
+        if loop.nowMs >= resetAtMs {
             resetAtMs = .max
             if !drainer.receivedSigterm { drainer.reset() }
         }
-        if !drainer.isDraining || (drainer.drainedAtMs.map { now >= $0 } ?? true) {
+        if isDone {
             let done = waiters
             waiters.removeAll()
             for handle in done { handle.resume(.respond(LocalResponse(status: 200))) }

@@ -86,7 +86,6 @@ public final class EventLoop {
     @exclusivity(unchecked) private var liveCount = 0
     @exclusivity(unchecked) private var isDraining = false
     @exclusivity(unchecked) private var isStopped = false
-    @exclusivity(unchecked) private var drainHooks: [() -> Void] = []
     private static let inboxToken = UInt64.max
 
     public init(index: Int = 0) throws(SysError) {
@@ -138,6 +137,16 @@ public final class EventLoop {
             channel.close()
             throw error
         }
+    }
+
+    /// Turns a level-triggered registration's read interest off or on (a listener pausing while accept fails
+    /// with EMFILE: level-triggered, it would otherwise wake the loop in a busy spin).
+    func setReadInterest(_ channel: Channel, _ enabled: Bool) {
+        guard channel.slot >= 0 else { return }
+        var event = epoll_event()
+        event.events = enabled ? EPOLLIN.rawValue | EPOLLRDHUP.rawValue : 0
+        event.data.u64 = UInt64(generations[channel.slot]) << 32 | UInt64(channel.slot)
+        _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, channel.fd, &event)
     }
 
     func unregister(_ channel: Channel) {
@@ -194,14 +203,11 @@ public final class EventLoop {
     /// Stops the loop after the current pass, closing whatever is still open.
     public func stop() { isStopped = true }
 
-    /// Registers a hook that runs when a drain starts (servers close listeners, pools close idle connections).
-    public func onDrain(_ hook: @escaping () -> Void) { drainHooks.append(hook) }
-
-    /// Starts a graceful drain: hooks run, every channel is told, and the loop ends once all have closed.
+    /// Starts a graceful drain: every channel is told (listeners close, idle connections close, busy ones
+    /// finish first), and the loop ends once all have closed.
     public func beginDrain() {
         guard !isDraining else { return }
         isDraining = true
-        for hook in drainHooks { hook() }
         for channel in channels { channel?.beginDrain() }
         if liveCount == 0 { isStopped = true }
     }

@@ -13,6 +13,9 @@ public class TimerEntry {
     @exclusivity(unchecked) var wheelNext: TimerEntry?
     @exclusivity(unchecked) unowned(unsafe) var wheelPrev: TimerEntry?  // the previous entry holds us strongly; a back pointer must not
     @exclusivity(unchecked) var wheelSlot = -1
+    /// Due and waiting in the wheel's firing list; `cancel`/`schedule` clear it so a callback that cancels
+    /// or moves another due entry is honoured.
+    @exclusivity(unchecked) var isFiring = false
 
     public init() {}
 
@@ -31,6 +34,8 @@ final class TimerWheel {
     /// A lower bound of the earliest tick holding an entry (`Int64.max` when empty): the loop's poll timeout.
     @exclusivity(unchecked) private(set) var earliestTick: Int64 = .max
     @exclusivity(unchecked) private(set) var count = 0
+    /// Entries found due during `advance`, fired only after the walk: a callback never sees a half-walked chain.
+    @exclusivity(unchecked) private var firing: [TimerEntry] = []
 
     init(nowMs: Int64) {
         slots = Array(repeating: nil, count: TimerWheel.slotCount)
@@ -39,6 +44,7 @@ final class TimerWheel {
 
     /// Arms `entry` for `deadlineMs`. A later deadline on an armed entry is recorded without moving it.
     func schedule(_ entry: TimerEntry, deadlineMs: Int64) {
+        entry.isFiring = false
         if entry.wheelSlot >= 0 {
             if deadlineMs >= entry.deadlineMs {
                 entry.deadlineMs = deadlineMs  // lazy: re-filed when the old slot fires
@@ -51,6 +57,7 @@ final class TimerWheel {
     }
 
     func cancel(_ entry: TimerEntry) {
+        entry.isFiring = false
         if entry.wheelSlot >= 0 { unlink(entry) }
         entry.deadlineMs = .max
     }
@@ -112,14 +119,26 @@ final class TimerWheel {
                 current.wheelSlot = -1
                 count -= 1
                 if current.deadlineMs <= nowMs {
-                    current.deadlineMs = .max
-                    current.timerFired(nowMs: nowMs)
+                    current.isFiring = true
+                    firing.append(current)
                 } else {
                     file(current)
                 }
             }
             tick += 1
         }
+        // Fire after the walk. Callbacks may cancel, re-arm or close any entry, including ones still in this
+        // list (their `isFiring` is then cleared) — the walk above is already over.
+        var index = 0
+        while index < firing.count {
+            let entry = firing[index]
+            index += 1
+            guard entry.isFiring else { continue }
+            entry.isFiring = false
+            entry.deadlineMs = .max
+            entry.timerFired(nowMs: nowMs)
+        }
+        firing.removeAll(keepingCapacity: true)
         // The current tick's slot is visited again next time: an entry re-filed into it during this walk
         // (deadline later in this same tick) must not wait a whole turn.
         nextTick = nowTick

@@ -135,6 +135,10 @@ final class Listener: Channel {
         self.responder = responder
     }
 
+    override func timerFired(nowMs: Int64) {
+        loop.setReadInterest(self, true)
+    }
+
     override func handleEvent(_ events: UInt32) {
         // Accept a bounded batch per pass so one busy listener cannot starve established connections.
         for _ in 0..<64 {
@@ -142,8 +146,11 @@ final class Listener: Channel {
             do {
                 result = try Socket.accept(fd)
             } catch {
-                // EMFILE/ENFILE/ENOBUFS: the queue stays, we try again next pass; nothing to close here.
-                Log.rateLimited("accept failed: \(error)")
+                // EMFILE/ENFILE/ENOBUFS: the pending connections stay queued. Pause accepting for 100 ms
+                // (level-triggered, the listener would otherwise spin the loop) and try again.
+                Log.rateLimited("accept failed: \(error); pausing accepts for 100 ms")
+                loop.setReadInterest(self, false)
+                loop.schedule(self, at: loop.nowMs + 100)
                 return
             }
             guard case .processed(let (newFD, peer)) = result else { return }
@@ -315,6 +322,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                     exchangeStorage!.downstreamReady()
                     if state == .exchange { return }
                 case .discarding:
+                    try flush()  // the answer goes out while we skip the body
                     if try discardBody() { continue }
                     return
                 case .closing:
@@ -345,10 +353,9 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         guard let buffer = input, !buffer.isEmpty else { return false }
         let length: Int
         do {
-            guard let found = try parser.findHeadEnd(buffer.readable) else {
-                if buffer.readableCount > 0 { loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs) }
-                return false
-            }
+            // No deadline extension per partial read: the head must be complete within the header timeout
+            // armed when the connection became idle (a byte a minute must not keep it alive).
+            guard let found = try parser.findHeadEnd(buffer.readable) else { return false }
             length = found
             try parser.parseRequest(UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length]), into: &head)
         } catch {
@@ -395,6 +402,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             case .chunked: discardDecoder = ChunkedDecoder()
             }
             state = keepAlive ? .discarding : .closing
+            // A client that stops sending its body (or reading our answer) is not kept forever.
+            loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
             endRequest(status: response.status, responseBytes: response.body.count)
         case .proxy(let pool, let options):
             let exchange = exchangeStorage ?? ProxyExchange(downstream: self)
@@ -450,7 +459,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                 return .malformed
             }
             if decoder.isDone { return .complete(body) }
-            return available.count > config.maxBodyBytes ? .tooLarge : .incomplete
+            return available.count >= config.maxBodyBytes ? .tooLarge : .incomplete
         case .none, .untilClose:
             return .complete([])
         }

@@ -42,7 +42,8 @@ final class ProxyExchange {
 
     unowned(unsafe) let downstream: HTTP1ServerConnection  // owns us
     @exclusivity(unchecked) var upstream: UpstreamConnection?
-    @exclusivity(unchecked) unowned(unsafe) var pool: UpstreamPool!
+    /// Strong for the same reason as `UpstreamConnection.pool`; dropped when the exchange ends.
+    @exclusivity(unchecked) var pool: UpstreamPool!
     @exclusivity(unchecked) var phase = Phase.idle
 
     // Request side
@@ -75,6 +76,9 @@ final class ProxyExchange {
     @exclusivity(unchecked) private var replayLength = 0
     @exclusivity(unchecked) private var hasRetried = false
     @exclusivity(unchecked) private var downstreamEOF = false
+    /// In a tunnel, a FIN to pass on once the queued bytes ahead of it are written.
+    @exclusivity(unchecked) private var upstreamShutdownOwed = false
+    @exclusivity(unchecked) private var downstreamShutdownOwed = false
     @exclusivity(unchecked) private var options = ProxyOptions()
     @exclusivity(unchecked) private var startMs: Int64 = 0
     @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
@@ -128,6 +132,8 @@ final class ProxyExchange {
         hasRetried = false
         downstreamEOF = false
         upstreamEOF = false
+        upstreamShutdownOwed = false
+        downstreamShutdownOwed = false
 
         let connection: UpstreamConnection
         do {
@@ -169,6 +175,10 @@ final class ProxyExchange {
         do {
             if downstream.hasPendingOutput {
                 guard try downstream.flush() else { return }
+            }
+            if downstreamShutdownOwed {
+                downstreamShutdownOwed = false
+                Socket.shutdownWrite(downstream.fd)
             }
             if phase == .body || phase == .tunnel { try pumpResponse() }
             guard phase != .idle && phase != .done else { return }
@@ -326,7 +336,7 @@ final class ProxyExchange {
                 downstreamEOF = true
                 if phase == .tunnel {
                     // Half-close travels on: once the upstream has everything, shut its write side.
-                    if try flushUpstream() { Socket.shutdownWrite(connection.fd) }
+                    if try flushUpstream() { Socket.shutdownWrite(connection.fd) } else { upstreamShutdownOwed = true }
                     if upstreamEOF { finish() }
                 } else {
                     abort()  // the client left in the middle of its request body
@@ -381,6 +391,10 @@ final class ProxyExchange {
     private func flushUpstream() throws(SysError) -> Bool {
         guard let connection = upstream, connection.isConnected else { return false }
         let drained = try connection.flush()
+        if drained && upstreamShutdownOwed {
+            upstreamShutdownOwed = false
+            Socket.shutdownWrite(connection.fd)
+        }
         if drained && !requestDone { try pumpRequest() }
         return drained
     }
@@ -395,9 +409,14 @@ final class ProxyExchange {
                 switch phase {
                 case .awaitingHead:
                     if try handleResponseHead(input) { continue }
+                    if connection !== upstream || phase != .awaitingHead { return }  // failed: the exchange moved on
                 case .body, .tunnel:
                     if responsePending == 0 && !responseBodyEnded { verifyResponseBytes(input) }
-                    if phase == .done { return }
+                    if phase == .done || connection !== upstream { return }
+                    if dechunkMode && !responseBodyEnded && downstream.outputRoom <= 0 {
+                        try downstream.flush()
+                        return  // the client pushes back; `downstreamReady` resumes once it drains
+                    }
                     if responsePending > 0 {
                         let taken = try downstream.send(
                             UnsafeRawBufferPointer(rebasing: input.readable[0..<responsePending]))
@@ -581,7 +600,7 @@ final class ProxyExchange {
             }
         case .tunnel:
             do {
-                if try downstream.flush() { Socket.shutdownWrite(downstream.fd) }
+                if try downstream.flush() { Socket.shutdownWrite(downstream.fd) } else { downstreamShutdownOwed = true }
             } catch {
                 abort()
                 return
@@ -610,13 +629,14 @@ final class ProxyExchange {
     /// Both sides are done: hand the upstream back (or close it) and let the downstream go on.
     private func finish() {
         phase = .idle
-        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
+        // The upstream goes back first: `requestEnded` may admit a waiting request that can then reuse it.
         if let connection = upstream {
             upstream = nil
             let reusable = upstreamKeepAlive && requestDone && (connection.input?.isEmpty ?? true)
                 && !connection.hasPendingOutput
             if reusable { pool.release(connection) } else { connection.exchange = nil; connection.close() }
         }
+        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
         downstream.exchangeFinished(reusable: !closeDownstreamAfter && requestDone)
     }
 
@@ -637,7 +657,12 @@ final class ProxyExchange {
             fresh.output = output
             if fresh.isConnected { try flushUpstream() }
         } catch {
-            downstream.loop.buffers.give(output)
+            if let fresh = upstream, fresh.output === output {
+                closeUpstream()  // the connection owned the buffer and gives it back when it closes
+            } else {
+                closeUpstream()
+                downstream.loop.buffers.give(output)
+            }
             fail(.connect(error))
         }
     }
@@ -664,7 +689,7 @@ final class ProxyExchange {
                 fresh.output = output
                 if fresh.isConnected { try flushUpstream() }
             } catch {
-                upstream = nil
+                closeUpstream()
                 phase = .idle
                 let response = ProxyError.connect(error).response(address: pool.config.address)
                 downstream.respondInstead(response, close: true)

@@ -14,6 +14,9 @@ public class StreamConnection: Channel {
     /// Edge-triggered epoll reports a change once: these remember that the kernel may have more for us.
     @exclusivity(unchecked) var canRead = true
     @exclusivity(unchecked) var canWrite = true
+    /// The peer's FIN (or an error) was reported: a short read then does not mean "drained", because no
+    /// further edge will come for the end of stream (nginx's `pending_eof`).
+    @exclusivity(unchecked) var peerClosed = false
     /// How much unsent output we hold before pushing back on the source (bytes).
     static let outputLimit = 64 * 1024
 
@@ -21,6 +24,7 @@ public class StreamConnection: Channel {
         if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
             canRead = true
         }
+        if events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { peerClosed = true }
         if events & (EPOLLOUT.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { canWrite = true }
         onReadiness()
     }
@@ -72,7 +76,7 @@ public class StreamConnection: Channel {
             canRead = false
             return .eof
         case .processed(let n):
-            if n < room { canRead = false }
+            if n < room && !peerClosed { canRead = false }
             return .data
         }
     }

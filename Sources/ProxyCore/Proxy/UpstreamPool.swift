@@ -33,7 +33,7 @@ public final class UpstreamPool {
         self.config = config
         self.loop = loop
         idle.reserveCapacity(min(config.maxIdle, 1024))
-        loop.onDrain { [unowned self] in self.closeIdle() }
+        // No drain hook: on a drain every channel is told, and idle connections close themselves.
     }
 
     public var idleCount: Int { idle.count }
@@ -89,7 +89,9 @@ public final class UpstreamPool {
 
 /// The upstream side: a client HTTP/1 connection owned by the pool between exchanges.
 final class UpstreamConnection: StreamConnection {
-    unowned(unsafe) let pool: UpstreamPool
+    /// Strong: a pool may outlive its owner's interest (a pod removed while a request to it is in flight).
+    /// The cycle with `idle` is broken when the connection closes.
+    let pool: UpstreamPool
     /// The exchange using this connection, nil while idle.
     @exclusivity(unchecked) var exchange: ProxyExchange?
     @exclusivity(unchecked) var isConnected = false
