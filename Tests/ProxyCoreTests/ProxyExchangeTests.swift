@@ -148,8 +148,10 @@ struct ProxyExchangeTests {
     }
 
     @Test func http10ClientGetsAPlainBodyAndAClose() throws {
+        let hosts = Seen<[String]>()
         let upstream = try ScriptedUpstream { conn, _ in
-            _ = try conn.readHead()
+            let (_, fields) = try conn.readHead()
+            hosts.add(fields.filter { $0.0.lowercased() == "host" }.map(\.1))
             try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
         }
         let proxy = try ProxyHarness(upstreamPort: upstream.port)
@@ -159,6 +161,8 @@ struct ProxyExchangeTests {
         #expect(start.hasPrefix("HTTP/1.1 200"))
         #expect(!fields.contains { $0.0.lowercased() == "transfer-encoding" })
         #expect(String(decoding: try client.readToEnd(), as: UTF8.self) == "hello world")
+        // No Host from the HTTP/1.0 client: the upstream request (HTTP/1.1) names the upstream, as Go does.
+        #expect(hosts.all == [["127.0.0.1:\(upstream.port)"]])
     }
 
     @Test func connectFailureIs502WithGoText() throws {

@@ -26,9 +26,11 @@ public final class Activator: HTTPResponder {
     unowned(unsafe) let loop: EventLoop
     public private(set) var throttlers: [String: RevisionThrottler] = [:]
     public private(set) var routes: [String: RouteSpec] = [:]
-    /// Host (lower-case, no port) → route key; tag hosts `<tag>-<host>` → (route key, tag).
-    private var routeByHost: [String: String] = [:]
-    private var tagByHost: [String: (String, String)] = [:]
+    /// Byte-keyed views for the request path (no String per request): "ns/name" → throttler; host (lower-case,
+    /// no port) → route; tag host `<tag>-<host>` → the tagged revision's throttler.
+    private var throttlerIndex = ByteKeyIndex<RevisionThrottler>()
+    private var routeIndex = ByteKeyIndex<RouteBox>()
+    private var tagIndex = ByteKeyIndex<RouteBox>()
     private var endpoints: [String: [SocketAddress]] = [:]
     public let stats: ActivatorStats
     public private(set) var reporter: WebSocketClient?
@@ -88,11 +90,13 @@ public final class Activator: HTTPResponder {
         throttler.activatorIndex = settings.activatorIndex
         throttler.onAdmit = { [unowned self] handle, pod in self.admit(handle, to: pod) }
         throttlers[spec.key] = throttler
+        throttlerIndex.insert(spec.key, throttler)
         if let addresses = endpoints[spec.key] { setEndpoints(key: spec.key, addresses) }
     }
 
     public func deleteRevision(key: String) {
         guard let throttler = throttlers.removeValue(forKey: key) else { return }
+        rebuildThrottlerIndex()
         _ = throttler.setEndpoints([])
         for handle in throttler.drainQueue() {
             handle.context.flags &= ~ActivatorFlags.waiting
@@ -119,13 +123,21 @@ public final class Activator: HTTPResponder {
         rebuildHostIndex()
     }
 
+    private func rebuildThrottlerIndex() {
+        throttlerIndex.removeAll()
+        for (key, throttler) in throttlers { throttlerIndex.insert(key, throttler) }
+    }
+
     private func rebuildHostIndex() {
-        routeByHost = [:]
-        tagByHost = [:]
-        for (key, route) in routes {
+        routeIndex.removeAll()
+        tagIndex.removeAll()
+        for route in routes.values {
+            let box = RouteBox(route)
             for host in route.hosts {
-                routeByHost[host] = key
-                for target in route.traffic { if let tag = target.tag { tagByHost["\(tag)-\(host)"] = (key, tag) } }
+                routeIndex.insert(host.lowercased(), box)
+                for target in route.traffic {
+                    if let tag = target.tag { tagIndex.insert("\(tag)-\(host)".lowercased(), RouteBox(route, tag: tag)) }
+                }
             }
         }
     }
@@ -304,33 +316,57 @@ public final class Activator: HTTPResponder {
     // MARK: - Routing (spec §2.4, plus routes)
 
     private func resolve(_ request: RequestView, _ fields: ActivatorRequestFields) -> RevisionThrottler? {
+        let b = request.bytes
         if let ns = fields.namespace, let name = fields.revision, !ns.isEmpty, !name.isEmpty {
-            return throttlers[request.string(ns) + "/" + request.string(name)]
+            return throttlerIndex.lookup(slice(b, ns), slice(b, name), separator: 0x2F)
         }
         guard let hostRange = fields.host else { return nil }
-        let host = request.string(hostRange).lowercased()
-        // <rev>.<ns>.svc.<cluster-domain>[:port]
-        let parts = host.split(separator: ".", maxSplits: 3, omittingEmptySubsequences: false)
-        if parts.count == 4, parts[2] == "svc", parts[3].split(separator: ":").first.map(String.init) == settings.clusterDomain {
-            return throttlers["\(parts[1])/\(parts[0])"]
+        // <rev>.<ns>.svc.<cluster-domain>[:port]: split on the first three dots.
+        var host = hostRange
+        if let colon = (host.lowerBound..<host.upperBound).first(where: { b[$0] == 0x3A }) { host = host.lowerBound..<colon }
+        var dots: [Int] = []
+        for i in host where b[i] == 0x2E {
+            dots.append(i)
+            if dots.count == 3 { break }
         }
-        let bare = String(host.split(separator: ":").first ?? "")
-        if let key = routeByHost[bare], let route = routes[key] {
-            return throttlers["\(route.namespace)/\(pickTarget(route).revisionName)"]
+        if dots.count == 3,
+            HTTP1Parser.equalsLower(b, (dots[1] + 1)..<dots[2], "svc"),
+            Self.equalsLower(b, (dots[2] + 1)..<host.upperBound, clusterDomainBytes)
+        {
+            return throttlerIndex.lookup(
+                slice(b, (dots[0] + 1)..<dots[1]), slice(b, host.lowerBound..<dots[0]), separator: 0x2F, lowercase: true)
         }
-        if let (key, tag) = tagByHost[bare], let route = routes[key], let target = route.traffic.first(where: { $0.tag == tag }) {
-            return throttlers["\(route.namespace)/\(target.revisionName)"]
+        if let box = routeIndex.lookup(slice(b, host), lowercase: true) {
+            return throttlers[box.targetKeys[pickTarget(box.route)]]
+        }
+        if let box = tagIndex.lookup(slice(b, host), lowercase: true), let tag = box.tag,
+            let index = box.route.traffic.firstIndex(where: { $0.tag == tag })
+        {
+            return throttlers[box.targetKeys[index]]
         }
         return nil
     }
 
-    private func pickTarget(_ route: RouteSpec) -> TrafficTarget {
+    private func slice(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: b[range])
+    }
+
+    private lazy var clusterDomainBytes: [UInt8] = Array(settings.clusterDomain.lowercased().utf8)
+
+    private static func equalsLower(_ b: UnsafeRawBufferPointer, _ range: Range<Int>, _ lower: [UInt8]) -> Bool {
+        guard range.count == lower.count else { return false }
+        for (k, i) in range.enumerated() where ByteClass.lower(b[i]) != lower[k] { return false }
+        return true
+    }
+
+    /// The index of a traffic target picked by percent.
+    private func pickTarget(_ route: RouteSpec) -> Int {
         var roll = Int.random(in: 0..<100)
-        for target in route.traffic {
-            if roll < target.percent { return target }
+        for (index, target) in route.traffic.enumerated() {
+            if roll < target.percent { return index }
             roll -= target.percent
         }
-        return route.traffic[route.traffic.count - 1]
+        return route.traffic.count - 1
     }
 
     // MARK: - Stats and shutdown
@@ -375,6 +411,19 @@ public final class Activator: HTTPResponder {
             }
         }
         return out
+    }
+}
+
+/// A route in the host indexes (with the tag for tag hosts).
+final class RouteBox {
+    let route: RouteSpec
+    let tag: String?
+    /// "ns/revision" per traffic target, built once.
+    let targetKeys: [String]
+    init(_ route: RouteSpec, tag: String? = nil) {
+        self.route = route
+        self.tag = tag
+        targetKeys = route.traffic.map { "\(route.namespace)/\($0.revisionName)" }
     }
 }
 

@@ -6,13 +6,14 @@ enum HeadRewriter {
     /// edited as `rewrite` says.
     static func writeRequest(
         _ head: HTTPHead, bytes: UnsafeRawBufferPointer, peerIP: [UInt8], into out: ByteBuffer, upgrade: Bool,
-        rewrite: RequestRewrite
+        rewrite: RequestRewrite, defaultHost: [UInt8]
     ) {
         out.append(UnsafeRawBufferPointer(rebasing: bytes[head.method]))
         out.append(byte: 0x20)
         out.append(UnsafeRawBufferPointer(rebasing: bytes[head.target]))
         out.append(" HTTP/1.1\r\n")
         var hasForwardedFor = false
+        var hasHost = false
         let replacesHost = rewrite.host != nil || rewrite.hostLiteral != nil
         let hasEdits = !rewrite.dropped.isEmpty || replacesHost
         for (index, field) in head.fields.enumerated() {
@@ -24,6 +25,8 @@ enum HeadRewriter {
                 break
             case .te where HTTP1Parser.equalsLower(bytes, field.value, "trailers"):
                 break  // Go's reverse proxy keeps "TE: trailers"
+            case .host where !replacesHost:
+                hasHost = true
             case .host where replacesHost:
                 if rewrite.moveHostToOriginalHost {
                     out.append("K-Original-Host: ")
@@ -44,6 +47,10 @@ enum HeadRewriter {
         } else if let host = rewrite.host {
             out.append("Host: ")
             out.append(UnsafeRawBufferPointer(rebasing: bytes[host]))
+            out.append("\r\n")
+        } else if !hasHost {
+            out.append("Host: ")  // HTTP/1.0 without Host: we speak HTTP/1.1 upstream, which requires one
+            defaultHost.withUnsafeBytes { out.append($0) }
             out.append("\r\n")
         }
         if let lines = rewrite.extraLines { lines.withUnsafeBytes { out.append($0) } }

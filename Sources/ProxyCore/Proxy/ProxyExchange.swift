@@ -150,7 +150,7 @@ final class ProxyExchange {
         attach(connection)
         HeadRewriter.writeRequest(
             head, bytes: headBytes, peerIP: downstream.peerIP, into: connection.outputBuffer(),
-            upgrade: isUpgradeRequest, rewrite: options.rewrite)
+            upgrade: isUpgradeRequest, rewrite: options.rewrite, defaultHost: pool.hostBytes)
         downstream.input!.moveReader(by: headBytes.count)
         do {
             // Head and whatever body already arrived leave in one write. A request that fits whole is kept

@@ -24,6 +24,8 @@ public struct UpstreamConfig: Sendable {
 /// The idle connections to one upstream, on one loop.
 public final class UpstreamPool {
     public let config: UpstreamConfig
+    /// The address as a Host value, for requests that arrive without one (HTTP/1.0), as Go's transport does.
+    let hostBytes: [UInt8]
     unowned(unsafe) let loop: EventLoop
     @exclusivity(unchecked) private var idle: [UpstreamConnection] = []
     /// Connections opened (for tests and stats).
@@ -31,6 +33,7 @@ public final class UpstreamPool {
 
     public init(config: UpstreamConfig, loop: EventLoop) {
         self.config = config
+        hostBytes = Array(config.address.description.utf8)
         self.loop = loop
         idle.reserveCapacity(min(config.maxIdle, 1024))
         // No drain hook: on a drain every channel is told, and idle connections close themselves.
