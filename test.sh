@@ -23,3 +23,5 @@ grep -E 'Test run with|Executed [0-9]+ tests' .build/test-output.txt | cut -c1-4
 [ "$status" -eq 0 ] || { echo "swift test failed (exit $status); full log: .build/test-output.txt"; exit "$status"; }
 
 Fuzz/run.sh "${FUZZ_SECONDS:-20}"
+# The verdict last, where CI reads it (the fuzz output above would otherwise close the log).
+grep -E 'Test run with [0-9]+ tests' .build/test-output.txt | tail -1 | cut -c1-200
