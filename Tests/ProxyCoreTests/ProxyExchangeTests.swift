@@ -368,6 +368,52 @@ struct ProxyExchangeTests {
         #expect(client.isClosedByPeer())
     }
 
+    @Test func aTricklingHeadDoesNotExtendTheHeaderTimeout() throws {
+        let upstream = try ScriptedUpstream(script: Scripts.hello())
+        var config = ServerConfig()
+        config.headerTimeoutMs = 400
+        let proxy = try ProxyHarness(upstreamPort: upstream.port, server: config)
+        let client = try TestSocket.connect(port: proxy.port)
+        let started = Date()
+        var closed = false
+        for byte in "GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8 {
+            if (try? client.send([byte])) == nil { closed = true; break }
+            usleep(100_000)  // one byte per 100 ms: each is well within the timeout, the head never is
+            if Date().timeIntervalSince(started) > 2 { break }
+        }
+        #expect(closed || client.isClosedByPeer())
+        #expect(Date().timeIntervalSince(started) < 2)
+    }
+
+    @Test func anHTTP10ClientThatStopsReadingDoesNotStallTheLoop() throws {
+        // The response is chunked, so it is de-chunked for the HTTP/1.0 client; the client reads nothing.
+        let upstream = try ScriptedUpstream { conn, _ in
+            let (start, _) = try conn.readHead()
+            if start.contains("/small") {
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                return
+            }
+            try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            let chunk = "4000\r\n" + String(repeating: "x", count: 0x4000) + "\r\n"
+            for _ in 0..<1024 { try conn.send(chunk) }  // 16 MiB: more than the loopback socket buffers hold
+            try conn.send("0\r\n\r\n")
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let stalled = try TestSocket.connect(port: proxy.port)
+        try stalled.send("GET /big HTTP/1.0\r\n\r\n")
+        usleep(500_000)  // not reading: the kernel buffers fill, then the proxy's own output (64 KiB) does
+        // The same loop must still serve others promptly.
+        let bystander = try TestSocket.connect(port: proxy.port, timeoutSeconds: 3)
+        let started = Date()
+        #expect(try bystander.exchange("GET /small HTTP/1.1\r\nHost: h\r\n\r\n").bodyText == "ok")
+        #expect(Date().timeIntervalSince(started) < 1)
+        // And the stalled client still gets every byte once it reads.
+        let (status, _) = try stalled.readHead()
+        #expect(status.hasPrefix("HTTP/1.1 200"))
+        let body = try stalled.readToEnd()
+        #expect(body.count == 16 * 1024 * 1024)
+    }
+
     @Test func severalLoopsShareThePort() throws {
         let upstream = try ScriptedUpstream(script: Scripts.hello())
         let proxy = try ProxyHarness(upstreamPort: upstream.port, loops: 2)

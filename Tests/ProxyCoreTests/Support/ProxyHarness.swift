@@ -8,7 +8,10 @@ final class ProxyHarness: @unchecked Sendable {
     let group: LoopGroup
     let port: UInt16
 
-    init(upstreamPort: UInt16, loops: Int = 1, maxIdle: Int = 1000, idleTimeoutMs: Int64 = 90_000) throws {
+    init(
+        upstreamPort: UInt16, loops: Int = 1, maxIdle: Int = 1000, idleTimeoutMs: Int64 = 90_000,
+        server: ServerConfig = ServerConfig()
+    ) throws {
         let bound = Mutex<UInt16>(0)
         let upstream = UpstreamConfig(
             address: SocketAddress(ip: "127.0.0.1", port: upstreamPort)!, maxIdle: maxIdle, idleTimeoutMs: idleTimeoutMs)
@@ -17,7 +20,7 @@ final class ProxyHarness: @unchecked Sendable {
             let responder = ForwardingResponder(pool: UpstreamPool(config: upstream, loop: loop))
             loop.locals[ObjectIdentifier(ForwardingResponder.self)] = responder
             let address = try HTTPServer.listen(
-                on: SocketAddress(ip: "127.0.0.1", port: listenPort)!, loop: loop, config: ServerConfig(),
+                on: SocketAddress(ip: "127.0.0.1", port: listenPort)!, loop: loop, config: server,
                 responder: responder)
             bound.withLock { $0 = address.port }
         }
