@@ -58,10 +58,10 @@ do {
         let activator = Activator(settings: settings, loop: loop)
         activator.apply(document)
         let admin = ActivatorAdmin(activator: activator)
-        let metrics = ActivatorMetrics(activator: activator)
+        let metrics = MetricsEndpoint.prometheus { [unowned activator] in activator.metricsText() }
         loop.locals[ObjectIdentifier(Activator.self)] = activator
         loop.locals[ObjectIdentifier(ActivatorAdmin.self)] = admin
-        loop.locals[ObjectIdentifier(ActivatorMetrics.self)] = metrics
+        loop.locals[ObjectIdentifier(MetricsEndpoint.self)] = metrics
         let config = ServerConfig()
         func listen(_ address: SocketAddress, _ what: String, _ responder: HTTPResponder) throws(ListenError) {
             do { try HTTPServer.listen(on: address, loop: loop, config: config, responder: responder) } catch {

@@ -63,14 +63,14 @@ do {
         try listen(config.servingPort, loop, handler)
         guard loop.index == 0 else { return }
         let admin = QueueProxyAdminHandler(drainer: shared.drainer, loop: loop)
-        let metrics = QueueProxyMetricsHandler(shared: shared)
+        let metrics = MetricsEndpoint.autoscalerStats(shared)
         loop.locals[ObjectIdentifier(QueueProxyAdminHandler.self)] = admin
-        loop.locals[ObjectIdentifier(QueueProxyMetricsHandler.self)] = metrics
+        loop.locals[ObjectIdentifier(MetricsEndpoint.self)] = metrics
         try listen(config.adminPort, loop, admin)
         try listen(config.metricsPort, loop, metrics)
         if config.userMetricsPort != 0 {
-            let prometheus = QueueProxyPrometheusHandler(shared: shared)
-            loop.locals[ObjectIdentifier(QueueProxyPrometheusHandler.self)] = prometheus
+            let prometheus = MetricsEndpoint.prometheus { shared.metrics.render() }
+            loop.locals[ObjectIdentifier(prometheus)] = prometheus  // kept alive for the loop, like the others
             try listen(config.userMetricsPort, loop, prometheus)
         }
         // The stats window closes every second (spec §1.9).

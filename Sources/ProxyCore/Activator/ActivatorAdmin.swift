@@ -56,17 +56,3 @@ public final class ActivatorAdmin: HTTPResponder {
         .respond(LocalResponse(status: 200, body: Array((value.text + "\n").utf8), contentType: "application/json"))
     }
 }
-
-/// The activator's metrics port: Prometheus text.
-public final class ActivatorMetrics: HTTPResponder {
-    private unowned(unsafe) let activator: Activator
-
-    public init(activator: Activator) {
-        self.activator = activator
-    }
-
-    public func dispose(_ request: RequestView) -> Disposition {
-        .respond(
-            LocalResponse(status: 200, body: Array(activator.metricsText().utf8), contentType: "text/plain; version=0.0.4"))
-    }
-}

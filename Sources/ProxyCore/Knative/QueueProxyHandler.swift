@@ -370,35 +370,30 @@ public final class QueueProxyAdminHandler: HTTPResponder {
     }
 }
 
-/// The stats port (spec §1.9): `/metrics`, any method, always protobuf.
-public final class QueueProxyMetricsHandler: HTTPResponder {
-    private let shared: QueueProxyShared
+/// A `/metrics` endpoint (any method; anything else 404, as Go's mux): the stats port's protobuf `Stat`
+/// (spec §1.9) or a Prometheus text page, produced by `render` on each scrape.
+public final class MetricsEndpoint: HTTPResponder {
+    private let render: () -> LocalResponse
     private let notFound = LocalResponse.error(404, "404 page not found")
 
-    public init(shared: QueueProxyShared) {
-        self.shared = shared
+    public init(render: @escaping () -> LocalResponse) {
+        self.render = render
     }
 
     public func dispose(_ request: RequestView) -> Disposition {
         guard QueueProxyAdminHandler.path(request) == "/metrics" else { return .respond(notFound) }
-        let body = shared.statSnapshot.withLock { $0 }
-        return .respond(LocalResponse(status: 200, body: body, contentType: "application/protobuf"))
-    }
-}
-
-/// The user-metrics port: Prometheus text.
-public final class QueueProxyPrometheusHandler: HTTPResponder {
-    private let shared: QueueProxyShared
-    private let notFound = LocalResponse.error(404, "404 page not found")
-
-    public init(shared: QueueProxyShared) {
-        self.shared = shared
+        return .respond(render())
     }
 
-    public func dispose(_ request: RequestView) -> Disposition {
-        guard QueueProxyAdminHandler.path(request) == "/metrics" else { return .respond(notFound) }
-        return .respond(
-            LocalResponse(
-                status: 200, body: Array(shared.metrics.render().utf8), contentType: "text/plain; version=0.0.4"))
+    /// The queue-proxy's autoscaler stats: the last window's `Stat`, always protobuf whatever `Accept` says.
+    public static func autoscalerStats(_ shared: QueueProxyShared) -> MetricsEndpoint {
+        MetricsEndpoint {
+            LocalResponse(status: 200, body: shared.statSnapshot.withLock { $0 }, contentType: "application/protobuf")
+        }
+    }
+
+    /// A Prometheus text page.
+    public static func prometheus(_ text: @escaping () -> String) -> MetricsEndpoint {
+        MetricsEndpoint { LocalResponse(status: 200, body: Array(text().utf8), contentType: "text/plain; version=0.0.4") }
     }
 }
