@@ -212,6 +212,39 @@ struct ActivatorTests {
         #expect(response.status == 200 && response.bodyText == "new /late")
     }
 
+    @Test func aBufferedRequestsBodyArrivesWhole() throws {
+        let lengths = Seen<Int>()
+        let pod = try ScriptedUpstream { conn, _ in
+            while true {
+                let (_, fields) = try conn.readHead()
+                let (body, _, _) = try conn.readBody(fields: fields, untilClose: false)
+                if fields.contains(where: { $0.0 == "K-Network-Probe" }) {
+                    try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nqueue")
+                    return
+                }
+                lengths.add(body.count)
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\n\r\n")
+                try conn.send(body)
+            }
+        }
+        let activator = try ActivatorFixture()
+        try activator.revision("bodies")
+        let client = try TestSocket.connect(port: activator.port)
+        let size = 1024 * 1024
+        let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try client.send(
+            "POST /upload HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: bodies\r\n"
+                + "Content-Length: \(size)\r\n\r\n")
+        try client.send(Array(payload[0..<1000]))  // the first bytes arrive with the head and wait with it
+        usleep(200_000)
+        _ = try activator.admin("PUT", "/v1/revisions/default/bodies/endpoints", #"{"addresses": ["127.0.0.1:\#(pod.port)"]}"#)
+        try client.send(Array(payload[1000...]))
+        let response = try client.readResponse()
+        #expect(response.status == 200)
+        #expect(response.body == payload)
+        #expect(lengths.all == [size])
+    }
+
     @Test func aThousandBufferedRequestsCompleteInArrivalOrder() throws {
         let activator = try ActivatorFixture()
         try activator.revision("queue", cc: 1)

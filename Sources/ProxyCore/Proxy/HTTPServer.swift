@@ -277,7 +277,15 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     }
 
     func resume(_ disposition: Disposition) {
-        guard state == .pending, let buffer = input else { return }
+        guard state == .pending, var buffer = input else { return }
+        if buffer.capacity < loop.buffers.bufferSize && buffer.readableCount <= loop.buffers.bufferSize {
+            // Back to a pooled buffer: the body that follows is read in full-size pieces, not in
+            // head-sized ones (see `shrinkInputForWaiting`).
+            let pooled = loop.buffers.take()
+            pooled.append(buffer.readable)
+            input = pooled
+            buffer = pooled
+        }
         let length = pendingHeadLength
         pendingDeadlineMs = .max
         loop.cancel(self)
