@@ -273,6 +273,28 @@ struct ProxyExchangeTests {
         }
     }
 
+    @Test func aDrainGivesTunnelsTheirGraceThenEnds() throws {
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            try conn.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            while let line = try? conn.readLine() { try conn.send("echo:\(line)\n") }
+        }
+        var config = ServerConfig()
+        config.tunnelDrainGraceMs = 500
+        let proxy = try ProxyHarness(upstreamPort: upstream.port, server: config)
+        let client = try TestSocket.connect(port: proxy.port)
+        try client.send("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        #expect(try client.readResponse(headRequest: true).status == 101)
+        let started = Date()
+        proxy.group.beginDrain()
+        try client.send("during\n")
+        #expect(try client.readLine() == "echo:during")  // still served within the grace
+        #expect(client.isClosedByPeer())  // then cut
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(elapsed > 0.4 && elapsed < 2)
+        proxy.group.join()  // every loop ended: the drain completed
+    }
+
     @Test func fullDuplexStreamingBothWays() throws {
         // The upstream answers at once and echoes each chunk as it arrives; the client only sends the next
         // chunk after it got the previous echo. Nothing may wait for the end of the request body.

@@ -48,6 +48,10 @@ public final class LoopInbox: Sendable {
         wakeFD = try sys("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
     }
 
+    /// The eventfd lives as long as the inbox, not the loop: a post after the loop ended (a late `stop`) must
+    /// not write into a descriptor number that something else has reused.
+    deinit { closeDescriptor(wakeFD) }
+
     /// Queues `job` to run on the loop's thread. Wakes the loop only when the queue was empty (NIO's habit).
     public func post(_ job: @escaping @Sendable (EventLoop) -> Void) {
         let wasEmpty = jobs.withLock { queue in
@@ -101,8 +105,7 @@ public final class EventLoop {
     }
 
     deinit {
-        closeDescriptor(epollFD)
-        closeDescriptor(inbox.wakeFD)
+        closeDescriptor(epollFD)  // the inbox closes its own eventfd: others may still post to it
     }
 
     /// Number of registered channels (listeners and connections).

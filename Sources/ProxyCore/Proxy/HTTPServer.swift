@@ -10,6 +10,8 @@ import Glibc
 public struct ServerConfig: Sendable {
     /// Longest request head (start line + fields) before 431.
     public var maxHeadLength = 64 * 1024
+    /// On a drain, how long an upgraded connection (websocket tunnel) may go on (Knative: 60 s).
+    public var tunnelDrainGraceMs: Int64 = 60_000
     /// Longest body a body-collecting responder accepts (413 beyond).
     public var maxBodyBytes = 1024 * 1024
     /// Time allowed for a request head to arrive, and for a keep-alive connection to sit idle (Go's

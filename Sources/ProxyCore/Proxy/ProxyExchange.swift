@@ -86,7 +86,6 @@ final class ProxyExchange {
     @exclusivity(unchecked) private var responseBytes = 0
     /// When a drain started while this exchange was a tunnel: the tunnel's last moment (Knative: 60 s).
     @exclusivity(unchecked) private var tunnelDrainDeadlineMs = Int64.max
-    static let tunnelDrainGraceMs: Int64 = 60_000
     @exclusivity(unchecked) private var upstreamEOF = false
 
     init(downstream: HTTP1ServerConnection) {
@@ -256,7 +255,7 @@ final class ProxyExchange {
     /// A drain began: a tunnel gets a grace period, ordinary exchanges run to completion.
     func drainStarted() {
         guard phase == .tunnel else { return }
-        tunnelDrainDeadlineMs = downstream.loop.nowMs + ProxyExchange.tunnelDrainGraceMs
+        tunnelDrainDeadlineMs = downstream.loop.nowMs + downstream.config.tunnelDrainGraceMs
         armTimer()
     }
 
