@@ -81,7 +81,7 @@ public final class RevisionThrottler {
                 added.append(pod)
             }
         }
-        for gone in byAddress.values { gone.pool.closeIdle() }
+        for gone in byAddress.values { gone.pool.isRetired = true }
         pods = next.sorted { $0.address.description < $1.address.description }
         reassign()
         return added

@@ -325,8 +325,8 @@ public final class QueueProxyAdminHandler: HTTPResponder {
 
     public func dispose(_ request: RequestView) -> Disposition {
         guard Self.path(request) == "/wait-for-drain" else { return .respond(notFound) }
-        drainer.start(nowMs: loop.nowMs)
         check()  // an overdue reset or a finished drain answers the earlier waiters first
+        drainer.start(nowMs: loop.nowMs)
         if isDone { return .respond(LocalResponse(status: 200)) }
         waiters.append(request.handle)
         // Without SIGTERM within 1 s the drain is reset (a container restarted by its liveness probe).

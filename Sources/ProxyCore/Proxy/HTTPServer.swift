@@ -148,9 +148,12 @@ final class Listener: Channel {
             do {
                 result = try Socket.accept(fd)
             } catch {
-                // EMFILE/ENFILE/ENOBUFS: the pending connections stay queued. Pause accepting for 100 ms
-                // (level-triggered, the listener would otherwise spin the loop) and try again.
-                Log.rateLimited("accept failed: \(error); pausing accepts for 100 ms")
+                // EMFILE/ENFILE/ENOBUFS/ENOMEM: the pending connections stay queued. Pause accepting for 100 ms
+                // (level-triggered, the listener would otherwise spin the loop). Other errors (a connection
+                // reset while queued, EPROTO…) concern one connection only: go on with the next.
+                let exhausted = [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.code)
+                Log.rateLimited("accept failed: \(error)\(exhausted ? "; pausing accepts for 100 ms" : "")")
+                guard exhausted else { continue }
                 loop.setReadInterest(self, false)
                 loop.schedule(self, at: loop.nowMs + 100)
                 return

@@ -336,7 +336,7 @@ final class ProxyExchange {
                 if phase == .tunnel {
                     // Half-close travels on: once the upstream has everything, shut its write side.
                     if try flushUpstream() { Socket.shutdownWrite(connection.fd) } else { upstreamShutdownOwed = true }
-                    if upstreamEOF { finish() }
+                    if upstreamEOF && !upstreamShutdownOwed { finish() }  // else when the owed FIN goes out
                 } else {
                     abort()  // the client left in the middle of its request body
                 }
@@ -393,6 +393,10 @@ final class ProxyExchange {
         if drained && upstreamShutdownOwed {
             upstreamShutdownOwed = false
             Socket.shutdownWrite(connection.fd)
+            if phase == .tunnel && upstreamEOF && downstreamEOF {
+                finish()
+                return true
+            }
         }
         if drained && !requestDone { try pumpRequest() }
         return drained
@@ -632,7 +636,7 @@ final class ProxyExchange {
         if let connection = upstream {
             upstream = nil
             let reusable = upstreamKeepAlive && requestDone && (connection.input?.isEmpty ?? true)
-                && !connection.hasPendingOutput
+                && !connection.hasPendingOutput && !connection.peerClosed
             if reusable { pool.release(connection) } else { connection.exchange = nil; connection.close() }
         }
         downstream.endRequest(status: responseStatus, responseBytes: responseBytes)

@@ -28,6 +28,10 @@ public final class UpstreamPool {
     let hostBytes: [UInt8]
     unowned(unsafe) let loop: EventLoop
     @exclusivity(unchecked) private var idle: [UpstreamConnection] = []
+    /// Set when the upstream went away (a pod removed): connections coming back from exchanges are closed.
+    public var isRetired = false {
+        didSet { if isRetired { closeIdle() } }
+    }
     /// Connections opened (for tests and stats).
     @exclusivity(unchecked) public private(set) var connectsTotal = 0
 
@@ -64,7 +68,7 @@ public final class UpstreamPool {
         connection.exchange = nil
         connection.releaseInputIfEmpty()
         connection.releaseOutputIfEmpty()
-        guard idle.count < config.maxIdle, !loop.draining, connection.input == nil else {
+        guard idle.count < config.maxIdle, !loop.draining, !isRetired, connection.input == nil else {
             connection.close()
             return
         }
