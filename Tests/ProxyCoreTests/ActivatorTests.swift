@@ -354,8 +354,10 @@ struct ActivatorTests {
         }
         #expect(!doomed.requests.all.isEmpty)
         doomed.server.stop()  // connections to it are now refused
+        // A connection per request: after the stop, a keep-alive connection is sometimes closed after its
+        // (successful) response — an open question recorded in the closing note, not what this test is about.
         for _ in 0..<20 {
-            let response = try client.exchange(request)
+            let response = try TestSocket.connect(port: activator.port).exchange(request)
             #expect(response.status == 200 && response.bodyText == "good /")
         }
     }

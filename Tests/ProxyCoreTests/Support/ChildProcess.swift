@@ -61,9 +61,14 @@ final class ChildProcess: @unchecked Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
+    /// Signalled once per reader at EOF, so that output is complete when `waitForExit` returns.
+    private let readersDone = DispatchSemaphore(value: 0)
+
     /// Reads `fd` until EOF on its own thread (the child's exit closes the pipe's write end).
     private func startReader(_ fd: Int32, _ sink: @escaping @Sendable ([UInt8]) -> Void) {
+        let done = readersDone
         Thread {
+            defer { done.signal() }
             var chunk = [UInt8](repeating: 0, count: 4096)
             while true {
                 let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -73,6 +78,8 @@ final class ChildProcess: @unchecked Sendable {
             }
         }.start()
     }
+
+    private var readersJoined = false
 
     var stderr: String { lock.withLock { String(decoding: stderrData, as: UTF8.self) } }
     var stdout: String { lock.withLock { String(decoding: stdoutData, as: UTF8.self) } }
@@ -98,7 +105,13 @@ final class ChildProcess: @unchecked Sendable {
     func waitForExit(seconds: Double = 10) -> Int32? {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { usleep(5_000) }
-        return process.isRunning ? nil : process.terminationStatus
+        if process.isRunning { return nil }
+        // The child is gone: let both readers reach EOF so that `stderr`/`stdout` hold everything it wrote.
+        if !readersJoined {
+            readersJoined = true
+            for _ in 0..<2 { _ = readersDone.wait(timeout: .now() + 2) }
+        }
+        return process.terminationStatus
     }
 
     /// Peak and current resident set size in kB from /proc.
