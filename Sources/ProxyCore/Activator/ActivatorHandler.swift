@@ -36,8 +36,6 @@ public final class Activator: HTTPResponder {
     public private(set) var reporter: WebSocketClient?
     public private(set) var isShuttingDown = false
     private var probeTimer: LoopTimer?
-    /// Pod probes answered healthy: time from the pod's registration to healthy (ms), for metrics.
-    public private(set) var lastProbeLatencyMs: Int64 = 0
 
     private static let proxyRequestLine = Array("K-Proxy-Request: activator\r\n".utf8)
     private let healthOK = LocalResponse(status: 200)
@@ -168,7 +166,6 @@ public final class Activator: HTTPResponder {
             else { return }  // the pod (or its revision) went away meanwhile
             if ok {
                 pod.isHealthy = true
-                self.lastProbeLatencyMs = self.loop.nowMs - pod.addedMs
                 pod.throttler.dispatch()
             } else {
                 self.scheduleProbe(pod)

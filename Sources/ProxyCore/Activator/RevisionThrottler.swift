@@ -13,15 +13,12 @@ public final class PodTracker {
     public internal(set) var isHealthy = false
     public internal(set) var inFlight = 0
     var isProbing = false
-    /// When this pod was added (probe latency figures).
-    let addedMs: Int64
 
     init(address: SocketAddress, throttler: RevisionThrottler, loop: EventLoop) {
         self.address = address
         addressBytes = Array(address.description.utf8)
         self.throttler = throttler
         pool = UpstreamPool(config: UpstreamConfig(address: address, maxIdle: 100), loop: loop)
-        addedMs = loop.nowMs
     }
 }
 

@@ -95,8 +95,6 @@ public final class ReadinessProber {
     private var roundResults: [Bool?] = []
     private var roundRunning = false
     private var waiters: [(Bool) -> Void] = []
-    /// HTTP probe attempts made (tests count them).
-    public private(set) var attempts = 0
 
     public init(specs: [ProbeSpec], loop: EventLoop) {
         self.specs = specs
@@ -123,7 +121,6 @@ public final class ReadinessProber {
     private func runAttempt(_ index: Int, roundStartMs: Int64) {
         let spec = specs[index]
         let timeoutMs = spec.isAggressive ? Self.aggressiveAttemptTimeoutMs : Int64(spec.timeoutSeconds) * 1000
-        attempts += 1
         ProbeAttempt.run(spec.handler, timeoutMs: timeoutMs, loop: loop) { [unowned self] ok in
             self.attemptFinished(index, ok: ok, roundStartMs: roundStartMs)
         }

@@ -217,8 +217,6 @@ final class ProxyExchange {
         }
     }
 
-    func upstreamTimerFired(_ connection: UpstreamConnection) {}
-
     // MARK: - Timeouts (spec §1.7)
 
     /// The earliest moment a timeout could fire, or `Int64.max`.

@@ -32,8 +32,6 @@ public final class UpstreamPool {
     public var isRetired = false {
         didSet { if isRetired { closeIdle() } }
     }
-    /// Connections opened (for tests and stats).
-    @exclusivity(unchecked) public private(set) var connectsTotal = 0
 
     public init(config: UpstreamConfig, loop: EventLoop) {
         self.config = config
@@ -42,8 +40,6 @@ public final class UpstreamPool {
         idle.reserveCapacity(min(config.maxIdle, 1024))
         // No drain hook: on a drain every channel is told, and idle connections close themselves.
     }
-
-    public var idleCount: Int { idle.count }
 
     /// An idle connection if there is one, else a new one (connecting).
     /// - Throws: `SysError` when the connect fails at once (e.g. refused on loopback).
@@ -55,7 +51,6 @@ public final class UpstreamPool {
             return connection
         }
         let (fd, isConnected) = try Socket.connect(to: config.address)
-        connectsTotal += 1
         let connection = UpstreamConnection(pool: self)
         connection.isConnected = isConnected
         connection.canWrite = isConnected  // writing before the handshake ends would fail
@@ -120,8 +115,7 @@ final class UpstreamConnection: StreamConnection {
     }
 
     override func timerFired(nowMs: Int64) {
-        if exchange == nil { close() }  // idle timeout
-        else { exchange?.upstreamTimerFired(self) }
+        if exchange == nil { close() }  // idle timeout (a busy connection's deadlines live on the downstream)
     }
 
     override func beginDrain() {
