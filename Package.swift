@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "queue-proxy", targets: ["QueueProxy"]),
         .executable(name: "helloworld", targets: ["HelloWorld"]),
         .executable(name: "activator", targets: ["Activator"]),
+        .executable(name: "kn-local", targets: ["KnLocal"]),
     ],
     targets: [
         .target(name: "CLinuxShims", cSettings: [.define("_GNU_SOURCE")]),
@@ -16,7 +17,10 @@ let package = Package(
         .executableTarget(name: "QueueProxy", dependencies: ["ProxyCore"]),
         .executableTarget(name: "HelloWorld", dependencies: ["ProxyCore"]),
         .executableTarget(name: "Activator", dependencies: ["ProxyCore"]),
+        // kn-local: the control plane for one machine (manifests, objects, pods as processes, the KPA).
+        .target(name: "LocalMode", dependencies: ["ProxyCore", "CLinuxShims"]),
+        .executableTarget(name: "KnLocal", dependencies: ["LocalMode"]),
         // The executables are dependencies so that `swift test` builds them: tests run the real binaries.
-        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "QueueProxy", "HelloWorld", "Activator"]),
+        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "LocalMode", "QueueProxy", "HelloWorld", "Activator", "KnLocal"]),
     ]
 )

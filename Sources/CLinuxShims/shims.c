@@ -3,6 +3,8 @@
 #include "CLinuxShims.h"
 #include <unistd.h>
 #include <sys/wait.h>
+#include <errno.h>
+#include <fcntl.h>
 
 _Static_assert(sizeof(struct epoll_event) == 12, "epoll_event is packed on x86_64; Swift relies on stride 12");
 
@@ -17,3 +19,28 @@ int CLinuxShims_set_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 
 int CLinuxShims_wexitstatus(int status) { return WEXITSTATUS(status); }
 
 int CLinuxShims_wifexited(int status) { return WIFEXITED(status); }
+
+int CLinuxShims_wifsignaled(int status) { return WIFSIGNALED(status); }
+
+int CLinuxShims_wtermsig(int status) { return WTERMSIG(status); }
+
+// Logic in C on purpose: after fork() in a multithreaded process only async-signal-safe calls are allowed,
+// and Swift code (allocation, retain/release, locks) is not.
+int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], int out_fd) {
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return -errno;
+    if (pid > 0) return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != parent) _exit(127); // the parent died before prctl took effect
+    setpgid(0, 0);                       // the terminal's Ctrl-C goes to the supervisor only
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) { dup2(devnull, 0); if (devnull > 2) close(devnull); }
+    if (out_fd >= 0) { dup2(out_fd, 1); dup2(out_fd, 2); if (out_fd > 2) close(out_fd); }
+    execve(path, argv, envp);
+    _exit(127);
+}

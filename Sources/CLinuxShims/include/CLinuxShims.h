@@ -16,5 +16,13 @@ int CLinuxShims_pipe2(int fds[2], int flags);
 int CLinuxShims_set_pdeathsig(int sig);
 int CLinuxShims_wexitstatus(int status);
 int CLinuxShims_wifexited(int status);
+int CLinuxShims_wifsignaled(int status);
+int CLinuxShims_wtermsig(int status);
+
+/// fork + exec for a supervisor (kn-local): the child gets its own process group, an empty signal mask,
+/// SIGKILL when the forking *thread* dies (PR_SET_PDEATHSIG), stdin from /dev/null and stdout/stderr on
+/// `out_fd` (or inherited when -1). Only async-signal-safe calls run between fork and exec.
+/// Returns the pid, or -errno when fork failed; an exec failure shows as exit status 127.
+int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], int out_fd);
 
 #endif

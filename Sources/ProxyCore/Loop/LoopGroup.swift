@@ -125,3 +125,18 @@ private final class ReadyLatch: Sendable {
         return state.withLock { ($0.inboxes, $0.errors) }
     }
 }
+
+/// Plain threads for blocking work outside the loops (a supervisor's blocking probes and scrapes).
+public enum Threads {
+    /// Runs `body` on a new detached pthread.
+    public static func detach(_ body: @escaping @Sendable () -> Void) {
+        var tid = pthread_t()
+        let context = Unmanaged.passRetained(ThreadBox(body)).toOpaque()
+        let rc = pthread_create(&tid, nil, { arg in
+            Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
+            return nil
+        }, context)
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        pthread_detach(tid)
+    }
+}

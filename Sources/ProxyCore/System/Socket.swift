@@ -75,7 +75,7 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     public var description: String { isIPv6 ? "[\(ipString)]:\(port)" : "\(ipString):\(port)" }
 
     /// Lends the sockaddr to a C call.
-    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in
             // sockaddr_storage is layout-compatible with sockaddr by definition.
             body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)

@@ -1,0 +1,157 @@
+// The objects kn-local keeps, standing in for the Kubernetes API: Services (with their Configuration and Route
+// folded in, as a ksvc shows them), immutable Revisions, and Pods (two processes each). All confined to the
+// controller's loop thread.
+import ProxyCore
+import Synchronization
+
+/// A condition as `kubectl get` shows it: READY True/False/Unknown and a REASON.
+public struct Condition: Sendable, Equatable {
+    public var status: String
+    public var reason: String
+    public var message: String
+
+    public static let unknown = Condition(status: "Unknown", reason: "", message: "")
+    public static let ready = Condition(status: "True", reason: "", message: "")
+}
+
+final class ServiceObject {
+    var manifest: ServiceManifest
+    var generation = 1
+    let createdMs: Int64
+    /// Revisions made by this service's configuration, oldest first.
+    var revisionNames: [String] = []
+    var nextRevisionNumber = 1
+    var latestCreated: String?
+    var latestReady: String?
+    /// The traffic as last programmed into the activator (resolved to revision names).
+    var routedTraffic: [TrafficTarget] = []
+    var routeCondition = Condition.unknown
+    var configCondition = Condition.unknown
+
+    init(manifest: ServiceManifest, nowMs: Int64) {
+        self.manifest = manifest
+        createdMs = nowMs
+    }
+
+    var key: String { manifest.namespace + "/" + manifest.name }
+    func host(domain: String) -> String { "\(manifest.name).\(manifest.namespace).\(domain)" }
+    func url(domain: String) -> String { "http://" + host(domain: domain) }
+
+    /// The ksvc's Ready: configuration and route both ready.
+    var condition: Condition {
+        // Knative propagates the configuration first and the route second, so the route's reason wins.
+        if routeCondition.status == "False" { return routeCondition }
+        if configCondition.status == "False" { return configCondition }
+        if routeCondition.status == "Unknown" { return routeCondition }
+        return configCondition
+    }
+}
+
+final class RevisionObject {
+    let namespace: String
+    let name: String
+    let serviceName: String
+    let generation: Int
+    let template: RevisionTemplate
+    let createdMs: Int64
+    /// The command line of the user container (nil when the image could not be resolved).
+    let argv: [String]?
+    var scaler: RevisionAutoscaler
+    var pods: [PodObject] = []
+    var condition = Condition.unknown
+    var everReady = false
+    var routable = false
+    /// Crash-loop back-off: consecutive pods that died before becoming ready, and when the next may start.
+    var crashes = 0
+    var nextSpawnMs: Int64 = 0
+    var retryTimer: LoopTimer?
+
+    init(namespace: String, name: String, serviceName: String, generation: Int, template: RevisionTemplate,
+         argv: [String]?, scaler: RevisionAutoscaler, nowMs: Int64) {
+        self.namespace = namespace
+        self.name = name
+        self.serviceName = serviceName
+        self.generation = generation
+        self.template = template
+        self.argv = argv
+        self.scaler = scaler
+        createdMs = nowMs
+    }
+
+    var key: String { namespace + "/" + name }
+    var readyPods: [PodObject] { pods.filter { $0.phase == .ready } }
+    var activePods: [PodObject] { pods.filter { $0.phase != .terminating } }
+}
+
+final class PodObject {
+    enum Phase: String { case starting = "ContainerCreating", ready = "Running", terminating = "Terminating" }
+
+    let name: String
+    /// Unique for the controller's lifetime: how threads refer to the pod.
+    let serial: Int
+    unowned let revision: RevisionObject
+    let userPort: UInt16
+    let servingPort: UInt16
+    let adminPort: UInt16
+    let metricsPort: UInt16
+    let logDirectory: String
+    let spawnedMs: Int64
+    var userPID: Int32 = 0
+    var queuePID: Int32 = 0
+    var userExited = false
+    var queueExited = false
+    var phase = Phase.starting
+    var processStartMs: Int64?
+    var readyAfterMs: Int64?
+    var killTimer: LoopTimer?
+    /// Shared with the readiness waiter thread: set when the pod goes away before it got ready.
+    let abandoned = AbandonFlag()
+
+    init(name: String, serial: Int, revision: RevisionObject, ports: [UInt16], logDirectory: String, nowMs: Int64) {
+        self.name = name
+        self.serial = serial
+        self.revision = revision
+        userPort = ports[0]
+        servingPort = ports[1]
+        adminPort = ports[2]
+        metricsPort = ports[3]
+        self.logDirectory = logDirectory
+        spawnedMs = nowMs
+    }
+
+    var servingAddress: SocketAddress { SocketAddress(ip: "127.0.0.1", port: servingPort)! }
+    var isGone: Bool { userExited && queueExited }
+}
+
+final class AbandonFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}
+
+/// Column-aligned text like kubectl's.
+enum Table {
+    static func render(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            var text = ""
+            for (i, cell) in cells.enumerated() {
+                if i == cells.count - 1 { text += cell } else { text += cell + String(repeating: " ", count: widths[i] - cell.count + 3) }
+            }
+            while text.last == " " { text.removeLast() }
+            return text
+        }
+        return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
+    }
+
+    /// kubectl's AGE: 45s, 3m12s, 2h5m, 3d.
+    static func age(_ ms: Int64) -> String {
+        let s = max(0, ms / 1000)
+        if s < 120 { return "\(s)s" }
+        if s < 600 { return "\(s / 60)m\(s % 60)s" }
+        if s < 3 * 3600 { return "\(s / 60)m" }
+        if s < 48 * 3600 { return "\(s / 3600)h\((s % 3600) / 60)m" }
+        return "\(s / 86400)d"
+    }
+}

@@ -1,0 +1,133 @@
+// Threads that watch pods from the outside, as kubelet and the autoscaler's scraper do, and post what they
+// see to the controller's loop: readiness of a starting pod, and the queue-proxies' protobuf stats.
+import Glibc
+import ProxyCore
+import Synchronization
+
+/// Waits for a new pod: first the user container's port accepting (process start), then the queue-proxy's
+/// `K-Network-Probe: queue` answer 200 (the user's readiness probe passed, as kubelet would see it).
+enum ReadinessWaiter {
+    /// Polling interval while the processes start: short, because it is the cold-start critical path.
+    static let pollMicroseconds: UInt32 = 1_000
+
+    static func start(pod: PodObject, loop: EventLoop) {
+        let flag = pod.abandoned
+        let user = SocketAddress(ip: "127.0.0.1", port: pod.userPort)!
+        let queue = pod.servingAddress
+        let spawned = pod.spawnedMs
+        let inbox = loop.inbox
+        let podID = pod.serial
+        Threads.detach {
+            // Knative's progress deadline (600 s) bounds the wait; a pod that dies sets the flag sooner.
+            let deadline = spawned + 600_000
+            while !flag.isSet && monotonicMs() < deadline {
+                if let fd = try? BlockingHTTP.connect(user, timeoutMs: 100) {
+                    close(fd)
+                    break
+                }
+                usleep(pollMicroseconds)
+            }
+            let started = monotonicMs() - spawned
+            inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }
+            while !flag.isSet && monotonicMs() < deadline {
+                let response = try? BlockingHTTP.request("GET", queue, "/", headers: [
+                    ("User-Agent", "kube-probe/kn-local"), ("K-Network-Probe", "queue"),
+                ], timeoutMs: 11_000)
+                if response?.status == 200 {
+                    let ready = monotonicMs() - spawned
+                    inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podReady($1, afterMs: ready) } }
+                    return
+                }
+                usleep(response == nil ? pollMicroseconds : 50_000)
+            }
+        }
+    }
+}
+
+/// What the scraper should scrape: the ready pods' metrics addresses, by revision. Set on the loop, read by the
+/// scraper thread.
+public final class ScrapeBoard: Sendable {
+    private let targets = Mutex<[ScrapeTarget]>([])
+    public init() {}
+    func set(_ list: [ScrapeTarget]) { targets.withLock { $0 = list } }
+    func snapshot() -> [ScrapeTarget] { targets.withLock { $0 } }
+}
+
+struct ScrapeTarget: Sendable {
+    let revisionKey: String
+    let metrics: SocketAddress
+}
+
+/// Scrapes every ready pod's queue-proxy once a second (spec §3.2): `GET /metrics` with
+/// `Accept: application/protobuf`, accepted only when 2xx with exactly that content type; body ≤ 336 bytes.
+/// Sums per revision net of proxied requests (the activator reports those itself).
+enum Scraper {
+    static func start(board: ScrapeBoard, inbox: InboxSlot) {
+        Threads.detach {
+            var next = monotonicMs() + 1000
+            while true {
+                let wait = next - monotonicMs()
+                if wait > 0 { usleep(UInt32(wait) * 1000) }
+                next += 1000
+                var totals: [String: (Double, Double)] = [:]
+                for target in board.snapshot() {
+                    guard let response = try? BlockingHTTP.request("GET", target.metrics, "/metrics",
+                        headers: [("Accept", "application/protobuf")], timeoutMs: 3000, maxBytes: 4096),
+                        (200..<300).contains(response.status), response.header("Content-Type") == "application/protobuf",
+                        response.body.count <= 336, let stat = Stat.decode(response.body)
+                    else { continue }
+                    let current = totals[target.revisionKey] ?? (0, 0)
+                    totals[target.revisionKey] = (
+                        current.0 + stat.averageConcurrentRequests - stat.averageProxiedConcurrentRequests,
+                        current.1 + stat.requestCount - stat.proxiedRequestCount
+                    )
+                }
+                if totals.isEmpty { continue }
+                let result = totals
+                inbox.post { loop in Controller.on(loop)?.recordScrapes(result) }
+            }
+        }
+    }
+}
+
+/// SERVING_READINESS_PROBE as Knative's controller writes it (spec §1.5): host 127.0.0.1, the port defaulted to
+/// (or mapped onto) this pod's user port, HTTP scheme, threshold defaults; no probe → the default TCP probe.
+enum ReadinessProbeEncoding {
+    static func encode(_ probe: JSON?, userPort: UInt16, declaredPort: Int) -> String {
+        guard let probe, let members = probe.objectValue else {
+            return #"{"tcpSocket":{"port":\#(userPort),"host":"127.0.0.1"},"successThreshold":1}"#
+        }
+        func port(_ value: JSON?) -> JSON {
+            // The declared containerPort (or none) means the pod's port; locally every pod has its own.
+            if let p = value?.intValue, p != declaredPort { return .number(Double(p)) }
+            return .number(Double(userPort))
+        }
+        var out: [(String, JSON)] = []
+        let period = probe["periodSeconds"]?.intValue ?? 0
+        for (key, value) in members {
+            switch key {
+            case "httpGet":
+                var fields = (value.objectValue ?? []).filter { !["port", "host", "scheme"].contains($0.0) }
+                fields.append(("port", port(value["port"])))
+                fields.append(("host", .string("127.0.0.1")))
+                fields.append(("scheme", value["scheme"] ?? .string("HTTP")))
+                out.append((key, .object(fields)))
+            case "tcpSocket", "grpc":
+                var fields = (value.objectValue ?? []).filter { !["port", "host"].contains($0.0) }
+                fields.append(("port", port(value["port"])))
+                if key == "tcpSocket" { fields.append(("host", .string("127.0.0.1"))) }
+                out.append((key, .object(fields)))
+            case "timeoutSeconds":
+                if period > 0, (value.intValue ?? 0) < 1 { out.append((key, .number(1))) } else { out.append((key, value)) }
+            default:
+                out.append((key, value))
+            }
+        }
+        if probe["successThreshold"] == nil { out.append(("successThreshold", .number(1))) }
+        if period != 0 {
+            if probe["failureThreshold"] == nil { out.append(("failureThreshold", .number(3))) }
+            if probe["timeoutSeconds"] == nil { out.append(("timeoutSeconds", .number(1))) }
+        }
+        return JSON.object(out).text
+    }
+}

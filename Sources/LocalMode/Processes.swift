@@ -1,0 +1,232 @@
+// The unsafe edge of kn-local: spawning and reaping child processes, blocking sockets for the supervisor's own
+// small HTTP calls, and port allocation. Everything else in LocalMode is plain Swift over these.
+import CLinuxShims
+import Glibc
+import ProxyCore
+
+public enum ChildProcess {
+    /// Starts `argv` with `environment`; output appended to `logPath` (created) or inherited when nil.
+    /// Must be called on a thread that lives as long as the child should (PR_SET_PDEATHSIG is per thread).
+    public static func spawn(_ argv: [String], environment: [String], logPath: String?) throws -> Int32 {
+        var outFD: Int32 = -1
+        if let logPath {
+            outFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            if outFD < 0 { throw ManifestError("cannot open \(logPath): \(SysError.text(errno))") }
+        }
+        defer { if outFD >= 0 { close(outFD) } }
+        let pid = withCStrings(argv) { cArgs in
+            withCStrings(environment) { cEnv in CLinuxShims_spawn(argv[0], cArgs, cEnv, outFD) }
+        }
+        if pid < 0 { throw ManifestError("cannot start \(argv[0]): \(SysError.text(-pid))") }
+        return pid
+    }
+
+    /// A NULL-terminated `char *[]` for the duration of `body`.
+    private static func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+        var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+        pointers.append(nil)
+        defer { for p in pointers { free(p) } }
+        return body(pointers)
+    }
+
+    public static func signal(_ pid: Int32, _ sig: Int32) { _ = kill(pid, sig) }
+
+    /// How a reaped child ended.
+    public struct Exit: Sendable, CustomStringConvertible {
+        public let pid: Int32
+        public let code: Int32?
+        public let signal: Int32?
+        public var description: String {
+            if let code { return code == 127 ? "exit code 127 (command not found or not executable)" : "exit code \(code)" }
+            return "signal \(signal ?? 0)\(signal == SIGKILL ? " (killed)" : "")"
+        }
+    }
+
+    /// Every child that has ended since the last call (non-blocking).
+    public static func reap() -> [Exit] {
+        var result: [Exit] = []
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { break }
+            if CLinuxShims_wifexited(status) != 0 {
+                result.append(Exit(pid: pid, code: CLinuxShims_wexitstatus(status), signal: nil))
+            } else if CLinuxShims_wifsignaled(status) != 0 {
+                result.append(Exit(pid: pid, code: nil, signal: CLinuxShims_wtermsig(status)))
+            }
+        }
+        return result
+    }
+
+    /// The absolute path of an executable: as given when it has a slash, else searched in PATH.
+    public static func resolve(_ name: String, path: String) -> String? {
+        if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
+        for dir in path.split(separator: ":") where !dir.isEmpty {
+            let candidate = "\(dir)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// The directory of the running executable (where the bundled binaries live).
+    public static func ownDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "." }
+        let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+    }
+
+    public static func isAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 }
+}
+
+/// Loopback ports for pods, taken in turn from a range below the kernel's ephemeral range (no clash with
+/// client source ports), each checked by binding it first.
+public struct PortAllocator: Sendable {
+    public let range: ClosedRange<Int>
+    private var next: Int
+
+    public init(range: ClosedRange<Int>) {
+        self.range = range
+        next = range.lowerBound
+    }
+
+    public mutating func take() -> UInt16? {
+        for _ in 0..<range.count {
+            let port = next
+            next = next == range.upperBound ? range.lowerBound : next + 1
+            if Self.isFree(UInt16(port)) { return UInt16(port) }
+        }
+        return nil
+    }
+
+    /// Whether nothing listens on `port` (any address).
+    public static func isFree(_ port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = 0
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+}
+
+/// Minimal blocking HTTP/1.1 over loopback for the supervisor: admin calls, probes, scrapes. One request per
+/// connection (`Connection: close`); bounded response size; timeouts on connect, send and receive.
+public enum BlockingHTTP {
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        public var body: [UInt8]
+
+        public func header(_ name: String) -> String? {
+            headers.first { $0.0.lowercased() == name.lowercased() }?.1
+        }
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+        public let refused: Bool
+    }
+
+    public static func request(
+        _ method: String, _ address: SocketAddress, _ target: String, headers: [(String, String)] = [],
+        body: [UInt8] = [], timeoutMs: Int = 3000, maxBytes: Int = 4 << 20
+    ) throws(Failure) -> Response {
+        let fd = try connect(address, timeoutMs: timeoutMs)
+        defer { close(fd) }
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        if !body.isEmpty || method == "PUT" || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
+        head += "\r\n"
+        try sendAll(fd, Array(head.utf8) + body)
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while data.count <= maxBytes {
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n == 0 { break }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "read from \(address): \(SysError.text(errno))", refused: false)
+            }
+            data += chunk[0..<n]
+        }
+        return try parse(data, from: address)
+    }
+
+    /// A connected blocking socket with send/receive timeouts.
+    public static func connect(_ address: SocketAddress, timeoutMs: Int) throws(Failure) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: \(SysError.text(errno))", refused: false) }
+        var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
+        if rc != 0 {
+            let code = errno
+            close(fd)
+            throw Failure(description: "dial tcp \(address): connect: \(SysError.text(code))", refused: code == ECONNREFUSED)
+        }
+        return fd
+    }
+
+    public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws(Failure) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "write: \(SysError.text(errno))", refused: false)
+            }
+            offset += n
+        }
+    }
+
+    static func parse(_ data: [UInt8], from address: SocketAddress) throws(Failure) -> Response {
+        guard let end = find(data, [13, 10, 13, 10]) else {
+            throw Failure(description: "malformed HTTP response from \(address)", refused: false)
+        }
+        let lines = String(decoding: data[0..<end], as: UTF8.self).split(separator: "\r\n")
+        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1."),
+            let status = Int(statusLine.dropFirst(9).prefix(3))
+        else { throw Failure(description: "malformed status line from \(address)", refused: false) }
+        var headers: [(String, String)] = []
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.append((String(line[..<colon]), String(line[line.index(after: colon)...].drop { $0 == " " })))
+        }
+        var body = Array(data[(end + 4)...])
+        let isChunked = headers.contains { $0.0.lowercased() == "transfer-encoding" && $0.1.lowercased().contains("chunked") }
+        if isChunked { body = dechunk(body) }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    private static func find(_ data: [UInt8], _ needle: [UInt8]) -> Int? {
+        guard data.count >= needle.count else { return nil }
+        for i in 0...(data.count - needle.count) where data[i] == needle[0] && Array(data[i..<(i + needle.count)]) == needle {
+            return i
+        }
+        return nil
+    }
+
+    private static func dechunk(_ data: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var i = 0
+        while i < data.count {
+            guard let lineEnd = find(Array(data[i...]), [13, 10]) else { break }
+            let sizeText = String(decoding: data[i..<(i + lineEnd)], as: UTF8.self).prefix { $0 != ";" }
+            guard let size = Int(sizeText, radix: 16), size > 0 else { break }
+            let start = i + lineEnd + 2
+            guard start + size <= data.count else { break }
+            out += data[start..<(start + size)]
+            i = start + size + 2
+        }
+        return out
+    }
+}
