@@ -72,7 +72,7 @@ public enum KnLocal {
             }
         } catch {
             Log.writeStderr("kn-local serve: \(error)\n")
-            _ = ChildProcess.reap()
+            _ = ProcessControl.reap()
             return 1
         }
         inbox.set(group)
@@ -120,7 +120,7 @@ public enum KnLocal {
                 break
             }
         }
-        _ = ChildProcess.reap()
+        _ = ProcessControl.reap()
         return status
     }
 

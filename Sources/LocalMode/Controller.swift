@@ -57,12 +57,12 @@ public final class Controller {
         ]
         try makeDirectory(settings.stateDirectory)
         let log = settings.stateDirectory + "/activator.log"
-        activatorPID = try ChildProcess.spawn(argv, environment: baseEnvironment(), logPath: log)
+        activatorPID = try ProcessControl.spawn(argv, environment: baseEnvironment(), logPath: log)
         // Wait for its admin API (it binds every listener before serving; a failed bind makes it exit).
         let deadline = now + 10_000
         while now < deadline {
             if (try? BlockingHTTP.request("GET", activatorAdmin, "/v1/state", timeoutMs: 500)) != nil { break }
-            if let exit = ChildProcess.reap().first(where: { $0.pid == activatorPID }) {
+            if let exit = ProcessControl.reap().first(where: { $0.pid == activatorPID }) {
                 throw ManifestError("the activator exited at start (\(exit)); see \(log)")
             }
             usleep(2_000)
@@ -148,7 +148,7 @@ public final class Controller {
         let pathEnv = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
         let base = container.command.isEmpty ? settings.command(forImage: container.image) : container.command
         if let base, let first = base.first {
-            if let resolved = ChildProcess.resolve(first, path: pathEnv) {
+            if let resolved = ProcessControl.resolve(first, path: pathEnv) {
                 argv = [resolved] + base.dropFirst() + container.args
             } else {
                 failure = Condition(status: "False", reason: "ContainerMissing", message: "\(first): no such executable (PATH=\(pathEnv))")
@@ -323,13 +323,13 @@ public final class Controller {
         let pod = PodObject(name: name, serial: nextPodSerial, revision: revision, ports: taken, logDirectory: directory, nowMs: now)
         do {
             try makeDirectory(directory)
-            pod.userPID = try ChildProcess.spawn(revision.argv!, environment: userEnvironment(pod), logPath: directory + "/user-container.log")
+            pod.userPID = try ProcessControl.spawn(revision.argv!, environment: userEnvironment(pod), logPath: directory + "/user-container.log")
             podsByPID[pod.userPID] = pod
-            pod.queuePID = try ChildProcess.spawn([settings.queueProxy], environment: queueEnvironment(pod), logPath: directory + "/queue-proxy.log")
+            pod.queuePID = try ProcessControl.spawn([settings.queueProxy], environment: queueEnvironment(pod), logPath: directory + "/queue-proxy.log")
             podsByPID[pod.queuePID] = pod
         } catch {
             events.emit("pod \(name) could not start: \(error)")
-            if pod.userPID != 0 { ChildProcess.signal(pod.userPID, SIGKILL) } else { pod.userExited = true }
+            if pod.userPID != 0 { ProcessControl.signal(pod.userPID, SIGKILL) } else { pod.userExited = true }
             pod.queueExited = pod.queuePID == 0
             pod.phase = .terminating
             revision.pods.append(pod)
@@ -376,13 +376,13 @@ public final class Controller {
         if wasReady && revisions[pod.revision.key] === pod.revision { programEndpoints(pod.revision) }
         updateScrapeBoard()
         events.emit("pod \(pod.name) terminating (\(reason))", verbose: true)
-        if !pod.queueExited { ChildProcess.signal(pod.queuePID, SIGTERM) } else if !pod.userExited { ChildProcess.signal(pod.userPID, SIGTERM) }
+        if !pod.queueExited { ProcessControl.signal(pod.queuePID, SIGTERM) } else if !pod.userExited { ProcessControl.signal(pod.userPID, SIGTERM) }
         // Knative's terminationGracePeriodSeconds is the revision timeout; the drain itself is the quiet period.
         let graceMs = Int64(pod.revision.template.timeoutSeconds) * 1000 + 5_000
         let timer = LoopTimer { [unowned self, weak pod] _ in
             guard let pod else { return }
-            if !pod.queueExited { ChildProcess.signal(pod.queuePID, SIGKILL) }
-            if !pod.userExited { ChildProcess.signal(pod.userPID, SIGKILL) }
+            if !pod.queueExited { ProcessControl.signal(pod.queuePID, SIGKILL) }
+            if !pod.userExited { ProcessControl.signal(pod.userPID, SIGKILL) }
             _ = self
         }
         pod.killTimer = timer
@@ -391,7 +391,7 @@ public final class Controller {
 
     /// SIGCHLD: reap every ended child and act on it.
     func reapChildren() {
-        for exit in ChildProcess.reap() {
+        for exit in ProcessControl.reap() {
             if exit.pid == activatorPID {
                 activatorPID = 0
                 if isShuttingDown { finishIfDone(); continue }
@@ -409,8 +409,8 @@ public final class Controller {
                 let wasReady = pod.phase == .ready
                 pod.phase = .terminating
                 pod.abandoned.set()
-                if !pod.queueExited { ChildProcess.signal(pod.queuePID, SIGKILL) }
-                if !pod.userExited { ChildProcess.signal(pod.userPID, SIGKILL) }
+                if !pod.queueExited { ProcessControl.signal(pod.queuePID, SIGKILL) }
+                if !pod.userExited { ProcessControl.signal(pod.userPID, SIGKILL) }
                 let revision = pod.revision
                 if wasReady && revisions[revision.key] === revision { programEndpoints(revision) }
                 updateScrapeBoard()
@@ -430,7 +430,7 @@ public final class Controller {
                 }
             } else if pod.queueExited && !pod.userExited {
                 // The queue-proxy drained: now the user container (Knative's preStop hook releases it here).
-                ChildProcess.signal(pod.userPID, SIGTERM)
+                ProcessControl.signal(pod.userPID, SIGTERM)
             }
             if pod.isGone {
                 pod.killTimer.map { loop.cancel($0) }
@@ -504,7 +504,7 @@ public final class Controller {
         isShuttingDown = true
         events.emit("shutting down: stopping the activator and \(podsByPID.count / 2) pod(s)")
         tickTimer.map { loop.cancel($0) }
-        if activatorPID != 0 { ChildProcess.signal(activatorPID, SIGTERM) }
+        if activatorPID != 0 { ProcessControl.signal(activatorPID, SIGTERM) }
         for revision in revisions.values {
             revision.retryTimer.map { loop.cancel($0) }
             for pod in revision.pods where pod.phase != .terminating { terminate(pod, reason: "shutdown") }
@@ -517,8 +517,8 @@ public final class Controller {
 
     /// Second signal or the shutdown deadline: SIGKILL whatever is left.
     public func killEverything() {
-        if activatorPID != 0 { ChildProcess.signal(activatorPID, SIGKILL) }
-        for pid in podsByPID.keys { ChildProcess.signal(pid, SIGKILL) }
+        if activatorPID != 0 { ProcessControl.signal(activatorPID, SIGKILL) }
+        for pid in podsByPID.keys { ProcessControl.signal(pid, SIGKILL) }
     }
 
     private func finishIfDone() {

@@ -4,7 +4,7 @@ import CLinuxShims
 import Glibc
 import ProxyCore
 
-public enum ChildProcess {
+public enum ProcessControl {
     /// Starts `argv` with `environment`; output appended to `logPath` (created) or inherited when nil.
     /// Must be called on a thread that lives as long as the child should (PR_SET_PDEATHSIG is per thread).
     public static func spawn(_ argv: [String], environment: [String], logPath: String?) throws -> Int32 {

@@ -8,7 +8,7 @@ public struct LocalSettings: Sendable {
     public var domain = "example.com"
     public var podPorts: ClosedRange<Int> = 10000...19999
     public var stateDirectory = "/tmp/kn-local"
-    public var binDirectory = ChildProcess.ownDirectory()
+    public var binDirectory = ProcessControl.ownDirectory()
     public var queueProxyPath: String?
     public var activatorPath: String?
     public var imageMapPath: String?
