@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: builds release binaries and runs Knative's helloworld sample behind our queue-proxy.
-#   ./run.sh            → curl http://127.0.0.1:8012/  prints "Hello World!"
-# Ports: PORT (app, default 8080) and QUEUE_SERVING_PORT (proxy, default 8012). Ctrl-C stops both.
+# The main job: builds release binaries and runs Knative's helloworld-go Service with kn-local: our activator
+# as the ingress on :8080, pods (helloworld + queue-proxy) started and stopped by kn-local's autoscaler.
+#   ./run.sh   then   curl -H "Host: helloworld-go.default.example.com" http://127.0.0.1:8080   → Hello World!
+# The first request starts a pod from zero; idle for the stable window + grace (60 s + 30 s) and it is gone.
+# Extra arguments go to `kn-local serve` (e.g. --stable-window=6s --scale-to-zero-grace-period=5s). Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,17 +15,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 swift build -c release -Xswiftc -static-executable
 
-app_port="${PORT:-8080}"
-proxy_port="${QUEUE_SERVING_PORT:-8012}"
-PORT="$app_port" TARGET="${TARGET:-World}" .build/release/helloworld &
-app=$!
-trap 'kill $app $proxy 2>/dev/null; wait' EXIT INT TERM
-# The environment Knative's controller gives the sidecar (spec §1.1).
-QUEUE_SERVING_PORT="$proxy_port" USER_PORT="$app_port" CONTAINER_CONCURRENCY="${CONTAINER_CONCURRENCY:-0}" \
-    QUEUE_SERVING_TLS_PORT=8112 REVISION_TIMEOUT_SECONDS=300 SERVING_LOGGING_CONFIG= SERVING_LOGGING_LEVEL= \
-    SERVING_NAMESPACE=default SERVING_CONFIGURATION=helloworld-go SERVING_REVISION=helloworld-go-00001 \
-    SERVING_POD=helloworld-go-00001-local SERVING_POD_IP=127.0.0.1 QUEUE_DRAIN_QUIET_PERIOD=1s \
-    .build/release/queue-proxy &
-proxy=$!
-echo "helloworld on :$app_port behind queue-proxy on :$proxy_port — try: curl http://127.0.0.1:$proxy_port/"
-wait
+# Initial scale 0 (Knative's default is 1) so that the very first request shows a cold start.
+exec .build/release/kn-local serve -f examples/helloworld-go.yaml --initial-scale=0 --allow-zero-initial-scale=true "$@"

@@ -349,12 +349,12 @@ public final class Controller {
     }
 
     /// From the readiness waiter: the user container accepted a connection.
-    func podProcessStarted(_ pod: PodObject, afterMs: Int64) {
+    func podProcessStarted(_ pod: PodObject, afterMs: Double) {
         pod.processStartMs = afterMs
     }
 
     /// From the readiness waiter: the queue-proxy answered its probe with 200 (the user's readiness passed).
-    func podReady(_ pod: PodObject, afterMs: Int64) {
+    func podReady(_ pod: PodObject, afterMs: Double) {
         guard pod.phase == .starting else { return }
         pod.phase = .ready
         pod.readyAfterMs = afterMs
@@ -362,8 +362,8 @@ public final class Controller {
         guard revisions[revision.key] === revision else { return }
         programEndpoints(revision)
         updateScrapeBoard()
-        let start = pod.processStartMs.map { ", process start \($0) ms" } ?? ""
-        events.emit("pod \(pod.name) ready in \(afterMs) ms (cold start\(start))")
+        let start = pod.processStartMs.map { ", app listening after \(Self.ms($0))" } ?? ""
+        events.emit("pod \(pod.name) ready in \(Self.ms(afterMs))\(start)")
         if !revision.everReady || revision.condition.status != "True" { revisionBecameReady(revision) }
     }
 
@@ -441,6 +441,9 @@ public final class Controller {
         }
         if isShuttingDown { finishIfDone() }
     }
+
+    /// "4.2 ms".
+    static func ms(_ value: Double) -> String { "\((value * 10).rounded() / 10) ms" }
 
     private func lastLine(_ path: String) -> String {
         guard let text = try? readFile(path) else { return "(no log)" }
@@ -643,8 +646,8 @@ public final class Controller {
                     JSON.object([("namespace", .string(p.revision.namespace)), ("name", .string(p.name)), ("revision", .string(p.revision.name)),
                         ("phase", .string(p.phase.rawValue)), ("userPid", .number(Double(p.userPID))), ("queuePid", .number(Double(p.queuePID))),
                         ("queueAddress", .string(p.servingAddress.description)), ("userPort", .number(Double(p.userPort))),
-                        ("processStartMs", p.processStartMs.map { .number(Double($0)) } ?? .null),
-                        ("readyAfterMs", p.readyAfterMs.map { .number(Double($0)) } ?? .null), ("logs", .string(p.logDirectory))])
+                        ("processStartMs", p.processStartMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null),
+                        ("readyAfterMs", p.readyAfterMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null), ("logs", .string(p.logDirectory))])
                 }).text + "\n"
             }
             return Table.render(["NAME", "READY", "STATUS", "RESTARTS", "AGE"], list.map { p in

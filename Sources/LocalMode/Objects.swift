@@ -96,13 +96,15 @@ final class PodObject {
     let metricsPort: UInt16
     let logDirectory: String
     let spawnedMs: Int64
+    /// Precise spawn time for the cold-start figures (the loop's clock is coarse, ~4 ms).
+    let spawnedNs = monotonicNs()
     var userPID: Int32 = 0
     var queuePID: Int32 = 0
     var userExited = false
     var queueExited = false
     var phase = Phase.starting
-    var processStartMs: Int64?
-    var readyAfterMs: Int64?
+    var processStartMs: Double?
+    var readyAfterMs: Double?
     var killTimer: LoopTimer?
     /// Shared with the readiness waiter thread: set when the pod goes away before it got ready.
     let abandoned = AbandonFlag()

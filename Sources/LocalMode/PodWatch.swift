@@ -14,27 +14,28 @@ enum ReadinessWaiter {
         let flag = pod.abandoned
         let user = SocketAddress(ip: "127.0.0.1", port: pod.userPort)!
         let queue = pod.servingAddress
-        let spawned = pod.spawnedMs
+        let spawned = pod.spawnedNs
         let inbox = loop.inbox
         let podID = pod.serial
         Threads.detach {
             // Knative's progress deadline (600 s) bounds the wait; a pod that dies sets the flag sooner.
-            let deadline = spawned + 600_000
-            while !flag.isSet && monotonicMs() < deadline {
+            let deadline = spawned + 600_000_000_000
+            func elapsedMs() -> Double { Double(monotonicNs() - spawned) / 1e6 }
+            while !flag.isSet && monotonicNs() < deadline {
                 if let fd = try? BlockingHTTP.connect(user, timeoutMs: 100) {
                     close(fd)
                     break
                 }
                 usleep(pollMicroseconds)
             }
-            let started = monotonicMs() - spawned
+            let started = elapsedMs()
             inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }
-            while !flag.isSet && monotonicMs() < deadline {
+            while !flag.isSet && monotonicNs() < deadline {
                 let response = try? BlockingHTTP.request("GET", queue, "/", headers: [
                     ("User-Agent", "kube-probe/kn-local"), ("K-Network-Probe", "queue"),
                 ], timeoutMs: 11_000)
                 if response?.status == 200 {
-                    let ready = monotonicMs() - spawned
+                    let ready = elapsedMs()
                     inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podReady($1, afterMs: ready) } }
                     return
                 }

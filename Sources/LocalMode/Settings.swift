@@ -93,7 +93,8 @@ public struct LocalSettings: Sendable {
                                      bundled `helloworld` without it
           --queue-proxy PATH         queue-proxy binary (default: next to kn-local)
           --activator PATH           activator binary (default: next to kn-local)
-          --drain-quiet-period D     QUEUE_DRAIN_QUIET_PERIOD of pods being removed (default 1s; Knative 30s)
+          --drain-quiet-period D     QUEUE_DRAIN_QUIET_PERIOD of pods being removed (default 1s; Knative 30s;
+                                     below ~1s a request already on its way to a removed pod can get 502)
           -v, --verbose              also print activator stats and every scaling decision
 
         config-autoscaler keys (Knative's defaults), as --KEY=VALUE:
