@@ -16,6 +16,8 @@ int CLinuxShims_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 
 int CLinuxShims_set_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
 
+int CLinuxShims_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
 int CLinuxShims_wexitstatus(int status) { return WEXITSTATUS(status); }
 
 int CLinuxShims_wifexited(int status) { return WIFEXITED(status); }

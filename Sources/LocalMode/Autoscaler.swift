@@ -147,6 +147,8 @@ enum GoDurationLite {
             default: return nil
             }
         }
+        // Finite and at most ~31 years: no trap converting user input.
+        guard total.isFinite, total >= 0, total < 1e12 else { return nil }
         return Int64(total)
     }
 }
@@ -163,6 +165,7 @@ public struct MetricBuckets: Sendable {
     public var isEmpty: Bool { firstSecond < 0 }
 
     public mutating func record(_ value: Double, atMs nowMs: Int64) {
+        guard value.isFinite, value >= 0 else { return }
         let second = nowMs / 1000
         if firstSecond < 0 || second - lastSecond >= Int64(buckets.count) {
             // No data for a whole window: start over (the old values have all aged out anyway).
@@ -184,12 +187,17 @@ public struct MetricBuckets: Sendable {
         let now = nowMs / 1000
         let window = Int64(min(windowSeconds, buckets.count))
         if now - lastSecond >= window { return 0 }
+        // Upstream's divisor: the seconds since data began, at most the window, minus the seconds after the last
+        // write (a tick usually lands before the current second's stats arrive; they do not count as zeros).
+        let gap = max(0, now - lastSecond)
         let start = max(now - window + 1, firstSecond)
-        guard start <= now else { return 0 }
+        guard start <= lastSecond else { return 0 }
         var sum = 0.0
         var s = start
-        while s <= min(now, lastSecond) { sum += buckets[index(s)]; s += 1 }
-        return (sum / Double(now - start + 1) * 1e6).rounded() / 1e6
+        while s <= lastSecond { sum += buckets[index(s)]; s += 1 }
+        let divisor = min(lastSecond - firstSecond + 1, window - gap)
+        guard divisor > 0 else { return 0 }
+        return (sum / Double(divisor) * 1e6).rounded() / 1e6
     }
 
     private func index(_ second: Int64) -> Int { Int(second % Int64(buckets.count)) }
@@ -217,6 +225,12 @@ public struct RevisionAutoscaler: Sendable {
     public let minScale: Int
     public let maxScale: Int
     public let initialScale: Int
+    public let activationScale: Int
+    let panicThreshold: Double
+    let scaleDownDelayMs: Int64
+    let retentionMs: Int64
+    /// Knative's progress deadline: a revision that never gets a ready pod is scaled back to 0 after it + 30 s.
+    static let activationTimeoutMs: Int64 = 630_000
 
     private var concurrency: MetricBuckets
     private var requests: MetricBuckets
@@ -227,36 +241,52 @@ public struct RevisionAutoscaler: Sendable {
     /// Active = the revision has (or is getting) pods for traffic; inactive since = marked idle, grace running.
     private var activeSinceMs: Int64?
     private var inactiveSinceMs: Int64?
+    /// Since when pods are wanted but none is ready (activation).
+    private var activatingSinceMs: Int64?
     private var initialized: Bool
     public private(set) var lastScale: Int
 
     public init(config: AutoscalerConfig, spec: ScalingSpec, nowMs: Int64) {
         self.config = config
         self.spec = spec
-        stableWindowMs = spec.annotations.windowMs ?? config.stableWindowMs
-        panicWindowMs = max(1000, Int64(Double(stableWindowMs) * config.panicWindowPercentage / 100))
-        let windowSeconds = Int((stableWindowMs + 999) / 1000)
+        let a = spec.annotations
+        stableWindowMs = a.windowMs ?? config.stableWindowMs
+        // Rounded to the second, at least 1 s (resources/metric.go).
+        let panicPercentage = a.panicWindowPercentage ?? config.panicWindowPercentage
+        panicWindowMs = max(1000, (Int64((Double(stableWindowMs) * panicPercentage / 100 / 1000).rounded())) * 1000)
+        panicThreshold = (a.panicThresholdPercentage ?? config.panicThresholdPercentage) / 100
+        scaleDownDelayMs = a.scaleDownDelayMs ?? config.scaleDownDelayMs
+        retentionMs = a.podRetentionMs ?? config.scaleToZeroPodRetentionPeriodMs
+        let windowSeconds = Int(stableWindowMs / 1000)
         concurrency = MetricBuckets(windowSeconds: windowSeconds)
         requests = MetricBuckets(windowSeconds: windowSeconds)
         let cc = Double(spec.containerConcurrency)
-        let utilization = (spec.annotations.utilizationPercentage.map { $0 / 100 }) ?? config.containerConcurrencyTargetPercentage
-        if spec.annotations.metric == "rps" {
-            target = max(0.01, (spec.annotations.target ?? config.requestsPerSecondTargetDefault) * utilization)
+        if a.metric == "rps" {
+            // The RPS metric has no config-map utilisation: 0.7 unless the annotation says otherwise (spec §3.4).
+            let utilization = a.utilizationPercentage.map { $0 / 100 } ?? 0.7
+            target = max(0.01, (a.target ?? config.requestsPerSecondTargetDefault) * utilization)
         } else {
-            var total = spec.annotations.target ?? (cc > 0 ? cc : config.containerConcurrencyTargetDefault)
+            let utilization = a.utilizationPercentage.map { $0 / 100 } ?? config.containerConcurrencyTargetPercentage
+            var total = a.target ?? (cc > 0 ? cc : config.containerConcurrencyTargetDefault)
             if cc > 0 { total = min(total, cc) }
             target = max(0.01, total * utilization)
         }
-        minScale = spec.annotations.minScale ?? config.minScale
-        var maxScale = spec.annotations.maxScale ?? config.maxScale
+        minScale = a.minScale ?? config.minScale
+        var maxScale = a.maxScale ?? config.maxScale
         if maxScale != 0 && maxScale < minScale { maxScale = minScale }
         self.maxScale = maxScale
-        var initial = spec.annotations.initialScale ?? config.initialScale
+        activationScale = a.activationScale ?? config.activationScale
+        var initial = a.initialScale ?? config.initialScale
         if initial == 0 && !config.allowZeroInitialScale { initial = 1 }
-        initialScale = max(initial, minScale)
+        initial = max(initial, minScale)
+        if maxScale > 0 { initial = min(initial, maxScale) }
+        initialScale = initial
         initialized = initialScale == 0
         lastScale = initialScale
-        if initialScale > 0 { activeSinceMs = nowMs }
+        if initialScale > 0 {
+            activeSinceMs = nowMs
+            activatingSinceMs = nowMs
+        }
     }
 
     /// Records one stat (already net of what the activator reports itself, spec §3.2).
@@ -272,23 +302,26 @@ public struct RevisionAutoscaler: Sendable {
     /// Returns the new scale (possibly unchanged).
     public mutating func decide(readyPods: Int, routable: Bool, atMs nowMs: Int64) -> Int {
         if !initialized && readyPods >= initialScale { initialized = true }
+        if readyPods > 0 { activatingSinceMs = nil }
         let metrics = spec.annotations.metric == "rps" ? requests : concurrency
         var want: Int
         if metrics.isEmpty {
             want = initialized ? lastScale : initialScale  // no data yet: Knative keeps the scale
         } else {
             let ready = Double(max(1, readyPods))
-            let stableSeconds = Int((stableWindowMs + 999) / 1000)
-            let panicSeconds = Int((panicWindowMs + 999) / 1000)
-            let observedStable = metrics.average(windowSeconds: stableSeconds, atMs: nowMs)
-            let observedPanic = metrics.average(windowSeconds: panicSeconds, atMs: nowMs)
+            let observedStable = metrics.average(windowSeconds: Int(stableWindowMs / 1000), atMs: nowMs)
+            let observedPanic = metrics.average(windowSeconds: Int(panicWindowMs / 1000), atMs: nowMs)
             let maxUp = (config.maxScaleUpRate * ready).rounded(.up)
             let maxDown = routable ? (ready / config.maxScaleDownRate).rounded(.down) : 0
             let dspc = (observedStable / target).rounded(.up)
             let dppc = (observedPanic / target).rounded(.up)
-            let desiredStable = Int(min(max(dspc, maxDown), maxUp))
-            let desiredPanic = Int(min(max(dppc, maxDown), maxUp))
-            let overThreshold = dppc / ready >= config.panicThresholdPercentage / 100
+            var desiredStable = Self.pods(min(max(dspc, maxDown), maxUp))
+            var desiredPanic = Self.pods(min(max(dppc, maxDown), maxUp))
+            if activationScale > 1 {
+                if dspc > 0 && activationScale > desiredStable { desiredStable = activationScale }
+                if dppc > 0 && activationScale > desiredPanic { desiredPanic = activationScale }
+            }
+            let overThreshold = dppc / ready >= panicThreshold
             if overThreshold {
                 panicSinceMs = nowMs
             } else if let since = panicSinceMs, since + stableWindowMs < nowMs {
@@ -301,9 +334,9 @@ public struct RevisionAutoscaler: Sendable {
                 maxPanicPods = max(maxPanicPods, desiredStable, desiredPanic)
                 want = maxPanicPods
             }
-            if config.scaleDownDelayMs > 0 {
+            if scaleDownDelayMs > 0 && routable {
                 recentDecisions.append((nowMs, want))
-                recentDecisions.removeAll { $0.0 + config.scaleDownDelayMs <= nowMs }
+                recentDecisions.removeAll { $0.0 + scaleDownDelayMs <= nowMs }
                 want = recentDecisions.map(\.1).max() ?? want
             }
             if !initialized { want = max(want, initialScale) }
@@ -311,10 +344,25 @@ public struct RevisionAutoscaler: Sendable {
         if routable { want = max(want, minScale) }
         if maxScale > 0 { want = min(want, maxScale) }
         want = scaleToZero(want, atMs: nowMs)
-        if lastScale == 0 && want > 0 { want = max(want, config.activationScale) }
-        if want > 0 && lastScale == 0 { activeSinceMs = nowMs; inactiveSinceMs = nil }
+        if let since = activatingSinceMs, want > 0, nowMs - since >= Self.activationTimeoutMs {
+            // Activation failed for the progress deadline + 30 s: back to zero (kpa/scaler.go).
+            want = 0
+            initialized = true
+        }
+        if want > 0 && lastScale == 0 {
+            activeSinceMs = nowMs
+            inactiveSinceMs = nil
+            if readyPods == 0 { activatingSinceMs = nowMs }
+        }
+        if want == 0 { activatingSinceMs = nil }
         lastScale = want
         return want
+    }
+
+    /// A pod count from a finite, non-negative Double (NaN and overflow cannot trap).
+    static func pods(_ value: Double) -> Int {
+        guard value.isFinite, value > 0 else { return 0 }
+        return value >= 1e9 ? 1_000_000_000 : Int(value)
     }
 
     /// handleScaleToZero: 0 only after the revision was active for a stable window, then inactive for the grace
@@ -327,7 +375,7 @@ public struct RevisionAutoscaler: Sendable {
         guard lastScale > 0 else { return 0 }
         guard config.enableScaleToZero else { return 1 }
         if let since = inactiveSinceMs {
-            let retention = max(config.scaleToZeroGracePeriodMs, config.scaleToZeroPodRetentionPeriodMs)
+            let retention = max(config.scaleToZeroGracePeriodMs, retentionMs)
             return nowMs - since >= retention ? 0 : lastScale
         }
         let activeFor = nowMs - (activeSinceMs ?? nowMs)

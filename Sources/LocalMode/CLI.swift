@@ -41,6 +41,7 @@ public enum KnLocal {
         Log.configure(level: settings.verbose ? .info : .warn, logger: "kn-local")
         ResourceLimits.raiseDescriptorLimit()
         Signals.block([SIGTERM, SIGINT, SIGCHLD])
+        ProcessControl.becomeSubreaper()
         let events = EventLog(verbose: settings.verbose)
         let board = ScrapeBoard()
         let inbox = InboxSlot()
@@ -178,15 +179,15 @@ public enum KnLocal {
             return status
         case "get":
             guard let kind = positional.first else { return usage("get needs a kind: ksvc, revisions, routes, configurations or pods") }
-            var target = "/v1/get?kind=\(kind)&namespace=\(namespace ?? "default")"
-            if positional.count > 1 { target += "&name=\(positional[1])" }
+            var target = "/v1/get?kind=\(escaped(kind))&namespace=\(escaped(namespace ?? "default"))"
+            if positional.count > 1 { target += "&name=\(escaped(positional[1]))" }
             if output == "json" { target += "&output=json" }
             return call("GET", target, [], control)
         case "delete":
             guard positional.count == 2, ["ksvc", "ksvcs", "service", "services", "kservice"].contains(positional[0]) else {
                 return usage("delete needs: ksvc NAME")
             }
-            return call("DELETE", "/v1/services/\(namespace ?? "default")/\(positional[1])", [], control)
+            return call("DELETE", "/v1/services/\(escaped(namespace ?? "default"))/\(escaped(positional[1]))", [], control)
         default:
             return 2
         }
@@ -198,7 +199,7 @@ public enum KnLocal {
             return (1, "error: the path \"\(file)\" does not exist or cannot be read: \(error)\n")
         }
         var target = "/v1/apply"
-        if let namespace { target += "?namespace=\(namespace)" }
+        if let namespace { target += "?namespace=\(escaped(namespace))" }
         do {
             let response = try BlockingHTTP.request("POST", control, target, headers: [("Content-Type", "application/yaml")],
                 body: Array(text.utf8), timeoutMs: 30_000)
@@ -231,6 +232,22 @@ public enum KnLocal {
 
     private static func notRunning(_ control: SocketAddress, _ error: Error) -> String {
         "error: cannot reach kn-local at \(control) (\(error)); start it with `kn-local serve` or set KN_LOCAL_CONTROL\n"
+    }
+
+    /// Percent-encodes everything but unreserved characters (RFC 3986).
+    static func escaped(_ text: String) -> String {
+        var out = ""
+        for b in text.utf8 {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            default:
+                let hex = String(b, radix: 16, uppercase: true)
+                out += "%" + (hex.count == 1 ? "0" + hex : hex)
+            }
+        }
+        return out
     }
 
     private static func usage(_ text: String) -> Int32 {

@@ -20,8 +20,9 @@ final class ControlAPI: HTTPResponder {
         var query: [String: String] = [:]
         if let q = target.firstIndex(of: "?") {
             for pair in target[target.index(after: q)...].split(separator: "&") {
-                let parts = pair.split(separator: "=", maxSplits: 1)
-                query[String(parts[0])] = parts.count > 1 ? percentDecoded(parts[1]) : ""
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                guard let key = parts.first, !key.isEmpty else { continue }
+                query[String(key)] = parts.count > 1 ? percentDecoded(parts[1]) : ""
             }
         }
         let segments = path.split(separator: "/").map(String.init)

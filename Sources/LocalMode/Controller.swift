@@ -19,6 +19,8 @@ public final class Controller {
     private var activatorAdmin: SocketAddress
     private let statPort: UInt16
     private var tickTimer: LoopTimer?
+    private var activatorTimer: LoopTimer?
+    private var activatorRestarts = 0
     private var shutdownTimer: LoopTimer?
     private(set) var isShuttingDown = false
     /// Called once every child is gone after `shutdown()`.
@@ -60,16 +62,37 @@ public final class Controller {
         activatorPID = try ProcessControl.spawn(argv, environment: baseEnvironment(), logPath: log)
         // Wait for its admin API (it binds every listener before serving; a failed bind makes it exit).
         let deadline = now + 10_000
-        while now < deadline {
+        while true {
             if (try? BlockingHTTP.request("GET", activatorAdmin, "/v1/state", timeoutMs: 500)) != nil { break }
-            if let exit = ProcessControl.reap().first(where: { $0.pid == activatorPID }) {
+            // Only the activator is reaped here: other exits stay for reapChildren.
+            if let exit = ProcessControl.reap(pid: activatorPID) {
+                activatorPID = 0
                 throw ManifestError("the activator exited at start (\(exit)); see \(log)")
+            }
+            if now >= deadline {
+                ProcessControl.signal(activatorPID, SIGKILL)
+                throw ManifestError("the activator did not answer on \(activatorAdmin) within 10 s; see \(log)")
             }
             usleep(2_000)
         }
         events.emit("activator started (pid \(activatorPID)): ingress on :\(settings.ingressPort), log \(log)")
         for revision in revisions.values { programRevision(revision) }
         for service in services.values { programRoute(service) }
+    }
+
+    private func scheduleActivatorRestart(after delay: Int64) {
+        let timer = LoopTimer { [unowned self] _ in
+            guard !self.isShuttingDown, self.activatorPID == 0 else { return }
+            do {
+                try self.startActivator()
+            } catch {
+                self.activatorRestarts += 1
+                self.events.emit("cannot restart the activator: \(error)")
+                self.scheduleActivatorRestart(after: Int64(min(30_000, 250 << min(self.activatorRestarts - 1, 7))))
+            }
+        }
+        activatorTimer = timer
+        loop.schedule(timer, at: now + delay)
     }
 
     // MARK: - Apply and delete
@@ -93,7 +116,8 @@ public final class Controller {
     private func apply(_ manifest: ServiceManifest) throws -> String {
         let key = manifest.namespace + "/" + manifest.name
         let kind = "service.serving.knative.dev/\(manifest.name)"
-        if let service = services[key] {
+        let existingService = services[key]
+        if let service = existingService {
             let latest = service.latestCreated.flatMap { revisions[manifest.namespace + "/" + $0] }
             if let latest, latest.template == manifest.template {
                 if service.manifest == manifest { return kind + " unchanged" }
@@ -101,21 +125,33 @@ public final class Controller {
                 resolveRoute(service)
                 return kind + " configured"
             }
-            if let name = manifest.template.name, let existing = revisions[manifest.namespace + "/" + name], existing.template != manifest.template {
+        }
+        // A named template that already exists: the same revision again (upstream reuses it), never a takeover.
+        var reused: RevisionObject?
+        if let name = manifest.template.name, let existing = revisions[manifest.namespace + "/" + name] {
+            guard existing.serviceName == manifest.name else {
+                throw ValidationError(["revision \"\(name)\" already exists and belongs to service \"\(existing.serviceName)\": spec.template.metadata.name"])
+            }
+            guard existing.template == manifest.template else {
                 throw ValidationError(["Saw the following changes without a name change (-old +new): spec.template.metadata.name\nset a new spec.template.metadata.name or remove it"])
             }
-            service.manifest = manifest
-            service.generation += 1
-            createRevision(for: service)
-            resolveRoute(service)
-            return kind + " configured"
+            reused = existing
         }
-        let service = ServiceObject(manifest: manifest, nowMs: now)
-        services[key] = service
-        events.emit("service \(key) created: \(service.url(domain: settings.domain))")
-        createRevision(for: service)
+        let service = existingService ?? ServiceObject(manifest: manifest, nowMs: now)
+        service.manifest = manifest
+        if existingService == nil {
+            services[key] = service
+            events.emit("service \(key) created: \(service.url(domain: settings.domain))")
+        }
+        if let reused {
+            service.latestCreated = reused.name
+            if reused.everReady { service.latestReady = reused.name }
+        } else {
+            if existingService != nil { service.generation += 1 }
+            createRevision(for: service)
+        }
         resolveRoute(service)
-        return kind + " created"
+        return kind + (existingService == nil ? " created" : " configured")
     }
 
     public func deleteService(namespace: String, name: String) -> Bool {
@@ -136,10 +172,12 @@ public final class Controller {
         let m = service.manifest
         var name = m.template.name ?? ""
         if name.isEmpty {
+            // kmeta.ChildName(config, "-%05d" of the configuration's generation); a taken name moves on.
+            var number = service.generation
             repeat {
-                name = m.name + "-" + String(repeating: "0", count: max(0, 5 - "\(service.nextRevisionNumber)".count))
-                    + "\(service.nextRevisionNumber)"
-                service.nextRevisionNumber += 1
+                let digits = "\(number)"
+                name = m.name + "-" + String(repeating: "0", count: max(0, 5 - digits.count)) + digits
+                number += 1
             } while revisions[m.namespace + "/" + name] != nil
         }
         var argv: [String]? = nil
@@ -275,7 +313,8 @@ public final class Controller {
     /// Brings the revision's pods to its last decided scale.
     private func reconcile(_ revision: RevisionObject) {
         guard !isShuttingDown, revision.argv != nil, revisions[revision.key] === revision else { return }
-        let want = revision.scaler.lastScale
+        // kn-local's own bound (--pod-limit) on top of max-scale: every pod is two processes on this machine.
+        let want = min(revision.scaler.lastScale, settings.podLimit)
         var active = revision.activePods
         if active.count > want {
             // Not-ready pods go first, then the newest.
@@ -323,18 +362,18 @@ public final class Controller {
         let pod = PodObject(name: name, serial: nextPodSerial, revision: revision, ports: taken, logDirectory: directory, nowMs: now)
         do {
             try makeDirectory(directory)
-            pod.userPID = try ProcessControl.spawn(revision.argv!, environment: userEnvironment(pod), logPath: directory + "/user-container.log")
-            podsByPID[pod.userPID] = pod
+            let environment = userEnvironment(pod)
+            let argv = revision.argv!.map { Self.expand($0, environment) }
+            pod.userPID = try ProcessControl.spawn(argv, environment: environment, logPath: directory + "/user-container.log")
             pod.queuePID = try ProcessControl.spawn([settings.queueProxy], environment: queueEnvironment(pod), logPath: directory + "/queue-proxy.log")
-            podsByPID[pod.queuePID] = pod
         } catch {
+            // Nothing of this pod is tracked: a started user container is killed, and its exit ignored.
             events.emit("pod \(name) could not start: \(error)")
-            if pod.userPID != 0 { ProcessControl.signal(pod.userPID, SIGKILL) } else { pod.userExited = true }
-            pod.queueExited = pod.queuePID == 0
-            pod.phase = .terminating
-            revision.pods.append(pod)
+            ProcessControl.signal(pod.userPID, SIGKILL)
             return nil
         }
+        podsByPID[pod.userPID] = pod
+        podsByPID[pod.queuePID] = pod
         revision.pods.append(pod)
         events.emit("pod \(name) started (pids \(pod.userPID), \(pod.queuePID); logs in \(directory))", verbose: true)
         ReadinessWaiter.start(pod: pod, loop: loop)
@@ -395,8 +434,10 @@ public final class Controller {
             if exit.pid == activatorPID {
                 activatorPID = 0
                 if isShuttingDown { finishIfDone(); continue }
-                events.emit("activator exited (\(exit)); restarting it (log: \(settings.stateDirectory)/activator.log)")
-                do { try startActivator() } catch { events.emit("cannot restart the activator: \(error)") }
+                activatorRestarts += 1
+                let delay = Int64(min(30_000, 250 << min(activatorRestarts - 1, 7)))
+                events.emit("activator exited (\(exit)); restarting it in \(delay) ms (log: \(settings.stateDirectory)/activator.log)")
+                scheduleActivatorRestart(after: delay)
                 continue
             }
             guard let pod = podsByPID.removeValue(forKey: exit.pid) else { continue }
@@ -505,6 +546,7 @@ public final class Controller {
     public func shutdown() {
         guard !isShuttingDown else { return }
         isShuttingDown = true
+        activatorTimer.map { loop.cancel($0) }
         events.emit("shutting down: stopping the activator and \(podsByPID.count / 2) pod(s)")
         tickTimer.map { loop.cancel($0) }
         if activatorPID != 0 { ProcessControl.signal(activatorPID, SIGTERM) }
@@ -577,6 +619,34 @@ public final class Controller {
             ("QUEUE_USER_METRICS_PORT", "0"), ("QUEUE_DRAIN_QUIET_PERIOD", settings.drainQuietPeriod),
         ]
         return merged(baseEnvironment(), extra)
+    }
+
+    /// Kubernetes' `$(VAR)` expansion in command and args: defined variables are replaced, `$$` is a literal
+    /// `$`, anything else stays as written.
+    static func expand(_ text: String, _ environment: [String]) -> String {
+        guard text.contains("$") else { return text }
+        var values: [Substring: Substring] = [:]
+        for entry in environment {
+            guard let eq = entry.firstIndex(of: "=") else { continue }
+            values[entry[..<eq]] = entry[entry.index(after: eq)...]
+        }
+        var out = ""
+        var rest = Substring(text)
+        while let dollar = rest.firstIndex(of: "$") {
+            out += rest[..<dollar]
+            let after = rest[rest.index(after: dollar)...]
+            if after.first == "$" {
+                out += "$"
+                rest = after.dropFirst()
+            } else if after.first == "(", let close = after.firstIndex(of: ")"), let value = values[after[after.index(after: after.startIndex)..<close]] {
+                out += value
+                rest = after[after.index(after: close)...]
+            } else {
+                out += "$"
+                rest = after
+            }
+        }
+        return out + rest
     }
 
     private func randomSuffix() -> String {

@@ -18,6 +18,11 @@ public struct ScalingAnnotations: Sendable, Equatable {
     public var initialScale: Int?
     public var windowMs: Int64?
     public var metric = "concurrency"
+    public var panicWindowPercentage: Double?
+    public var panicThresholdPercentage: Double?
+    public var scaleDownDelayMs: Int64?
+    public var podRetentionMs: Int64?
+    public var activationScale: Int?
 }
 
 public struct EnvVar: Sendable, Equatable {
@@ -241,8 +246,8 @@ public enum Manifest {
                 errors.append("may not set revisionName \"\(entry.revisionName ?? "")\" when latestRevision is \(latest): \(at).latestRevision")
             }
             if let p = entry.percent {
-                if p < 0 || p > 100 { errors.append("expected 0 <= \(p) <= 100: \(at).percent") }
-                sum += p
+                if p < 0 || p > 100 { errors.append("expected 0 <= \(p) <= 100: \(at).percent") } else { sum += p }
+                if p > 100 && p <= 1_000_000 { sum += p }  // upstream sums what was given; bounded: no overflow
             }
             if let tag = entry.tag {
                 tags[tag, default: []].append(i)
@@ -364,6 +369,31 @@ struct Decoder {
             }
             return v
         }
+        // getIntGE0: a non-negative int32.
+        func scale(_ name: String) -> Int? {
+            guard let v = integer(name) else { return nil }
+            guard v >= 0 && v <= Int(Int32.max) else {
+                errors.append("expected 0 <= \(v) <= 2147483647: \(key(name))")
+                return nil
+            }
+            return v
+        }
+        func duration(_ name: String, max: Int64 = 3_600_000) -> Int64? {
+            guard let text = annotations[prefix + name] else { return nil }
+            guard let ms = GoDurationLite.milliseconds(text) else {
+                errors.append("invalid value: \(text): \(key(name))")
+                return nil
+            }
+            if ms > max {
+                errors.append("expected 0s <= \(text) <= 1h0m0s: \(key(name))")
+                return nil
+            }
+            if ms % 1000 != 0 {
+                errors.append("must be specified with at most second precision: \(key(name))")
+                return nil
+            }
+            return ms
+        }
         if let v = number("target") {
             if v < 0.01 { errors.append("target \(annotations[prefix + "target"]!) should be at least 0.01: \(key("target"))") } else { s.target = v }
         }
@@ -372,17 +402,15 @@ struct Decoder {
                 errors.append("expected 1 <= \(annotations[prefix + "target-utilization-percentage"]!) <= 100: \(key("target-utilization-percentage"))")
             } else { s.utilizationPercentage = v }
         }
-        if let v = integer("min-scale") {
-            if v < 0 { errors.append("expected 0 <= \(v) <= 2147483647: \(key("min-scale"))") } else { s.minScale = v }
-        }
-        if let v = integer("max-scale") {
-            if v < 0 { errors.append("expected 0 <= \(v) <= 2147483647: \(key("max-scale"))") } else { s.maxScale = v }
-        }
+        s.minScale = scale("min-scale")
+        s.maxScale = scale("max-scale")
         if let lo = s.minScale, let hi = s.maxScale, hi != 0, lo > hi {
             errors.append("max-scale=\(hi) is less than min-scale=\(lo): \(key("max-scale")), \(key("min-scale"))")
         }
         if let v = integer("initial-scale") {
-            if v < 0 {
+            if v > Int(Int32.max) {
+                errors.append("expected 0 <= \(v) <= 2147483647: \(key("initial-scale"))")
+            } else if v < 0 {
                 errors.append("invalid value: \(v): \(key("initial-scale")) must be greater than 0")
             } else if v == 0 && !allowZeroInitialScale {
                 errors.append("invalid value: 0: \(key("initial-scale"))=0 not allowed by cluster")
@@ -398,6 +426,32 @@ struct Decoder {
             } else {
                 errors.append("invalid value: \(text): \(key("window"))")
             }
+        }
+        if let v = number("panic-window-percentage") {
+            if v < 1 || v > 100 { errors.append("expected 1 <= \(annotations[prefix + "panic-window-percentage"]!) <= 100: \(key("panic-window-percentage"))") } else { s.panicWindowPercentage = v }
+        }
+        if let v = number("panic-threshold-percentage") {
+            if v < 110 || v > 1000 { errors.append("expected 110 <= \(annotations[prefix + "panic-threshold-percentage"]!) <= 1000: \(key("panic-threshold-percentage"))") } else { s.panicThresholdPercentage = v }
+        }
+        s.scaleDownDelayMs = duration("scale-down-delay")
+        s.podRetentionMs = duration("scale-to-zero-pod-retention-period")
+        if let v = number("target-burst-capacity"), v < 0 && v != -1 {
+            // Accepted otherwise but without effect: kn-local keeps the activator in the path (TBC −1).
+            errors.append("invalid value: \(annotations[prefix + "target-burst-capacity"]!): \(key("target-burst-capacity"))")
+        }
+        if let v = integer("activation-scale") {
+            if v < 1 {
+                errors.append("activation-scale=\(v) must be greater than 1: \(key("activation-scale"))")
+            } else {
+                if let lo = s.minScale, lo > v { errors.append("min-scale=\(lo) is greater than activation-scale=\(v): \(key("activation-scale"))") }
+                if let hi = s.maxScale, hi != 0, hi < v { errors.append("max-scale=\(hi) is less than activation-scale=\(v): \(key("activation-scale"))") }
+                s.activationScale = v
+            }
+        }
+        if let algorithm = annotations[prefix + "metric-aggregation-algorithm"],
+            !["linear", "weighted-exponential", "weightedExponential"].contains(algorithm) {
+            // Both are accepted; kn-local averages linearly (upstream's default).
+            errors.append("invalid value: \(algorithm): \(key("metric-aggregation-algorithm"))")
         }
         if let metric = annotations[prefix + "metric"] {
             if metric == "concurrency" || metric == "rps" { s.metric = metric } else {

@@ -20,7 +20,6 @@ final class ServiceObject {
     let createdMs: Int64
     /// Revisions made by this service's configuration, oldest first.
     var revisionNames: [String] = []
-    var nextRevisionNumber = 1
     var latestCreated: String?
     var latestReady: String?
     /// The traffic as last programmed into the activator (resolved to revision names).
@@ -89,7 +88,9 @@ final class PodObject {
     let name: String
     /// Unique for the controller's lifetime: how threads refer to the pod.
     let serial: Int
-    unowned let revision: RevisionObject
+    /// Strong: a pod outlives its revision's deletion until both processes are reaped (then it leaves
+    /// `revision.pods`, which breaks the cycle).
+    let revision: RevisionObject
     let userPort: UInt16
     let servingPort: UInt16
     let adminPort: UInt16

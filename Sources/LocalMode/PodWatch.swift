@@ -7,8 +7,9 @@ import Synchronization
 /// Waits for a new pod: first the user container's port accepting (process start), then the queue-proxy's
 /// `K-Network-Probe: queue` answer 200 (the user's readiness probe passed, as kubelet would see it).
 enum ReadinessWaiter {
-    /// Polling interval while the processes start: short, because it is the cold-start critical path.
-    static let pollMicroseconds: UInt32 = 1_000
+    /// Polling interval while the processes start: short, because it is the cold-start critical path; after
+    /// the first 100 ms (a slow app) it backs off to 10 ms.
+    static func pollMicroseconds(_ elapsedMs: Double) -> UInt32 { elapsedMs < 100 ? 1_000 : 10_000 }
 
     static func start(pod: PodObject, loop: EventLoop) {
         let flag = pod.abandoned
@@ -26,7 +27,7 @@ enum ReadinessWaiter {
                     close(fd)
                     break
                 }
-                usleep(pollMicroseconds)
+                usleep(pollMicroseconds(elapsedMs()))
             }
             let started = elapsedMs()
             inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }
@@ -39,7 +40,7 @@ enum ReadinessWaiter {
                     inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podReady($1, afterMs: ready) } }
                     return
                 }
-                usleep(response == nil ? pollMicroseconds : 50_000)
+                usleep(response == nil ? pollMicroseconds(elapsedMs()) : 50_000)
             }
         }
     }

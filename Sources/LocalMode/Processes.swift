@@ -29,7 +29,16 @@ public enum ProcessControl {
         return body(pointers)
     }
 
-    public static func signal(_ pid: Int32, _ sig: Int32) { _ = kill(pid, sig) }
+    /// Signals the child's whole process group (every child leads its own, see the shim): a shell or a
+    /// forking server takes its own children along.
+    public static func signal(_ pid: Int32, _ sig: Int32) {
+        guard pid > 0 else { return }
+        if kill(-pid, sig) != 0 { _ = kill(pid, sig) }
+    }
+
+    /// Makes this process the reaper of its orphaned descendants (grandchildren whose parent died), so that
+    /// they are reaped here instead of lingering as zombies of init.
+    public static func becomeSubreaper() { _ = CLinuxShims_set_child_subreaper() }
 
     /// How a reaped child ended.
     public struct Exit: Sendable, CustomStringConvertible {
@@ -45,17 +54,20 @@ public enum ProcessControl {
     /// Every child that has ended since the last call (non-blocking).
     public static func reap() -> [Exit] {
         var result: [Exit] = []
+        while let exit = reap(pid: -1) { result.append(exit) }
+        return result
+    }
+
+    /// `pid` (or any child for -1) if it has ended, without waiting.
+    public static func reap(pid: Int32) -> Exit? {
         while true {
             var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid <= 0 { break }
-            if CLinuxShims_wifexited(status) != 0 {
-                result.append(Exit(pid: pid, code: CLinuxShims_wexitstatus(status), signal: nil))
-            } else if CLinuxShims_wifsignaled(status) != 0 {
-                result.append(Exit(pid: pid, code: nil, signal: CLinuxShims_wtermsig(status)))
-            }
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped <= 0 { return nil }
+            if CLinuxShims_wifexited(status) != 0 { return Exit(pid: reaped, code: CLinuxShims_wexitstatus(status), signal: nil) }
+            if CLinuxShims_wifsignaled(status) != 0 { return Exit(pid: reaped, code: nil, signal: CLinuxShims_wtermsig(status)) }
+            // Stopped/continued reports: not an end; look again.
         }
-        return result
     }
 
     /// The absolute path of an executable: as given when it has a slash, else searched in PATH.

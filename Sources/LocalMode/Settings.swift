@@ -15,6 +15,8 @@ public struct LocalSettings: Sendable {
     public var imageMap: [String: [String]] = [:]
     public var autoscaler = AutoscalerConfig()
     public var drainQuietPeriod = "1s"
+    /// At most this many pods per revision, whatever the autoscaler wants (each pod is two processes).
+    public var podLimit = 100
     public var applyFiles: [String] = []
     public var verbose = false
 
@@ -95,7 +97,8 @@ public struct LocalSettings: Sendable {
           --activator PATH           activator binary (default: next to kn-local)
           --drain-quiet-period D     QUEUE_DRAIN_QUIET_PERIOD of pods being removed (default 1s; Knative 30s;
                                      below ~1s a request already on its way to a removed pod can get 502)
-          -v, --verbose              also print activator stats and every scaling decision
+          --pod-limit N              at most N pods per revision, whatever the autoscaler wants (default 100)
+          -v, --verbose              also print activator stats and every pod start and stop
 
         config-autoscaler keys (Knative's defaults), as --KEY=VALUE:
 
@@ -151,6 +154,10 @@ public struct LocalSettings: Sendable {
                 let text = try v()
                 guard GoDurationLite.milliseconds(text) != nil else { throw ManifestError("--drain-quiet-period \(text): expected a duration like 1s") }
                 drainQuietPeriod = text
+            case "--pod-limit":
+                let text = try v()
+                guard let n = Int(text), n >= 1, n <= 1000 else { throw ManifestError("--pod-limit \(text): expected an integer 1-1000") }
+                podLimit = n
             case "-v", "--verbose": verbose = true
             default:
                 guard arg.hasPrefix("--") else { throw ManifestError("unexpected argument \"\(arg)\" (see kn-local --help)") }

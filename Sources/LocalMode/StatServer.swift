@@ -151,6 +151,7 @@ struct StatConnection {
             offset = 4
         } else if length == 127 {
             guard need(10) else { return nil }
+            if buffer[2] != 0 || buffer[3] != 0 || buffer[4] != 0 || buffer[5] != 0 { return nil }  // ≥ 4 GiB: never stats
             length = 0
             for i in 2..<10 { length = length << 8 | Int(buffer[i]) }
             offset = 10

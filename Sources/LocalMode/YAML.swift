@@ -124,9 +124,13 @@ struct Line {
     }
 }
 
+/// Nesting deeper than this is refused (as the JSON reader does): no stack overflow on hostile input.
+let maxYAMLDepth = 64
+
 struct Parser {
     var lines: [Line]
     var index = 0
+    private var depth = 0
 
     init(lines: [Line]) { self.lines = lines }
 
@@ -151,6 +155,9 @@ struct Parser {
 
     /// A node whose first line is the current line, at exactly `indent`.
     private mutating func block(indent: Int) throws(YAMLError) -> JSON {
+        depth += 1
+        defer { depth -= 1 }
+        if depth > maxYAMLDepth { throw fail("nesting deeper than \(maxYAMLDepth) levels") }
         let line = lines[index]
         if isSequenceEntry(line.text) { return try sequence(indent: indent) }
         if try splitKey(line.text, line: line.number) != nil { return try mapping(indent: indent) }
@@ -325,6 +332,7 @@ struct Parser {
 struct FlowScanner {
     var rest: Substring
     let line: Int
+    private var depth = 0
 
     init(text: Substring, line: Int) {
         rest = text
@@ -336,6 +344,9 @@ struct FlowScanner {
     private func fail(_ message: String) -> YAMLError { YAMLError(line: line, message: message) }
 
     mutating func node(inFlow: Bool) throws(YAMLError) -> JSON {
+        depth += 1
+        defer { depth -= 1 }
+        if depth > maxYAMLDepth { throw fail("nesting deeper than \(maxYAMLDepth) levels") }
         skipSpaces()
         guard let first = rest.first else { return .null }
         switch first {

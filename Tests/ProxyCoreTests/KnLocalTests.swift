@@ -202,6 +202,10 @@ struct KnLocalTests {
         #expect(revisions.contains("split-00001") && revisions.contains("split-00002"))
         // Applying the same file again changes nothing.
         #expect(try kn.apply(serviceYAML(name: "split", target: "Two", traffic: traffic)).1 == "service.serving.knative.dev/split unchanged\n")
+        // Deleting a service with running pods stops them; kn-local carries on (stop() checks its exit status).
+        #expect(try kn.cli(["delete", "ksvc", "split"]).1 == "service.serving.knative.dev \"split\" deleted\n")
+        #expect(waitUntil(seconds: 10) { kn.pods(phase: nil).isEmpty })
+        #expect(try kn.get(host: "split.default.example.com").status == 404)
     }
 
     @Test func concurrencyOneScalesOutUnderLoadWithoutErrors() throws {

@@ -92,6 +92,8 @@ import ProxyCore
             ("a: 1\na: 2\n", 2, "already defined"),
             ("a: b\n  c\n", 2, "indentation"),
             ("a: [1, 2\n", 1, "flow list"),
+            ("a: " + String(repeating: "[", count: 200) + "\n", 1, "nesting"),
+            (String(repeating: "- ", count: 200) + "x\n", 1, "nesting"),
         ]
         for (text, line, word) in cases {
             do {
@@ -233,6 +235,26 @@ import ProxyCore
         #expect(abs(scaler(cc: 5, target: 10).target - 3.5) < 1e-9)  // annotation capped at cc
     }
 
+    @Test func durationsAndExpansionsNeverTrap() {
+        #expect(GoDurationLite.milliseconds("1m30s") == 90_000)
+        #expect(GoDurationLite.milliseconds("9999999999999999h") == nil)
+        #expect(GoDurationLite.milliseconds("1x") == nil)
+        let env = ["PORT=8080", "NAME=x"]
+        #expect(Controller.expand("--port=$(PORT) $$(NAME) $(NAME) $(MISSING) $", env) == "--port=8080 $(NAME) x $(MISSING) $")
+    }
+
+    @Test func activationScaleStaysWithinMaxScale() {
+        var config = AutoscalerConfig()
+        config.allowZeroInitialScale = true
+        config.activationScale = 3
+        var kpa = scaler(config: config, initial: 0, maxScale: 1)
+        kpa.record(concurrency: 1, requests: 1, atMs: 1000)
+        #expect(kpa.decide(readyPods: 0, routable: true, atMs: 1000) == 1)
+        var unbounded = scaler(config: config, initial: 0)
+        unbounded.record(concurrency: 1, requests: 1, atMs: 1000)
+        #expect(unbounded.decide(readyPods: 0, routable: true, atMs: 1000) == 3)
+    }
+
     @Test func windowAverageCountsSecondsSinceDataBegan() {
         var buckets = MetricBuckets(windowSeconds: 60)
         buckets.record(6, atMs: 10_000)
@@ -240,7 +262,11 @@ import ProxyCore
         #expect(buckets.average(windowSeconds: 60, atMs: 10_900) == 10)
         buckets.record(0, atMs: 11_000)
         #expect(buckets.average(windowSeconds: 60, atMs: 11_000) == 5)
+        #expect(buckets.average(windowSeconds: 60, atMs: 12_500) == 5)  // second 12 has no data yet: not a zero
         #expect(buckets.average(windowSeconds: 60, atMs: 80_000) == 0)  // older than the window
+        buckets.record(.nan, atMs: 13_000)
+        buckets.record(-.infinity, atMs: 13_000)
+        #expect(buckets.average(windowSeconds: 60, atMs: 13_000) == 5)
     }
 
     @Test func scalesUpOnDemandAndPanics() {

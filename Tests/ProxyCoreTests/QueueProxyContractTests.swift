@@ -281,7 +281,8 @@ struct QueueProxyContractTests {
     func q11_q12_forwardedShim(_ headers: [String], _ expected: String) throws {
         let seen = Seen<[(String, String)]>()
         let qp = try QueueProxyFixture(app: recordingApp(seen))
-        #expect(try qp.get(headers: headers).status == 200)
+        let response = try qp.get(headers: headers)
+        #expect(response.status == 200, "\(response.status) \(response.bodyText) stderr: \(qp.proxy.stderr)")
         let head = try #require(seen.all.first)
         #expect(head.filter { $0.0.lowercased() == "forwarded" }.map(\.1) == [expected])
     }

@@ -14,6 +14,7 @@
 int CLinuxShims_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 int CLinuxShims_pipe2(int fds[2], int flags);
 int CLinuxShims_set_pdeathsig(int sig);
+int CLinuxShims_set_child_subreaper(void);
 int CLinuxShims_wexitstatus(int status);
 int CLinuxShims_wifexited(int status);
 int CLinuxShims_wifsignaled(int status);
