@@ -1,0 +1,68 @@
+// WebSockets through activator → queue-proxy → app, the real binaries (issue 6, item 6): the upgrade passes
+// both proxies, frames flow both ways, the open tunnel holds one of the queue-proxy's containerConcurrency
+// slots, and it keeps working through the queue-proxy's drain.
+import Foundation
+import Glibc
+import Testing
+
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct WebSocketThroughProxiesTests {
+    /// An app that accepts a websocket upgrade and echoes raw bytes until the client closes; plain requests get 200.
+    static func echoApp() -> @Sendable (TestSocket, Int) throws -> Void {
+        { conn, _ in
+            while true {
+                let (_, fields) = try conn.readHead()
+                guard fields.contains(where: { $0.0.lowercased() == "upgrade" && $0.1.lowercased() == "websocket" }) else {
+                    try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+                    continue
+                }
+                try conn.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                var pending = conn.takeBuffered()
+                while true {
+                    if !pending.isEmpty { try conn.send(pending) }
+                    var chunk = [UInt8](repeating: 0, count: 4096)
+                    let n = chunk.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
+                    if n <= 0 { return }
+                    pending = Array(chunk[0..<n])
+                }
+            }
+        }
+    }
+
+    @Test func websocketThroughActivatorAndQueueProxyHoldsASlotAndSurvivesDrain() throws {
+        let qp = try QueueProxyFixture(env: ["QUEUE_DRAIN_QUIET_PERIOD": "200ms"], app: Self.echoApp())  // cc = 1
+        let activator = try ActivatorFixture()
+        try activator.revision("ws-00001", cc: 1)
+        let put = try activator.admin("PUT", "/v1/revisions/default/ws-00001/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
+        #expect(put.status == 200)
+
+        let client = try TestSocket.connect(port: activator.port)
+        try client.send("GET /chat HTTP/1.1\r\nHost: ws.example\r\nKnative-Serving-Namespace: default\r\n"
+            + "Knative-Serving-Revision: ws-00001\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        let (status, fields) = try client.readHead()
+        #expect(status.hasPrefix("HTTP/1.1 101"), "\(status)")
+        #expect(fields.contains { $0.0.lowercased() == "upgrade" && $0.1 == "websocket" })
+        try client.send("ping-1")
+        #expect(String(decoding: try client.read(count: 6), as: UTF8.self) == "ping-1")
+
+        // The tunnel holds the only slot (cc = 1): a plain request straight to the queue-proxy waits for it.
+        let waiting = try TestSocket.connect(port: qp.port)
+        try waiting.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        waiting.setTimeout(seconds: 0, microseconds: 300_000)
+        #expect((try? waiting.readHead()) == nil, "answered while the websocket held the slot")
+        waiting.setTimeout(seconds: 10)
+
+        // SIGTERM: the queue-proxy drains but the open tunnel keeps working (up to 60 s).
+        qp.proxy.signal(SIGTERM)
+        usleep(400_000)  // longer than the 200 ms quiet period
+        try client.send("ping-2")
+        #expect(String(decoding: try client.read(count: 6), as: UTF8.self) == "ping-2")
+
+        // Closing the websocket frees the slot: the waiting request gets its answer, then the proxy exits.
+        client.close()
+        let answer = try waiting.readResponse()
+        #expect(answer.status == 200 && answer.bodyText == "plain")
+        #expect(qp.proxy.waitForExit(seconds: 10) == 0)
+    }
+}
