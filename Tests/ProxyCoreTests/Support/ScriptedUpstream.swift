@@ -69,10 +69,16 @@ final class ScriptedUpstream: @unchecked Sendable {
             done.enter()
             let script = self.script
             let group = done
-            Thread {
+            Thread { [self] in
                 defer { group.leave() }
                 do { try script(connection, index) } catch {}
-                connection.close()
+                // Closed and forgotten under the lock that `stop()` holds while it shuts connections down: a
+                // closed descriptor's number is soon reused (by another test's client socket), and shutting
+                // down that number would break a stranger's connection.
+                lock.withLock {
+                    connection.close()
+                    connections.removeAll { $0 === connection }
+                }
             }.start()
         }
     }
