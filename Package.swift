@@ -1,6 +1,6 @@
 // swift-tools-version: 6.2
 // The data plane: ProxyCore (event loop, HTTP/1.1 codec, proxy engine) and the thin executables on it.
-// No package dependencies by design; the only native code is our own C shim (CLinuxShims).
+// No package dependencies by design; native code: our own C shim (CLinuxShims) and libnghttp2 (CNghttp2).
 import PackageDescription
 
 let package = Package(
@@ -13,7 +13,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "CLinuxShims", cSettings: [.define("_GNU_SOURCE")]),
-        .target(name: "ProxyCore", dependencies: ["CLinuxShims"]),
+        // HTTP/2 framing, flow control and HPACK come from libnghttp2 (the design card's one native library).
+        .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        .target(name: "ProxyCore", dependencies: ["CLinuxShims", "CNghttp2"]),
         .executableTarget(name: "QueueProxy", dependencies: ["ProxyCore"]),
         .executableTarget(name: "HelloWorld", dependencies: ["ProxyCore"]),
         .executableTarget(name: "Activator", dependencies: ["ProxyCore"]),
