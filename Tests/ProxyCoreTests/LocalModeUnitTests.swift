@@ -217,6 +217,28 @@ import ProxyCore
     }
 }
 
+@Suite struct ImageMapTests {
+    @Test func imageMapResolvesExactThenUntaggedThenTheSamples() throws {
+        let path = NSTemporaryDirectory() + "image-map-\(getpid()).yaml"
+        try """
+            # image → command
+            example.com/app:v1: /bin/app --flag
+            example.com/other: ["/usr/bin/env", "python3", "-m", "http.server"]
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var settings = LocalSettings()
+        settings.binDirectory = "/opt/bin"
+        settings.imageMap = try LocalSettings.loadImageMap(path)
+        #expect(settings.command(forImage: "example.com/app:v1") == ["/bin/app", "--flag"])
+        #expect(settings.command(forImage: "example.com/other:latest") == ["/usr/bin/env", "python3", "-m", "http.server"])
+        #expect(settings.command(forImage: "example.com/other@sha256:abc") == ["/usr/bin/env", "python3", "-m", "http.server"])
+        #expect(settings.command(forImage: "registry.cn-hangzhou.aliyuncs.com/knative-sample/helloworld-go:160e4dc8") == ["/opt/bin/helloworld"])
+        #expect(settings.command(forImage: "example.com/unknown:1") == nil)
+        try "example.com/x: 42\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: ManifestError.self) { try LocalSettings.loadImageMap(path) }
+    }
+}
+
 @Suite struct AutoscalerTests {
     func scaler(cc: Int = 0, target: Double? = nil, config: AutoscalerConfig = AutoscalerConfig(), initial: Int? = nil,
                 minScale: Int? = nil, maxScale: Int? = nil) -> RevisionAutoscaler {
