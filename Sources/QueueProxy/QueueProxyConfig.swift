@@ -39,7 +39,7 @@ struct QueueProxyConfig {
         Optional environment:
           REVISION_RESPONSE_START_TIMEOUT_SECONDS  int   0 = off
           REVISION_IDLE_TIMEOUT_SECONDS            int   0 = off
-          SERVING_READINESS_PROBE     JSON  Kubernetes Probe (tcpSocket, httpGet; exec fails; gRPC: not yet)
+          SERVING_READINESS_PROBE     JSON  Kubernetes Probe (tcpSocket, httpGet, grpc over h2c; exec fails)
           ENABLE_MULTI_CONTAINER_PROBES  bool  the probe JSON is an array
           ENABLE_HTTP_FULL_DUPLEX, ENABLE_HTTP2_AUTO_DETECTION  bool  accepted (HTTP/1 is always full duplex)
           OBSERVABILITY_CONFIG        JSON  enableRequestLog / requestLogTemplate (Knative's default template

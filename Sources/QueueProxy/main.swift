@@ -42,12 +42,6 @@ func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder) throw
 }
 
 ResourceLimits.raiseDescriptorLimit()
-for probe in config.settings.probes {
-    if case .grpc = probe.handler {
-        // Reported at start, not discovered later: gRPC health checks need HTTP/2 (a later issue).
-        Log.error("SERVING_READINESS_PROBE: gRPC probes are not supported yet; the readiness probe will fail")
-    }
-}
 Signals.block([SIGTERM, SIGINT])
 let settings = config.settings
 let shared = QueueProxyShared(settings: settings, drainQuietMs: config.drainQuietMs, nowMs: monotonicMs())

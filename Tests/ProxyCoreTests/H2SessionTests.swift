@@ -1,5 +1,6 @@
 // The HTTP/2 codec over libnghttp2, client and server sessions talking in memory: headers, bodies in pieces,
 // trailers, manual flow control (a reader that does not consume stops the sender), resets, GOAWAY, garbage.
+import Glibc
 import Testing
 @testable import ProxyCore
 
@@ -150,5 +151,93 @@ func text(_ fields: [H2Field], _ name: String) -> String? {
         var out: [UInt8] = []
         try server.writeOutput { out += $0 }
         #expect(!out.isEmpty)  // SETTINGS and the GOAWAY that explains the error
+    }
+}
+
+/// A gRPC health server on h2c (grpc.health.v1.Health/Check) built on our own codec, for the queue-proxy's
+/// gRPC readiness probe. Answers `status` (1 SERVING, 2 NOT_SERVING) and records the services asked about.
+final class FakeGRPCHealthServer: @unchecked Sendable {
+    let server: ScriptedUpstream
+    let services = Seen<String>()
+    var port: UInt16 { server.port }
+
+    /// One connection's session: answers each finished Check call.
+    final class Handler: H2SessionDelegate {
+        let status: UInt8
+        let services: Seen<String>
+        var requests: [Int32: (path: String, body: [UInt8])] = [:]
+        init(status: UInt8, services: Seen<String>) { self.status = status; self.services = services }
+
+        func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+            requests[stream] = (text(fields, ":path") ?? "", [])
+            if endStream { answer(session, stream) }
+        }
+        func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
+            requests[stream]?.body += bytes
+            session.consume(stream: stream, count: bytes.count)
+        }
+        func h2EndStream(_ session: H2Session, stream: Int32) { answer(session, stream) }
+        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+
+        func answer(_ session: H2Session, _ stream: Int32) {
+            guard let request = requests[stream] else { return }
+            // HealthCheckRequest: 5-byte prefix, then field 1 (service) if any.
+            let body = request.body
+            services.add(body.count > 7 ? String(decoding: body[7...], as: UTF8.self) : "")
+            guard request.path == "/grpc.health.v1.Health/Check" else {
+                try? session.submitResponse(stream: stream, [H2Field(":status", "200"), H2Field("content-type", "application/grpc"),
+                    H2Field("grpc-status", "12")], endStream: true)
+                return
+            }
+            try? session.submitResponse(stream: stream, [H2Field(":status", "200"), H2Field("content-type", "application/grpc")], endStream: false)
+            [0, 0, 0, 0, 2, 0x08, status].withUnsafeBytes { session.send(stream: stream, $0, end: true, trailers: [H2Field("grpc-status", "0")]) }
+        }
+    }
+
+    init(status: UInt8) throws {
+        let services = self.services
+        server = try ScriptedUpstream { conn, _ in
+            let handler = Handler(status: status, services: services)
+            let session = try H2Session(role: .server, delegate: handler)
+            var chunk = [UInt8](repeating: 0, count: 16384)
+            while true {
+                var out: [UInt8] = []
+                try session.writeOutput { out += $0 }
+                if !out.isEmpty { try conn.send(out) }
+                let buffered = conn.takeBuffered()
+                if !buffered.isEmpty { try buffered.withUnsafeBytes { _ = try session.receive($0) }; continue }
+                let n = chunk.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { return }
+                try chunk[0..<n].withUnsafeBytes { _ = try session.receive($0) }
+            }
+        }
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct GRPCReadinessProbeTests {
+    static func probeJSON(_ port: UInt16, service: String) -> String {
+        #"{"grpc":{"port":\#(port),"service":"\#(service)"},"successThreshold":1}"#
+    }
+
+    @Test func servingMeansReadyAndNotServingMeansNot() throws {
+        let serving = try FakeGRPCHealthServer(status: 1)
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(serving.port)",
+            "SERVING_READINESS_PROBE": Self.probeJSON(serving.port, service: "helloworld.Greeter")], app: nil)
+        let ready = try qp.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"])
+        #expect(ready.status == 200 && ready.bodyText == "queue", "\(ready.status) \(ready.bodyText) \(qp.proxy.stderr)")
+        #expect(serving.services.all.contains("helloworld.Greeter"))
+
+        let notServing = try FakeGRPCHealthServer(status: 2)
+        let qp2 = try QueueProxyFixture(env: ["USER_PORT": "\(notServing.port)",
+            "SERVING_READINESS_PROBE": #"{"grpc":{"port":\#(notServing.port)},"periodSeconds":1,"timeoutSeconds":1}"#], app: nil)
+        let unready = try qp2.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"])
+        #expect(unready.status == 503)
+        #expect(!notServing.services.all.isEmpty && notServing.services.all.allSatisfy { $0.isEmpty })  // no service: an empty request
+
+        // Nothing listening (or not speaking h2c): not ready, and the queue-proxy carries on.
+        let dead = freePort()
+        let qp3 = try QueueProxyFixture(env: ["SERVING_READINESS_PROBE": #"{"grpc":{"port":\#(dead)},"periodSeconds":1,"timeoutSeconds":1}"#], app: nil)
+        #expect(try qp3.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"]).status == 503)
     }
 }

@@ -180,9 +180,8 @@ final class ProbeAttempt: Channel {
             text += "Connection: close\r\n\r\n"
             run(address: SocketAddress(ip: "127.0.0.1", port: port)!, request: Array(text.utf8), requiredBody: nil,
                 timeoutMs: timeoutMs, loop: loop, completion: completion)
-        case .grpc:
-            Log.rateLimited("readiness probe: gRPC probes are not supported yet (HTTP/2 arrives later); failing")
-            completion(false)
+        case .grpc(let port, let service):
+            GRPCHealthAttempt.run(port: port, service: service, timeoutMs: timeoutMs, loop: loop, completion: completion)
         case .unusable(let reason):
             Log.rateLimited("readiness probe: \(reason)")
             completion(false)
@@ -266,6 +265,177 @@ final class ProbeAttempt: Channel {
         guard !isDone else { return }
         isDone = true
         close()
+        completion(ok)
+    }
+}
+
+/// A gRPC readiness attempt (spec §1.5): `grpc.health.v1.Health/Check` for `service` over h2c to 127.0.0.1:port,
+/// UA `kube-probe//`; ready iff the reply says SERVING and the call ends with grpc-status 0.
+final class GRPCHealthAttempt: Channel, H2SessionDelegate {
+    private let completion: (Bool) -> Void
+    private let port: UInt16
+    private let service: String
+    private var session: H2Session?
+    private var stream: Int32 = -1
+    private var isConnected = false
+    private var isDone = false
+    private var httpStatus = ""
+    private var grpcStatus: String?
+    private var message: [UInt8] = []
+
+    private init(port: UInt16, service: String, completion: @escaping (Bool) -> Void) {
+        self.port = port
+        self.service = service
+        self.completion = completion
+    }
+
+    static func run(port: UInt16, service: String, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void) {
+        let attempt = GRPCHealthAttempt(port: port, service: service, completion: completion)
+        do {
+            attempt.session = try H2Session(role: .client, delegate: attempt)
+            let (fd, connected) = try Socket.connect(to: SocketAddress(ip: "127.0.0.1", port: port)!)
+            try loop.register(attempt, fd: fd)
+            attempt.isConnected = connected
+            loop.schedule(attempt, at: loop.nowMs + timeoutMs)
+            if connected { attempt.connected() }
+        } catch {
+            completion(false)
+        }
+    }
+
+    /// HealthCheckRequest { string service = 1; } in a gRPC length-prefixed message.
+    static func requestMessage(service: String) -> [UInt8] {
+        var body: [UInt8] = []
+        if !service.isEmpty {
+            let bytes = Array(service.utf8)
+            body = [0x0A] + varint(bytes.count) + bytes
+        }
+        let n = UInt32(body.count)
+        return [0, UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)] + body
+    }
+
+    private static func varint(_ value: Int) -> [UInt8] {
+        var v = UInt64(value)
+        var out: [UInt8] = []
+        repeat {
+            var byte = UInt8(v & 0x7F)
+            v >>= 7
+            if v != 0 { byte |= 0x80 }
+            out.append(byte)
+        } while v != 0
+        return out
+    }
+
+    /// HealthCheckResponse { ServingStatus status = 1; } → SERVING is 1.
+    static func isServing(_ framed: [UInt8]) -> Bool {
+        guard framed.count >= 5, framed[0] == 0 else { return false }
+        let length = Int(framed[1]) << 24 | Int(framed[2]) << 16 | Int(framed[3]) << 8 | Int(framed[4])
+        guard framed.count >= 5 + length else { return false }
+        var i = 5
+        var status: UInt64 = 0  // proto3 default: UNKNOWN
+        while i < 5 + length {
+            let key = framed[i]
+            i += 1
+            guard key & 0x07 == 0 else { return false }  // only varint fields in this message
+            var value: UInt64 = 0
+            var shift: UInt64 = 0
+            while i < 5 + length {
+                let b = framed[i]
+                i += 1
+                value |= UInt64(b & 0x7F) << shift
+                shift += 7
+                if b & 0x80 == 0 || shift > 63 { break }
+            }
+            if key >> 3 == 1 { status = value }
+        }
+        return status == 1
+    }
+
+    override func handleEvent(_ events: UInt32) {
+        guard !isDone else { return }
+        if !isConnected {
+            if Socket.pendingError(fd) != 0 { return done(false) }
+            isConnected = true
+            connected()
+            return
+        }
+        readAndAnswer()
+    }
+
+    private func connected() {
+        guard let session else { return done(false) }
+        do {
+            stream = try session.submitRequest([
+                H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "127.0.0.1:\(port)"),
+                H2Field(":path", "/grpc.health.v1.Health/Check"), H2Field("content-type", "application/grpc"),
+                H2Field("te", "trailers"), H2Field("user-agent", "kube-probe//"),
+            ], endStream: false)
+            Self.requestMessage(service: service).withUnsafeBytes { session.send(stream: stream, $0, end: true) }
+        } catch {
+            return done(false)
+        }
+        flush()
+        readAndAnswer()
+    }
+
+    /// Everything nghttp2 wants to send; the probe's few hundred bytes fit a socket buffer, a short write fails it.
+    private func flush() {
+        guard let session, !isDone else { return }
+        var ok = true
+        _ = try? session.writeOutput { bytes in
+            guard ok else { return }
+            if case .processed(let n)? = try? Socket.write(fd, from: bytes), n == bytes.count { return }
+            ok = false
+        }
+        if !ok { done(false) }
+    }
+
+    private func readAndAnswer() {
+        guard let session else { return done(false) }
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while !isDone {
+            let result = chunk.withUnsafeMutableBytes { try? Socket.read(fd, into: $0) }
+            guard let result else { return done(false) }
+            switch result {
+            case .wouldBlock:
+                return flush()
+            case .processed(0):
+                return done(false)
+            case .processed(let n):
+                // The delegate may end the attempt (and drop the loop's reference) inside `receive`.
+                let ok = withExtendedLifetime(self) { (try? chunk[0..<n].withUnsafeBytes { try session.receive($0) }) != nil }
+                if !ok { return done(false) }
+                flush()
+            }
+        }
+    }
+
+    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+        for field in fields {
+            if field.name == Array(":status".utf8) { httpStatus = String(decoding: field.value, as: UTF8.self) }
+            if field.name == Array("grpc-status".utf8) { grpcStatus = String(decoding: field.value, as: UTF8.self) }
+        }
+    }
+
+    func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
+        if message.count < 64 * 1024 { message += bytes }
+        session.consume(stream: stream, count: bytes.count)
+    }
+
+    func h2EndStream(_ session: H2Session, stream: Int32) {}
+
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {
+        guard stream == self.stream else { return }
+        done(errorCode == 0 && httpStatus == "200" && grpcStatus == "0" && Self.isServing(message))
+    }
+
+    override func timerFired(nowMs: Int64) { done(false) }
+
+    private func done(_ ok: Bool) {
+        guard !isDone else { return }
+        isDone = true
+        close()
+        session?.delegate = nil
         completion(ok)
     }
 }
