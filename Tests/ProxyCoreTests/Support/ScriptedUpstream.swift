@@ -12,6 +12,8 @@ final class ScriptedUpstream: @unchecked Sendable {
     private var accepted = 0
     private let script: @Sendable (TestSocket, Int) throws -> Void
     private let done = DispatchGroup()
+    private let acceptEnded = DispatchSemaphore(value: 0)
+    private var isStopped = false
 
     /// - Parameter script: called with each accepted connection and its index (0-based).
     init(script: @escaping @Sendable (TestSocket, Int) throws -> Void) throws {
@@ -54,6 +56,7 @@ final class ScriptedUpstream: @unchecked Sendable {
     var acceptedCount: Int { lock.withLock { accepted } }
 
     private func acceptLoop() {
+        defer { acceptEnded.signal() }
         while true {
             let fd = accept(listenFD, nil, nil)
             if fd < 0 {
@@ -83,9 +86,17 @@ final class ScriptedUpstream: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting and closes every connection.
+    /// Stops accepting and closes every connection. Idempotent (`deinit` calls it again): a second close of
+    /// `listenFD` would close whatever socket reused that number, another test's listener for instance. The
+    /// listener is closed only after the accept thread left `accept`, for the same reason.
     func stop() {
-        shutdown(listenFD, Int32(SHUT_RDWR))
+        let first = lock.withLock {
+            defer { isStopped = true }
+            return !isStopped
+        }
+        guard first else { return }
+        shutdown(listenFD, Int32(SHUT_RDWR))  // wakes the accept thread (EINVAL)
+        _ = acceptEnded.wait(timeout: .now() + 5)
         Glibc.close(listenFD)
         lock.withLock { for c in connections { c.shutdownWrite(); shutdown(c.fd, Int32(SHUT_RDWR)) } }
         _ = done.wait(timeout: .now() + 5)
