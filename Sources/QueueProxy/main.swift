@@ -35,7 +35,8 @@ struct ListenError: Error, CustomStringConvertible {
 func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder) throws(ListenError) {
     do {
         try HTTPServer.listen(
-            on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: ServerConfig(), responder: responder)
+            on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: ServerConfig(), responder: responder,
+            sharedAcrossLoops: config.loops > 1)
     } catch {
         throw ListenError(port: port, error: error)
     }

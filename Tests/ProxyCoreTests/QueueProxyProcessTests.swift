@@ -140,4 +140,18 @@ struct QueueProxyProcessTests {
         #expect(proxy.waitForExit() == 1)
         #expect(proxy.stderr.contains("cannot listen on port \(upstream.port)"), "stderr: \(proxy.stderr)")
     }
+
+    /// Two queue-proxies of one user on one port: the second must fail, not share it through SO_REUSEPORT.
+    @Test func aSecondQueueProxyOnTheSamePortFails() throws {
+        let port = freePort()
+        let first = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: freePort(),
+            extra: ["QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())", "QUEUE_USER_METRICS_PORT": "0"]))
+        #expect(first.waitForPort(port))
+        let second = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: freePort(),
+            extra: ["QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())", "QUEUE_USER_METRICS_PORT": "0"]))
+        #expect(second.waitForExit() == 1)
+        #expect(second.stderr.contains("cannot listen on port \(port)"), "stderr: \(second.stderr)")
+        first.signal(SIGKILL)
+        _ = first.waitForExit()
+    }
 }

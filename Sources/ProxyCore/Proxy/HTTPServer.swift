@@ -114,13 +114,16 @@ extension HTTPResponder {
 
 /// Opens listeners and accepts connections on one loop.
 public enum HTTPServer {
-    /// Listens on `address` (with SO_REUSEPORT, so every loop of a group can call this for the same port).
+    /// Listens on `address`. With `sharedAcrossLoops`, SO_REUSEPORT lets every loop of a group call this for
+    /// the same port; without it (one loop, the default) a port that is already taken fails with EADDRINUSE,
+    /// as it should: SO_REUSEPORT would let a second process of the same user silently share the port.
     /// - Returns: the bound address (port 0 becomes the kernel's choice).
     @discardableResult
     public static func listen(
-        on address: SocketAddress, loop: EventLoop, config: ServerConfig, responder: HTTPResponder
+        on address: SocketAddress, loop: EventLoop, config: ServerConfig, responder: HTTPResponder,
+        sharedAcrossLoops: Bool = false
     ) throws(SysError) -> SocketAddress {
-        let fd = try Socket.listen(on: address, reusePort: true)
+        let fd = try Socket.listen(on: address, reusePort: sharedAcrossLoops)
         let listener = Listener(config: config, responder: responder)
         try loop.register(listener, fd: fd, edgeTriggered: false)
         return try Socket.localAddress(fd)

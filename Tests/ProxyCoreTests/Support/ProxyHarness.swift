@@ -21,7 +21,7 @@ final class ProxyHarness: @unchecked Sendable {
             loop.locals[ObjectIdentifier(ForwardingResponder.self)] = responder
             let address = try HTTPServer.listen(
                 on: SocketAddress(ip: "127.0.0.1", port: listenPort)!, loop: loop, config: server,
-                responder: responder)
+                responder: responder, sharedAcrossLoops: loops > 1)
             bound.withLock { $0 = address.port }
         }
         port = bound.withLock { $0 }
