@@ -32,11 +32,12 @@ struct ListenError: Error, CustomStringConvertible {
     var description: String { "cannot listen on port \(port): \(error)" }
 }
 
-func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder) throws(ListenError) {
+/// `shared`: every loop listens on this port (the serving port with QUEUE_EVENT_LOOPS>1), so SO_REUSEPORT.
+func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder, shared: Bool = false) throws(ListenError) {
     do {
         try HTTPServer.listen(
             on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: ServerConfig(), responder: responder,
-            sharedAcrossLoops: config.loops > 1)
+            sharedAcrossLoops: shared)
     } catch {
         throw ListenError(port: port, error: error)
     }
@@ -55,7 +56,7 @@ do {
         let handler = QueueProxyHandler(
             settings: settings, shared: shared, pool: UpstreamPool(config: upstream, loop: loop), loop: loop)
         loop.locals[ObjectIdentifier(QueueProxyHandler.self)] = handler
-        try listen(config.servingPort, loop, handler)
+        try listen(config.servingPort, loop, handler, shared: config.loops > 1)
         guard loop.index == 0 else { return }
         let admin = QueueProxyAdminHandler(drainer: shared.drainer, loop: loop)
         let metrics = MetricsEndpoint.autoscalerStats(shared)

@@ -144,6 +144,17 @@ func text(_ fields: [H2Field], _ name: String) -> String? {
         #expect(pair.serverEvents.headers.count == before)
     }
 
+    @Test func aFinalHeadAfterAnInformationalOneIsNotTrailers() throws {
+        let pair = try H2Pair()
+        let id = try pair.client.submitRequest(Self.get, endStream: true)
+        try pair.pump()
+        try pair.server.submitInformational(stream: id, [H2Field(":status", "103"), H2Field("link", "</a.css>")])
+        try pair.server.submitResponse(stream: id, [H2Field(":status", "204")], endStream: true)
+        try pair.pump()
+        #expect(pair.clientEvents.headers.map { text($0.1, ":status") } == ["103", "204"])
+        #expect(pair.clientEvents.headers.allSatisfy { !$0.2 })  // neither is trailers
+    }
+
     @Test func garbageIsAnErrorNotACrash() throws {
         let server = try H2Session(role: .server, delegate: nil)
         let junk = Array("GET / HTTP/1.1\r\nHost: h\r\n\r\n".utf8)
@@ -199,6 +210,7 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
         server = try ScriptedUpstream { conn, _ in
             let handler = Handler(status: status, services: services)
             let session = try H2Session(role: .server, delegate: handler)
+            defer { withExtendedLifetime(handler) {} }  // the session's delegate is weak
             var chunk = [UInt8](repeating: 0, count: 16384)
             while true {
                 var out: [UInt8] = []
@@ -222,6 +234,7 @@ struct GRPCReadinessProbeTests {
 
     @Test func servingMeansReadyAndNotServingMeansNot() throws {
         let serving = try FakeGRPCHealthServer(status: 1)
+        defer { serving.server.stop() }
         let qp = try QueueProxyFixture(env: ["USER_PORT": "\(serving.port)",
             "SERVING_READINESS_PROBE": Self.probeJSON(serving.port, service: "helloworld.Greeter")], app: nil)
         let ready = try qp.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"])
@@ -229,6 +242,7 @@ struct GRPCReadinessProbeTests {
         #expect(serving.services.all.contains("helloworld.Greeter"))
 
         let notServing = try FakeGRPCHealthServer(status: 2)
+        defer { notServing.server.stop() }
         let qp2 = try QueueProxyFixture(env: ["USER_PORT": "\(notServing.port)",
             "SERVING_READINESS_PROBE": #"{"grpc":{"port":\#(notServing.port)},"periodSeconds":1,"timeoutSeconds":1}"#], app: nil)
         let unready = try qp2.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"])

@@ -61,6 +61,11 @@ public final class H2Session {
     private var incoming: [Int32: [H2Field]] = [:]
     private var outgoing: [Int32: Outgoing] = [:]
     private var openStreams = Set<Int32>()
+    /// Received body bytes not yet acknowledged with `consume`, by stream: given back to the connection window
+    /// when the stream closes, or the connection would lose them for good.
+    private var unconsumed: [Int32: Int] = [:]
+    /// Streams whose final head arrived (a request, or a non-1xx response): a later header block is trailers.
+    private var finalHeadSeen = Set<Int32>()
 
     /// - Parameter maxConcurrentStreams: advertised in our SETTINGS (the server's limit on client streams).
     public init(role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
@@ -92,7 +97,12 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, data, length, user in
             guard let user, let data else { return 0 }
             let session = H2Session.from(user)
-            session.delegate?.h2Data(session, stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
+            guard let delegate = session.delegate else {
+                _ = nghttp2_session_consume(session.session, stream, length)  // nobody will: give it back now
+                return 0
+            }
+            session.unconsumed[stream, default: 0] += length
+            delegate.h2Data(session, stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, code, user in
@@ -101,6 +111,10 @@ public final class H2Session {
             session.incoming.removeValue(forKey: stream)
             session.outgoing.removeValue(forKey: stream)
             session.openStreams.remove(stream)
+            session.finalHeadSeen.remove(stream)
+            if let left = session.unconsumed.removeValue(forKey: stream), left > 0 {
+                _ = nghttp2_session_consume_connection(session.session, left)
+            }
             session.delegate?.h2StreamClosed(session, stream: stream, errorCode: code)
             return 0
         }
@@ -117,10 +131,16 @@ public final class H2Session {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: maxConcurrentStreams),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: initialWindowSize),
         ]
+        if role == .client {
+            // A proxy has no use for server push; refusing it keeps even stream ids out of the delegate.
+            settings.append(nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
+        }
         try Self.check(nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count))
     }
 
     deinit { nghttp2_session_del(session) }
+
+    static let statusName = Array(":status".utf8)
 
     private static func from(_ user: UnsafeMutableRawPointer) -> H2Session {
         Unmanaged<H2Session>.fromOpaque(user).takeUnretainedValue()
@@ -136,7 +156,12 @@ public final class H2Session {
         switch frame.pointee.hd.type {
         case UInt8(NGHTTP2_HEADERS.rawValue):
             let fields = incoming.removeValue(forKey: stream) ?? []
-            let isTrailers = frame.pointee.headers.cat == NGHTTP2_HCAT_HEADERS && endStream
+            // A block after the final head is trailers; a 1xx head is not final (the next block is the response).
+            let isTrailers = frame.pointee.headers.cat == NGHTTP2_HCAT_HEADERS && finalHeadSeen.contains(stream)
+            if !isTrailers {
+                let status = fields.first { $0.name == H2Session.statusName }
+                if role == .server || status?.value.first != UInt8(ascii: "1") { finalHeadSeen.insert(stream) }
+            }
             delegate?.h2Headers(self, stream: stream, fields: fields, isTrailers: isTrailers, endStream: endStream)
         case UInt8(NGHTTP2_DATA.rawValue):
             if endStream { delegate?.h2EndStream(self, stream: stream) }
@@ -199,6 +224,8 @@ public final class H2Session {
 
     /// Server: answers `stream` with `fields` (":status" first); a body follows through `send` unless `endStream`.
     public func submitResponse(stream: Int32, _ fields: [H2Field], endStream: Bool) throws(H2Error) {
+        // A stream the client already reset is gone: queueing a body for it would leak the queue.
+        guard nghttp2_session_find_stream(session, stream) != nil else { return }
         if !endStream { outgoing[stream] = Outgoing() }
         try withNV(fields) { nv throws(H2Error) in
             if endStream {
@@ -220,8 +247,8 @@ public final class H2Session {
     /// Queues body bytes for `stream`; `end` finishes the body (then trailers, when given, end the stream).
     public func send(stream: Int32, _ bytes: UnsafeRawBufferPointer, end: Bool = false, trailers: [H2Field]? = nil) {
         guard let out = outgoing[stream] else { return }
-        if out.offset > 0 && out.offset == out.pending.count {
-            out.pending.removeAll(keepingCapacity: true)
+        if out.offset > 0 && (out.offset == out.pending.count || (out.offset > 65_536 && out.offset * 2 > out.pending.count)) {
+            out.pending.removeFirst(out.offset)  // the framed prefix goes: a long stream's queue stays bounded
             out.offset = 0
         }
         out.pending.append(contentsOf: bytes)
@@ -244,6 +271,7 @@ public final class H2Session {
     /// Acknowledges `count` received body bytes of `stream` as passed on: opens the windows again.
     public func consume(stream: Int32, count: Int) {
         guard count > 0 else { return }
+        if let left = unconsumed[stream] { unconsumed[stream] = max(0, left - count) }
         _ = nghttp2_session_consume(session, stream, count)
     }
 
@@ -272,7 +300,8 @@ public final class H2Session {
 
     /// nghttp2 asks for up to `length` body bytes of `stream`.
     private func pull(stream: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
-        guard let out = outgoing[stream] else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+        // Temporal: only this stream is reset, not the whole session.
+        guard let out = outgoing[stream] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
         let n = min(length, out.pending.count - out.offset)
         if n > 0 {
             out.pending.withUnsafeBytes { raw in
@@ -283,14 +312,17 @@ public final class H2Session {
         if out.offset == out.pending.count {
             if out.ended {
                 flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
-                if let trailers = out.trailers {
+                if let trailers = out.trailers,
+                    withNV(trailers, { nv in nghttp2_submit_trailer(session, stream, nv.baseAddress, nv.count) }) == 0 {
+                    // END_STREAM goes with the trailers; had they failed, the DATA frame ends the stream instead.
                     flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
-                    _ = withNV(trailers) { nv in nghttp2_submit_trailer(session, stream, nv.baseAddress, nv.count) }
                 }
             } else if n == 0 {
                 out.deferred = true
                 return Int(NGHTTP2_ERR_DEFERRED.rawValue)
             }
+            out.pending.removeAll(keepingCapacity: true)
+            out.offset = 0
         }
         return n
     }

@@ -261,6 +261,9 @@ final class ProbeAttempt: Channel {
 
     override func timerFired(nowMs: Int64) { done(false) }
 
+    /// The loop is draining: end with a verdict, so that the prober's round (and its waiters) completes.
+    override func beginDrain() { done(false) }
+
     private func done(_ ok: Bool) {
         guard !isDone else { return }
         isDone = true
@@ -331,24 +334,36 @@ final class GRPCHealthAttempt: Channel, H2SessionDelegate {
         guard framed.count >= 5, framed[0] == 0 else { return false }
         let length = Int(framed[1]) << 24 | Int(framed[2]) << 16 | Int(framed[3]) << 8 | Int(framed[4])
         guard framed.count >= 5 + length else { return false }
+        let end = 5 + length
         var i = 5
-        var status: UInt64 = 0  // proto3 default: UNKNOWN
-        while i < 5 + length {
-            let key = framed[i]
-            i += 1
-            guard key & 0x07 == 0 else { return false }  // only varint fields in this message
+        func varint() -> UInt64? {
             var value: UInt64 = 0
             var shift: UInt64 = 0
-            while i < 5 + length {
+            while i < end && shift < 64 {
                 let b = framed[i]
                 i += 1
                 value |= UInt64(b & 0x7F) << shift
+                if b & 0x80 == 0 { return value }
                 shift += 7
-                if b & 0x80 == 0 || shift > 63 { break }
             }
-            if key >> 3 == 1 { status = value }
+            return nil
         }
-        return status == 1
+        var status: UInt64 = 0  // proto3 default: UNKNOWN
+        while i < end {
+            guard let key = varint() else { return false }
+            switch key & 0x07 {  // unknown fields are skipped, as proto3 readers do
+            case 0:
+                guard let value = varint() else { return false }
+                if key >> 3 == 1 { status = value }
+            case 1: i += 8
+            case 2:
+                guard let n = varint(), n <= UInt64(end - i) else { return false }
+                i += Int(n)
+            case 5: i += 4
+            default: return false
+            }
+        }
+        return i == end && status == 1
     }
 
     override func handleEvent(_ events: UInt32) {
@@ -430,6 +445,8 @@ final class GRPCHealthAttempt: Channel, H2SessionDelegate {
     }
 
     override func timerFired(nowMs: Int64) { done(false) }
+
+    override func beginDrain() { done(false) }
 
     private func done(_ ok: Bool) {
         guard !isDone else { return }

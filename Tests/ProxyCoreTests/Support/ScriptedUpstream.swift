@@ -60,8 +60,9 @@ final class ScriptedUpstream: @unchecked Sendable {
         while true {
             let fd = accept(listenFD, nil, nil)
             if fd < 0 {
-                if errno == EINTR { continue }
-                return  // listener closed by stop()
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                if errno == EMFILE || errno == ENFILE, !lock.withLock({ isStopped }) { usleep(10_000); continue }
+                return  // listener shut down by stop()
             }
             let connection = TestSocket(fd: fd)
             let index: Int = lock.withLock {
@@ -96,7 +97,7 @@ final class ScriptedUpstream: @unchecked Sendable {
         }
         guard first else { return }
         shutdown(listenFD, Int32(SHUT_RDWR))  // wakes the accept thread (EINVAL)
-        _ = acceptEnded.wait(timeout: .now() + 5)
+        acceptEnded.wait()  // shutdown always wakes accept(); closing earlier could hit a reused descriptor
         Glibc.close(listenFD)
         lock.withLock { for c in connections { c.shutdownWrite(); shutdown(c.fd, Int32(SHUT_RDWR)) } }
         _ = done.wait(timeout: .now() + 5)
