@@ -150,20 +150,75 @@ public final class ReadinessProber {
     }
 }
 
-/// One probe attempt: a TCP connect, or an HTTP/1.1 GET whose status decides (200 ≤ status < 400), or — for the
-/// activator's pod probes — a GET that must answer exactly 200 with a given body.
-final class ProbeAttempt: Channel {
-    private let request: [UInt8]?
-    private let requiredBody: [UInt8]?
+/// The shared shape of a probe attempt: connect to a loopback address within a deadline, then the subclass
+/// talks; exactly one verdict reaches `completion` (on failure, timeout or the loop's drain).
+class ProbeConnection: Channel {
     private let completion: (Bool) -> Void
     private var isConnected = false
+    private(set) var isDone = false
+
+    init(completion: @escaping (Bool) -> Void) {
+        self.completion = completion
+    }
+
+    /// Connects to `address`; `connected()` follows once the connection is up.
+    final func start(address: SocketAddress, timeoutMs: Int64, loop: EventLoop) {
+        do {
+            let (fd, connected) = try Socket.connect(to: address)
+            try loop.register(self, fd: fd)
+            isConnected = connected
+            loop.schedule(self, at: loop.nowMs + timeoutMs)
+            if connected { self.connected() }
+        } catch {
+            done(false)
+        }
+    }
+
+    /// The connection is up: send the request (subclasses).
+    func connected() { done(true) }
+
+    /// The socket is readable (subclasses).
+    func readable() {}
+
+    final override func handleEvent(_ events: UInt32) {
+        guard !isDone else { return }
+        if !isConnected {
+            if Socket.pendingError(fd) != 0 { return done(false) }
+            isConnected = true
+            connected()
+            return
+        }
+        readable()
+    }
+
+    final override func timerFired(nowMs: Int64) { done(false) }
+
+    /// The loop is draining: end with a verdict, so that the prober's round (and its waiters) completes.
+    final override func beginDrain() { done(false) }
+
+    final func done(_ ok: Bool) {
+        guard !isDone else { return }
+        isDone = true
+        close()
+        finished()
+        completion(ok)
+    }
+
+    /// After the verdict, before `completion` (subclasses let go of what they hold).
+    func finished() {}
+}
+
+/// One probe attempt: a TCP connect, or an HTTP/1.1 GET whose status decides (200 ≤ status < 400), or — for the
+/// activator's pod probes — a GET that must answer exactly 200 with a given body.
+final class ProbeAttempt: ProbeConnection {
+    private let request: [UInt8]?
+    private let requiredBody: [UInt8]?
     private var response: [UInt8] = []
-    private var isDone = false
 
     private init(request: [UInt8]?, requiredBody: [UInt8]?, completion: @escaping (Bool) -> Void) {
         self.request = request
         self.requiredBody = requiredBody
-        self.completion = completion
+        super.init(completion: completion)
     }
 
     /// A readiness-probe attempt against the user container on 127.0.0.1.
@@ -194,30 +249,13 @@ final class ProbeAttempt: Channel {
         address: SocketAddress, request: [UInt8]?, requiredBody: [UInt8]?, timeoutMs: Int64, loop: EventLoop,
         completion: @escaping (Bool) -> Void
     ) {
-        let attempt = ProbeAttempt(request: request, requiredBody: requiredBody, completion: completion)
-        do {
-            let (fd, connected) = try Socket.connect(to: address)
-            try loop.register(attempt, fd: fd)
-            attempt.isConnected = connected
-            loop.schedule(attempt, at: loop.nowMs + timeoutMs)
-            if connected { attempt.connected() }
-        } catch {
-            completion(false)
-        }
+        ProbeAttempt(request: request, requiredBody: requiredBody, completion: completion)
+            .start(address: address, timeoutMs: timeoutMs, loop: loop)
     }
 
-    override func handleEvent(_ events: UInt32) {
-        guard !isDone else { return }
-        if !isConnected {
-            if Socket.pendingError(fd) != 0 { return done(false) }
-            isConnected = true
-            connected()
-            return
-        }
-        readResponse()
-    }
+    override func readable() { readResponse() }
 
-    private func connected() {
+    override func connected() {
         guard let request else { return done(true) }
         let sent = request.withUnsafeBytes { try? Socket.write(fd, from: $0) }
         guard case .processed(let n) = sent, n == request.count else { return done(false) }
@@ -259,29 +297,15 @@ final class ProbeAttempt: Channel {
         return nil
     }
 
-    override func timerFired(nowMs: Int64) { done(false) }
-
-    /// The loop is draining: end with a verdict, so that the prober's round (and its waiters) completes.
-    override func beginDrain() { done(false) }
-
-    private func done(_ ok: Bool) {
-        guard !isDone else { return }
-        isDone = true
-        close()
-        completion(ok)
-    }
 }
 
 /// A gRPC readiness attempt (spec §1.5): `grpc.health.v1.Health/Check` for `service` over h2c to 127.0.0.1:port,
 /// UA `kube-probe//`; ready iff the reply says SERVING and the call ends with grpc-status 0.
-final class GRPCHealthAttempt: Channel, H2SessionDelegate {
-    private let completion: (Bool) -> Void
+final class GRPCHealthAttempt: ProbeConnection, H2SessionDelegate {
     private let port: UInt16
     private let service: String
     private var session: H2Session?
     private var stream: Int32 = -1
-    private var isConnected = false
-    private var isDone = false
     private var httpStatus = ""
     private var grpcStatus: String?
     private var message: [UInt8] = []
@@ -289,21 +313,17 @@ final class GRPCHealthAttempt: Channel, H2SessionDelegate {
     private init(port: UInt16, service: String, completion: @escaping (Bool) -> Void) {
         self.port = port
         self.service = service
-        self.completion = completion
+        super.init(completion: completion)
     }
 
     static func run(port: UInt16, service: String, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void) {
         let attempt = GRPCHealthAttempt(port: port, service: service, completion: completion)
         do {
             attempt.session = try H2Session(role: .client, delegate: attempt)
-            let (fd, connected) = try Socket.connect(to: SocketAddress(ip: "127.0.0.1", port: port)!)
-            try loop.register(attempt, fd: fd)
-            attempt.isConnected = connected
-            loop.schedule(attempt, at: loop.nowMs + timeoutMs)
-            if connected { attempt.connected() }
         } catch {
-            completion(false)
+            return completion(false)
         }
+        attempt.start(address: SocketAddress(ip: "127.0.0.1", port: port)!, timeoutMs: timeoutMs, loop: loop)
     }
 
     /// HealthCheckRequest { string service = 1; } in a gRPC length-prefixed message.
@@ -366,18 +386,9 @@ final class GRPCHealthAttempt: Channel, H2SessionDelegate {
         return i == end && status == 1
     }
 
-    override func handleEvent(_ events: UInt32) {
-        guard !isDone else { return }
-        if !isConnected {
-            if Socket.pendingError(fd) != 0 { return done(false) }
-            isConnected = true
-            connected()
-            return
-        }
-        readAndAnswer()
-    }
+    override func readable() { readAndAnswer() }
 
-    private func connected() {
+    override func connected() {
         guard let session else { return done(false) }
         do {
             stream = try session.submitRequest([
@@ -444,15 +455,5 @@ final class GRPCHealthAttempt: Channel, H2SessionDelegate {
         done(errorCode == 0 && httpStatus == "200" && grpcStatus == "0" && Self.isServing(message))
     }
 
-    override func timerFired(nowMs: Int64) { done(false) }
-
-    override func beginDrain() { done(false) }
-
-    private func done(_ ok: Bool) {
-        guard !isDone else { return }
-        isDone = true
-        close()
-        session?.delegate = nil
-        completion(ok)
-    }
+    override func finished() { session?.delegate = nil }
 }
