@@ -22,16 +22,21 @@ def free_port():
     return port
 
 
-def control_get(control, kind):
-    s = socket.create_connection(("127.0.0.1", control), timeout=5)
-    s.sendall(f"GET /v1/get?kind={kind}&output=json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    data = b""
+def read_to_end(s, data=b""):
+    """Reads until the server closes (every request here says Connection: close), then closes."""
     while True:
         chunk = s.recv(65536)
         if not chunk:
             break
         data += chunk
     s.close()
+    return data
+
+
+def control_get(control, kind):
+    s = socket.create_connection(("127.0.0.1", control), timeout=5)
+    s.sendall(f"GET /v1/get?kind={kind}&output=json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    data = read_to_end(s)
     body = data.split(b"\r\n\r\n", 1)[1]
     return json.loads(body) if body.strip().startswith(b"[") else []
 
@@ -44,14 +49,7 @@ def ttfb(port, host):
     s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
     first = s.recv(1)
     t = time.perf_counter() - start
-    rest = first
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    s.close()
-    return t, rest
+    return t, read_to_end(s, first)
 
 
 def pct(values, p):

@@ -19,16 +19,9 @@ Log.configure(level: options.logLevel, logger: "activator", fields: [("knative.d
 
 /// Reads and validates the config file (main thread: never on the loop).
 func loadDocument(_ path: String) -> Result<ActivatorDocument, ActivatorDocument.Invalid> {
-    guard let file = fopen(path, "r") else { return .failure(ActivatorDocument.Invalid("cannot open \(path)")) }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, file)
-        if n <= 0 { break }
-        bytes += chunk[0..<n]
-    }
-    do { return .success(try ActivatorDocument.parse(String(decoding: bytes, as: UTF8.self))) } catch { return .failure(error) }
+    let text: String
+    do { text = try Files.readText(path) } catch { return .failure(ActivatorDocument.Invalid("cannot open \(path): \(SysError.text(error.code))")) }
+    do { return .success(try ActivatorDocument.parse(text)) } catch { return .failure(error) }
 }
 
 var initial = ActivatorDocument()

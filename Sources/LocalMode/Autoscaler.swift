@@ -2,6 +2,7 @@
 // per-second metric buckets, stable and panic window averages, desired pods bounded by the scale rates,
 // panic mode, min/max/initial scale, and scale to zero after the stable window plus the grace period.
 // Pure logic over explicit times (milliseconds) so tests can drive it without waiting.
+import ProxyCore
 
 /// Knative's config-autoscaler keys (spec §3.4), settable at start with `--<key>=<value>`.
 public struct AutoscalerConfig: Sendable, Equatable {
@@ -64,7 +65,7 @@ public struct AutoscalerConfig: Sendable, Equatable {
             return v
         }
         func duration(min: Int64 = 0) throws(Invalid) -> Int64 {
-            guard let ms = GoDurationLite.milliseconds(value), ms >= min else {
+            guard let ms = GoDuration.milliseconds(value), ms >= min else {
                 throw Invalid(description: "--\(key)=\(value): expected a duration like 30s or 500ms (≥ \(min) ms)")
             }
             return ms
@@ -123,33 +124,6 @@ public struct AutoscalerConfig: Sendable, Equatable {
         if maxScale != 0 && minScale > maxScale {
             throw Invalid(description: "--min-scale=\(minScale) is greater than --max-scale=\(maxScale)")
         }
-    }
-}
-
-/// Durations for autoscaler keys ("60s", "1m", "500ms", "0s"), in whole milliseconds.
-enum GoDurationLite {
-    static func milliseconds(_ text: String) -> Int64? {
-        if text == "0" { return 0 }
-        var total: Double = 0
-        var rest = Substring(text)
-        guard !rest.isEmpty else { return nil }
-        while !rest.isEmpty {
-            let digits = rest.prefix { $0.isNumber || $0 == "." }
-            guard !digits.isEmpty, let value = Double(digits) else { return nil }
-            rest = rest.dropFirst(digits.count)
-            let unit = rest.prefix { $0.isLetter }
-            rest = rest.dropFirst(unit.count)
-            switch unit {
-            case "ms": total += value
-            case "s": total += value * 1000
-            case "m": total += value * 60_000
-            case "h": total += value * 3_600_000
-            default: return nil
-            }
-        }
-        // Finite and at most ~31 years: no trap converting user input.
-        guard total.isFinite, total >= 0, total < 1e12 else { return nil }
-        return Int64(total)
     }
 }
 

@@ -380,7 +380,7 @@ struct Decoder {
         }
         func duration(_ name: String, max: Int64 = 3_600_000) -> Int64? {
             guard let text = annotations[prefix + name] else { return nil }
-            guard let ms = GoDurationLite.milliseconds(text) else {
+            guard let ms = GoDuration.milliseconds(text) else {
                 errors.append("invalid value: \(text): \(key(name))")
                 return nil
             }
@@ -417,7 +417,7 @@ struct Decoder {
             } else { s.initialScale = v }
         }
         if let text = annotations[prefix + "window"] {
-            if let ms = GoDurationLite.milliseconds(text) {
+            if let ms = GoDuration.milliseconds(text) {
                 if ms < 6_000 || ms > 3_600_000 {
                     errors.append("expected 6s <= \(text) <= 1h0m0s: \(key("window"))")
                 } else if ms % 1000 != 0 {

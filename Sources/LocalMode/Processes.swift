@@ -222,7 +222,8 @@ public enum BlockingHTTP {
         return Response(status: status, headers: headers, body: body)
     }
 
-    private static func find(_ data: [UInt8], _ needle: [UInt8]) -> Int? {
+    /// The offset of `needle` in `data` (the end of a head: CRLF CRLF), or nil.
+    static func find(_ data: [UInt8], _ needle: [UInt8]) -> Int? {
         guard data.count >= needle.count else { return nil }
         for i in 0...(data.count - needle.count) where data[i] == needle[0] && Array(data[i..<(i + needle.count)]) == needle {
             return i

@@ -152,7 +152,7 @@ public struct LocalSettings: Sendable {
             case "--activator": activatorPath = try v()
             case "--drain-quiet-period":
                 let text = try v()
-                guard GoDurationLite.milliseconds(text) != nil else { throw ManifestError("--drain-quiet-period \(text): expected a duration like 1s") }
+                guard GoDuration.milliseconds(text) != nil else { throw ManifestError("--drain-quiet-period \(text): expected a duration like 1s") }
                 drainQuietPeriod = text
             case "--pod-limit":
                 let text = try v()
@@ -180,18 +180,7 @@ extension String {
     func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
 }
 
-/// Reads a whole file as UTF-8 ("-" = stdin).
+/// Reads a whole file as UTF-8 ("-" = stdin); the error names the file.
 public func readFile(_ path: String) throws -> String {
-    let fd = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw ManifestError("cannot read \(path): \(SysError.text(errno))") }
-    defer { if fd != 0 { close(fd) } }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = read(fd, &chunk, chunk.count)
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        bytes += chunk[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    do { return try Files.readText(path) } catch { throw ManifestError("cannot read \(path): \(SysError.text(error.code))") }
 }

@@ -105,21 +105,13 @@ struct StatConnection {
 
     private mutating func readHead() -> String? {
         while true {
-            if let end = indexOfTerminator() {
+            if let end = BlockingHTTP.find(buffer, [13, 10, 13, 10]) {
                 let head = String(decoding: buffer[0..<end], as: UTF8.self)
                 buffer.removeFirst(end + 4)
                 return head
             }
             if buffer.count > 16384 || !fill() { return nil }
         }
-    }
-
-    private func indexOfTerminator() -> Int? {
-        guard buffer.count >= 4 else { return nil }
-        for i in 0...(buffer.count - 4) where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 {
-            return i
-        }
-        return nil
     }
 
     private mutating func fill() -> Bool {

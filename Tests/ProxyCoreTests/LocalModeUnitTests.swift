@@ -258,9 +258,9 @@ import ProxyCore
     }
 
     @Test func durationsAndExpansionsNeverTrap() {
-        #expect(GoDurationLite.milliseconds("1m30s") == 90_000)
-        #expect(GoDurationLite.milliseconds("9999999999999999h") == nil)
-        #expect(GoDurationLite.milliseconds("1x") == nil)
+        #expect(GoDuration.milliseconds("1m30s") == 90_000)
+        #expect(GoDuration.milliseconds("9999999999999999h") == nil)
+        #expect(GoDuration.milliseconds("1x") == nil)
         let env = ["PORT=8080", "NAME=x"]
         #expect(Controller.expand("--port=$(PORT) $$(NAME) $(NAME) $(MISSING) $", env) == "--port=8080 $(NAME) x $(MISSING) $")
     }
