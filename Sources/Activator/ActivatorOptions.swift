@@ -8,6 +8,8 @@ struct OptionsError: Error, CustomStringConvertible {
 struct ActivatorOptions {
     var settings = ActivatorSettings()
     var dataPort: UInt16 = 8012
+    /// Knative's second data port (Service port 81, for h2c revisions); same handler. 0 = off.
+    var h2cPort: UInt16 = 8013
     var metricsPort: UInt16 = 9090
     var adminAddress = SocketAddress(ip: "127.0.0.1", port: 8090)!
     var configPath: String?
@@ -19,7 +21,9 @@ struct ActivatorOptions {
 
         Usage: activator [flags]      (every flag can also come from the environment variable shown)
 
-          --port N                 data port, HTTP/1.1 (default 8012)                       ACTIVATOR_PORT
+          --port N                 data port, HTTP/1.1 and h2c (default 8012)               ACTIVATOR_PORT
+          --h2c-port N             second data port, same handler (Knative's 8013); default 8013
+                                   when --port is not given, else off; 0 = off              ACTIVATOR_H2C_PORT
           --metrics-port N         Prometheus text /metrics (default 9090; 0 = off)         ACTIVATOR_METRICS_PORT
           --admin-address IP:PORT  admin API (default 127.0.0.1:8090)                       ACTIVATOR_ADMIN_ADDRESS
           --config FILE            JSON {"revisions": [...], "endpoints": {...}, "routes": [...]};
@@ -49,7 +53,7 @@ struct ActivatorOptions {
     init(arguments: [String], environment env: [String: String]) throws(OptionsError) {
         var values: [String: String] = [:]
         let envNames = [
-            "--port": "ACTIVATOR_PORT", "--metrics-port": "ACTIVATOR_METRICS_PORT",
+            "--port": "ACTIVATOR_PORT", "--h2c-port": "ACTIVATOR_H2C_PORT", "--metrics-port": "ACTIVATOR_METRICS_PORT",
             "--admin-address": "ACTIVATOR_ADMIN_ADDRESS", "--autoscaler-url": "AUTOSCALER_URL",
             "--cluster-domain": "CLUSTER_DOMAIN", "--pod-name": "POD_NAME", "--probe-interval": "PROBE_FREQUENCY",
             "--probe-timeout": "PROBE_TIMEOUT", "--drain-grace": "DRAIN_GRACE",
@@ -90,7 +94,11 @@ struct ActivatorOptions {
             }
             return ms
         }
-        dataPort = try port("--port") ?? dataPort
+        let explicitPort = try port("--port")
+        dataPort = explicitPort ?? dataPort
+        // A non-default --port usually means a second activator on one machine (tests, kn-local): it should not
+        // also claim 8013 unless asked to.
+        h2cPort = try port("--h2c-port", allowZero: true) ?? (explicitPort == nil ? h2cPort : 0)
         metricsPort = try port("--metrics-port", allowZero: true) ?? metricsPort
         if let text = values["--admin-address"] {
             guard let address = SocketAddress.parse(text) else {

@@ -55,13 +55,18 @@ do {
         loop.locals[ObjectIdentifier(Activator.self)] = activator
         loop.locals[ObjectIdentifier(ActivatorAdmin.self)] = admin
         loop.locals[ObjectIdentifier(MetricsEndpoint.self)] = metrics
-        let config = ServerConfig()
+        var dataConfig = ServerConfig()
+        dataConfig.acceptsH2c = true
         func listen(_ address: SocketAddress, _ what: String, _ responder: HTTPResponder) throws(ListenError) {
+            let config = responder === activator ? dataConfig : ServerConfig()
             do { try HTTPServer.listen(on: address, loop: loop, config: config, responder: responder) } catch {
                 throw ListenError(what: what, error: error)
             }
         }
         try listen(SocketAddress(ip: "0.0.0.0", port: options.dataPort)!, "port \(options.dataPort)", activator)
+        if options.h2cPort != 0 {
+            try listen(SocketAddress(ip: "0.0.0.0", port: options.h2cPort)!, "port \(options.h2cPort)", activator)
+        }
         try listen(options.adminAddress, "admin \(options.adminAddress)", admin)
         if options.metricsPort != 0 {
             try listen(SocketAddress(ip: "0.0.0.0", port: options.metricsPort)!, "port \(options.metricsPort)", metrics)

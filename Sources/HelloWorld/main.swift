@@ -36,8 +36,10 @@ do {
     group = try LoopGroup(count: 1) { loop in
         let responder = HelloResponder(target: target)
         loop.locals[ObjectIdentifier(HelloResponder.self)] = responder
+        var config = ServerConfig()
+        config.acceptsH2c = true  // HTTP/1.1 and h2c on one port, like a Go server wrapped in h2c.NewHandler
         try HTTPServer.listen(
-            on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: ServerConfig(), responder: responder)
+            on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: config, responder: responder)
     }
 } catch {
     Log.writeStderr("helloworld: cannot listen on port \(port): \(error)\n")

@@ -33,10 +33,15 @@ struct ListenError: Error, CustomStringConvertible {
 }
 
 /// `shared`: every loop listens on this port (the serving port with QUEUE_EVENT_LOOPS>1), so SO_REUSEPORT.
-func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder, shared: Bool = false) throws(ListenError) {
+/// `serving`: the data port, which also speaks h2c (spec §1.2).
+func listen(_ port: UInt16, _ loop: EventLoop, _ responder: HTTPResponder, shared: Bool = false, serving: Bool = false)
+    throws(ListenError)
+{
+    var config = ServerConfig()
+    config.acceptsH2c = serving
     do {
         try HTTPServer.listen(
-            on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: ServerConfig(), responder: responder,
+            on: SocketAddress(ip: "0.0.0.0", port: port)!, loop: loop, config: config, responder: responder,
             sharedAcrossLoops: shared)
     } catch {
         throw ListenError(port: port, error: error)
@@ -56,7 +61,7 @@ do {
         let handler = QueueProxyHandler(
             settings: settings, shared: shared, pool: UpstreamPool(config: upstream, loop: loop), loop: loop)
         loop.locals[ObjectIdentifier(QueueProxyHandler.self)] = handler
-        try listen(config.servingPort, loop, handler, shared: config.loops > 1)
+        try listen(config.servingPort, loop, handler, shared: config.loops > 1, serving: true)
         guard loop.index == 0 else { return }
         let admin = QueueProxyAdminHandler(drainer: shared.drainer, loop: loop)
         let metrics = MetricsEndpoint.autoscalerStats(shared)

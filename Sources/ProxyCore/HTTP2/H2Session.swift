@@ -25,6 +25,16 @@ public struct H2Field: Equatable, Sendable {
     }
 }
 
+/// RFC 9113 §7 error codes by name (Go's spelling, for error texts).
+enum H2ErrorCode {
+    static func name(_ code: UInt32) -> String {
+        let names = ["NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT",
+                     "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR",
+                     "CONNECT_ERROR", "ENHANCE_YOUR_CALM", "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED"]
+        return code < names.count ? names[Int(code)] : "unknown error code 0x\(String(code, radix: 16))"
+    }
+}
+
 public struct H2Error: Error, CustomStringConvertible, Sendable {
     public let code: Int32
     public var description: String { String(cString: nghttp2_strerror(code)) }
@@ -40,6 +50,12 @@ public protocol H2SessionDelegate: AnyObject {
     func h2EndStream(_ session: H2Session, stream: Int32)
     /// The stream is gone (errorCode 0 = NO_ERROR; otherwise the RST_STREAM/GOAWAY code).
     func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32)
+    /// `count` body bytes queued with `send` were framed for the wire: room for more (end-to-end flow control).
+    func h2DataSent(_ session: H2Session, stream: Int32, count: Int)
+}
+
+extension H2SessionDelegate {
+    public func h2DataSent(_ session: H2Session, stream: Int32, count: Int) {}
 }
 
 public final class H2Session {
@@ -165,6 +181,12 @@ public final class H2Session {
             delegate?.h2Headers(self, stream: stream, fields: fields, isTrailers: isTrailers, endStream: endStream)
         case UInt8(NGHTTP2_DATA.rawValue):
             if endStream { delegate?.h2EndStream(self, stream: stream) }
+        case UInt8(NGHTTP2_GOAWAY.rawValue):
+            let g = frame.pointee.goaway
+            if g.error_code != 0 {
+                let text = String(decoding: UnsafeBufferPointer(start: g.opaque_data, count: g.opaque_data_len), as: UTF8.self)
+                Log.debug("h2 GOAWAY received: \(H2ErrorCode.name(g.error_code)) \(text)")
+            }
         default:
             break
         }
@@ -182,12 +204,13 @@ public final class H2Session {
         return n
     }
 
-    /// Hands every frame ready to go to `sink` (possibly in several pieces).
+    /// Hands the frames ready to go to `sink` (possibly in several pieces), stopping once `limit` bytes were
+    /// handed over (the last piece may pass it: nghttp2 serialises a frame at a time).
     /// - Returns: the byte count written.
     @discardableResult
-    public func writeOutput(_ sink: (UnsafeRawBufferPointer) -> Void) throws(H2Error) -> Int {
+    public func writeOutput(limit: Int = .max, _ sink: (UnsafeRawBufferPointer) -> Void) throws(H2Error) -> Int {
         var total = 0
-        while true {
+        while total < limit {
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
             if n < 0 { throw H2Error(code: Int32(n)) }
@@ -195,6 +218,24 @@ public final class H2Session {
             sink(UnsafeRawBufferPointer(start: data, count: n))
             total += n
         }
+        return total
+    }
+
+    /// Client: whether a new stream may be opened now (no GOAWAY received, under the peer's stream limit).
+    public var canOpenStream: Bool {
+        guard nghttp2_session_check_request_allowed(session) != 0 else { return false }
+        let limit = nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+        return openStreams.count < Int(limit)
+    }
+
+    /// Server: takes over an HTTP/1.1 `Upgrade: h2c` request as stream 1 (half-closed: the request had no body).
+    /// `settings` is the decoded `HTTP2-Settings` value.
+    public func upgrade(settings: [UInt8], headRequest: Bool) throws(H2Error) {
+        try settings.withUnsafeBufferPointer { raw throws(H2Error) in
+            try Self.check(nghttp2_session_upgrade2(session, raw.baseAddress, raw.count, headRequest ? 1 : 0, nil))
+        }
+        openStreams.insert(1)
+        finalHeadSeen.insert(1)
     }
 
     /// Whether nghttp2 still wants to read (false after GOAWAY both ways, or a fatal error).
@@ -308,6 +349,7 @@ public final class H2Session {
                 UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress! + out.offset, byteCount: n)
             }
             out.offset += n
+            delegate?.h2DataSent(self, stream: stream, count: n)
         }
         if out.offset == out.pending.count {
             if out.ended {

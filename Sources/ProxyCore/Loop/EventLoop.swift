@@ -152,6 +152,20 @@ public final class EventLoop {
         _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, channel.fd, &event)
     }
 
+    /// Hands `old`'s descriptor and registration to `new` (a connection changing protocol: HTTP/1 → h2c).
+    /// `old` is left closed-looking (no descriptor) without closing anything; its timer is cancelled.
+    func replace(_ old: Channel, with new: Channel) {
+        let slot = old.slot
+        precondition(slot >= 0 && old.loop === self, "replace: the channel is not registered here")
+        channels[slot] = new
+        new.slot = slot
+        new.fd = old.fd
+        new.loop = self
+        old.slot = -1
+        old.fd = -1
+        wheel.cancel(old)
+    }
+
     func unregister(_ channel: Channel) {
         let slot = channel.slot
         guard slot >= 0 else { return }

@@ -20,6 +20,9 @@ public struct ServerConfig: Sendable {
     /// After a response that closes the connection, how long we keep reading (and discarding) before the final
     /// close, so that unread request bytes do not turn our close into a reset that destroys the response.
     public var lingerMs: Int64 = 1_000
+    /// Serve h2c on the same port (prior knowledge and `Upgrade: h2c`, spec §1.2): the data ports do, admin
+    /// and metrics ports (HTTP/1.1 only upstream) do not.
+    public var acceptsH2c = false
 
     public init() {}
 }
@@ -367,6 +370,16 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     /// Parses a head if one is complete in the input. - Returns: true if it made progress.
     private func parseNextHead() throws(SysError) -> Bool {
         guard let buffer = input, !buffer.isEmpty else { return false }
+        if config.acceptsH2c && context.ticket == 0 {
+            // The connection's first bytes: an h2c client with prior knowledge starts with the preface.
+            switch H2cUpgrade.matchPreface(buffer.readable) {
+            case .partial: return false
+            case .match:
+                switchToH2(upgrade: nil)
+                return true
+            case .mismatch: break
+            }
+        }
         let length: Int
         do {
             // No deadline extension per partial read: the head must be complete within the header timeout
@@ -393,6 +406,14 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                 return true
             }
         }
+        if config.acceptsH2c && head.hasUpgradeField, let settings = H2cUpgrade.settings(bytes, head) {
+            // `Upgrade: h2c` (RFC 7540 §3.2): 101, then this request is stream 1 of an HTTP/2 connection.
+            let request = Array(bytes)
+            buffer.moveReader(by: length)
+            outputBuffer().append("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+            switchToH2(upgrade: (request, settings))
+            return true
+        }
         let ticket = context.ticket &+ 1
         context = RequestContext()
         context.ticket = ticket
@@ -403,6 +424,21 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         loop.cancel(self)  // the header timer; `dispose` may arm a deadline of its own (`armDeadline`)
         apply(responder.dispose(view), headBytes: bytes)
         return true
+    }
+
+    /// Hands the socket and its buffers to an HTTP/2 connection; this object is done afterwards.
+    private func switchToH2(upgrade: (head: [UInt8], settings: [UInt8])?) {
+        let h2 = H2ServerConnection(config: config, responder: responder, peer: peer)
+        loop.replace(self, with: h2)
+        h2.input = input
+        h2.output = output
+        h2.canRead = canRead
+        h2.canWrite = canWrite
+        h2.peerClosed = peerClosed
+        input = nil
+        output = nil
+        state = .lingering
+        h2.start(upgrade: upgrade)
     }
 
     /// Carries out a disposition for the request whose head is `headBytes` (at the front of the input).

@@ -28,6 +28,8 @@ public final class UpstreamPool {
     let hostBytes: [UInt8]
     unowned(unsafe) let loop: EventLoop
     @exclusivity(unchecked) private var idle: [UpstreamConnection] = []
+    /// Upstream h2c connections (HTTP/2 requests), each multiplexing many streams.
+    @exclusivity(unchecked) var h2Connections: [H2UpstreamConnection] = []
     /// Set when the upstream went away (a pod removed): connections coming back from exchanges are closed.
     public var isRetired = false {
         didSet { if isRetired { closeIdle() } }
@@ -86,6 +88,7 @@ public final class UpstreamPool {
 
     func closeIdle() {
         while let connection = idle.last { connection.close() }
+        for connection in h2Connections where connection.streams.isEmpty { connection.close() }
     }
 }
 

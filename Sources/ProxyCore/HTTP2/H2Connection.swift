@@ -1,0 +1,347 @@
+// HTTP/2 connections on the loop: a TCP connection carrying an `H2Session`, in the server role (downstream h2c,
+// one `H2ProxyStream` per request) or the client role (upstream h2c, streams multiplexed from many requests).
+// The session is the codec; these classes move its bytes, keep its callbacks from re-entering it, and route
+// its events to streams.
+// Exclusivity: stored properties here are marked `@exclusivity(unchecked)`. They are confined to one loop thread
+// and only ever touched by short, non-overlapping reads and writes, so the dynamic check (a TLS lookup and an
+// access-set insert per access, ~8 % of the proxy's CPU when measured) buys nothing. STYLE.md forbids the
+// module-wide `-enforce-exclusivity=unchecked`; this per-property exception is the documented alternative.
+import Glibc
+
+/// The byte-moving half shared by both roles.
+class H2Connection: StreamConnection, H2SessionDelegate {
+    @exclusivity(unchecked) var session: H2Session!
+    /// Inside `receive` or `writeOutput`: nghttp2 must not be re-entered with `mem_send`, so writes wait.
+    @exclusivity(unchecked) private var inSession = false
+    @exclusivity(unchecked) private var outputWanted = false
+    /// False until the socket may be written (an upstream still connecting): frames stay in the session.
+    @exclusivity(unchecked) var writable = true
+    /// The socket or the session failed; the connection closes from its timer (outside any caller's stack).
+    @exclusivity(unchecked) var failed = false
+
+    /// Reads everything the socket has and feeds it to the session.
+    /// - Returns: false when the peer closed, the socket failed or the peer broke the protocol.
+    func receiveAll() -> Bool {
+        reading: while canRead {
+            let buffer = inputBuffer()
+            let outcome: ReadOutcome
+            do { outcome = try readInput(limit: buffer.capacity) } catch { return false }
+            switch outcome {
+            case .eof:
+                return false
+            case .wouldBlock:
+                break reading
+            case .data, .full:
+                inSession = true
+                let ok: Bool
+                do {
+                    try session.receive(buffer.readable)
+                    ok = true
+                } catch {
+                    Log.debug("h2 protocol error from \(role): \(error)")
+                    ok = false  // nghttp2 queued a GOAWAY; `writeOut` sends it before the close
+                }
+                inSession = false
+                buffer.clear()
+                if !ok { return false }
+            }
+        }
+        releaseInputIfEmpty()
+        return true
+    }
+
+    /// Moves the session's frames to the socket as far as it takes them (at most `outputLimit` queued).
+    /// Called inside a session callback, it only notes the wish; the outer call writes.
+    func writeOut() {
+        if inSession || !writable || !isOpen {
+            outputWanted = true
+            return
+        }
+        do {
+            while true {
+                outputWanted = false
+                guard try flush() else { return }  // the socket is full: EPOLLOUT brings us back
+                inSession = true
+                let n: Int
+                do { n = try session.writeOutput(limit: StreamConnection.outputLimit) { outputBuffer().append($0) } } catch {
+                    inSession = false
+                    throw SysError(code: EPROTO, call: "nghttp2_session_mem_send")
+                }
+                inSession = false
+                if n == 0 && !outputWanted { break }
+            }
+            releaseOutputIfEmpty()
+        } catch {
+            failed = true
+            loop.schedule(self, at: loop.nowMs)
+        }
+    }
+
+    var role: StaticString { "peer" }
+
+    // Delegate defaults; the roles override what they use.
+    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {}
+    func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {}
+    func h2EndStream(_ session: H2Session, stream: Int32) {}
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+    func h2DataSent(_ session: H2Session, stream: Int32, count: Int) {}
+}
+
+/// A downstream h2c connection: each client stream is a request for the responder.
+final class H2ServerConnection: H2Connection {
+    let config: ServerConfig
+    unowned(unsafe) let responder: HTTPResponder
+    let peer: SocketAddress
+    @exclusivity(unchecked) var streams: [Int32: H2ProxyStream] = [:]
+    @exclusivity(unchecked) private var peerIPBytes: [UInt8]?
+    @exclusivity(unchecked) private var sentGoAway = false
+    /// Go's HTTP/2 server default.
+    static let maxConcurrentStreams: UInt32 = 250
+
+    init(config: ServerConfig, responder: HTTPResponder, peer: SocketAddress) {
+        self.config = config
+        self.responder = responder
+        self.peer = peer
+    }
+
+    override var role: StaticString { "client" }
+
+    var peerIP: [UInt8] {
+        if let bytes = peerIPBytes { return bytes }
+        let bytes = Array(peer.ipString.utf8)
+        peerIPBytes = bytes
+        return bytes
+    }
+
+    /// Starts serving on a connection taken over from HTTP/1 (its input may already hold the preface).
+    /// `upgrade`: the request of an `Upgrade: h2c`, which becomes stream 1.
+    func start(upgrade: (head: [UInt8], settings: [UInt8])?) {
+        do {
+            session = try H2Session(role: .server, delegate: self, maxConcurrentStreams: Self.maxConcurrentStreams)
+            if let upgrade {
+                let stream = H2ProxyStream(connection: self, id: 1)
+                guard stream.prepare(head: upgrade.head) else {
+                    close()
+                    return
+                }
+                try session.upgrade(settings: upgrade.settings, headRequest: stream.head.methodKind == .head)
+                streams[1] = stream
+                stream.requestComplete = true
+                stream.begin()
+            }
+        } catch {
+            Log.debug("h2 session start failed: \(error)")
+            close()
+            return
+        }
+        loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
+        if loop.draining { beginDrain() }
+        if let buffer = input, !buffer.isEmpty {
+            do { try session.receive(buffer.readable) } catch {
+                writeOut()
+                close()
+                return
+            }
+            buffer.clear()
+        }
+        drive()
+    }
+
+    override func onReadiness() { drive() }
+
+    private func drive() {
+        guard isOpen else { return }
+        writeOut()
+        let alive = receiveAll()
+        writeOut()
+        if !alive || failed || (!session.wantsRead && !session.wantsWrite) { close() }
+    }
+
+    override func timerFired(nowMs: Int64) {
+        if failed {
+            close()
+            return
+        }
+        // The idle timeout (no stream for `headerTimeoutMs`, Go's ReadHeaderTimeout serving as idle timeout as
+        // on HTTP/1), or the last stream of a draining connection ended.
+        if streams.isEmpty {
+            if !sentGoAway { session.goAway() }
+            sentGoAway = true
+            writeOut()
+            close()
+        }
+    }
+
+    /// Drain: GOAWAY now (no new streams), open streams run to their end, then the connection closes.
+    override func beginDrain() {
+        if !sentGoAway {
+            sentGoAway = true
+            session.goAway()
+            writeOut()
+        }
+        if streams.isEmpty { loop.schedule(self, at: loop.nowMs) }
+    }
+
+    override func didClose() {
+        let open = streams
+        streams = [:]
+        for (_, stream) in open { stream.closed() }
+        super.didClose()
+    }
+
+    // MARK: - Session events
+
+    override func h2Headers(_ session: H2Session, stream id: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+        if isTrailers {
+            streams[id]?.requestEnd(trailers: fields)
+            return
+        }
+        guard streams[id] == nil else { return }
+        let stream = H2ProxyStream(connection: self, id: id)
+        streams[id] = stream
+        stream.requestComplete = endStream
+        guard stream.prepare(fields: fields) else { return }  // answered 400/431 already
+        stream.begin()
+    }
+
+    override func h2Data(_ session: H2Session, stream id: Int32, bytes: UnsafeRawBufferPointer) {
+        if let stream = streams[id] { stream.requestData(bytes) } else { session.consume(stream: id, count: bytes.count) }
+    }
+
+    override func h2EndStream(_ session: H2Session, stream id: Int32) {
+        streams[id]?.requestEnd(trailers: nil)
+    }
+
+    override func h2StreamClosed(_ session: H2Session, stream id: Int32, errorCode: UInt32) {
+        guard let stream = streams.removeValue(forKey: id) else { return }
+        stream.closed()
+        if streams.isEmpty {
+            loop.schedule(self, at: sentGoAway || loop.draining ? loop.nowMs : loop.nowMs + config.headerTimeoutMs)
+        }
+    }
+
+    override func h2DataSent(_ session: H2Session, stream id: Int32, count: Int) {
+        streams[id]?.responsePulled(count)
+    }
+}
+
+/// An upstream h2c connection, shared by the streams of one pool on one loop (Go's transport multiplexes the
+/// same way: one connection per host until its stream limit).
+final class H2UpstreamConnection: H2Connection {
+    /// Strong, as for `UpstreamConnection`: the cycle through `pool.h2Connections` breaks when this closes.
+    let pool: UpstreamPool
+    @exclusivity(unchecked) var streams: [Int32: H2ProxyStream] = [:]
+    @exclusivity(unchecked) private var connectError: SysError?
+
+    init(pool: UpstreamPool) throws(SysError) {
+        self.pool = pool
+        super.init()
+        do { session = try H2Session(role: .client, delegate: self) } catch {
+            throw SysError(code: ENOMEM, call: "nghttp2_session_client_new")
+        }
+    }
+
+    override var role: StaticString { "upstream" }
+
+    /// Opens a stream for `stream`. - Returns: the upstream stream id.
+    func open(_ stream: H2ProxyStream, fields: [H2Field], endStream: Bool) throws(H2Error) -> Int32 {
+        let id = try session.submitRequest(fields, endStream: endStream)
+        streams[id] = stream
+        return id
+    }
+
+    /// A stream detached itself (its client left or timed out).
+    func forget(_ id: Int32, reset: Bool) {
+        guard streams.removeValue(forKey: id) != nil else { return }
+        if reset { session.reset(stream: id, code: 0x8) }  // CANCEL
+        writeOut()
+        if streams.isEmpty { armIdle() }
+    }
+
+    var canTakeStream: Bool { isOpen && !failed && session.canOpenStream && !pool.isRetired }
+
+    private func armIdle() {
+        loop.schedule(self, at: loop.draining || pool.isRetired ? loop.nowMs : loop.nowMs + pool.config.idleTimeoutMs)
+    }
+
+    override func onReadiness() {
+        if !writable {
+            guard canWrite || canRead else { return }
+            let code = Socket.pendingError(fd)
+            if code != 0 {
+                connectError = SysError(code: code, call: "connect")
+                close()
+                return
+            }
+            writable = true
+            canWrite = true
+        }
+        writeOut()
+        let alive = receiveAll()
+        writeOut()
+        if !alive || failed || (!session.wantsRead && !session.wantsWrite) { close() }
+    }
+
+    override func timerFired(nowMs: Int64) {
+        if failed || streams.isEmpty { close() }
+    }
+
+    override func beginDrain() {
+        if streams.isEmpty { close() }
+    }
+
+    override func didClose() {
+        pool.removeH2(self)
+        let open = streams
+        streams = [:]
+        let error: ProxyError = connectError.map { .connect($0) } ?? .upstreamClosed
+        for (_, stream) in open.sorted(by: { $0.key < $1.key }) { stream.upstreamFailed(error) }
+        super.didClose()
+    }
+
+    // MARK: - Session events
+
+    override func h2Headers(_ session: H2Session, stream id: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+        streams[id]?.upstreamHeaders(fields, isTrailers: isTrailers, endStream: endStream)
+    }
+
+    override func h2Data(_ session: H2Session, stream id: Int32, bytes: UnsafeRawBufferPointer) {
+        if let stream = streams[id] { stream.upstreamData(bytes) } else { session.consume(stream: id, count: bytes.count) }
+    }
+
+    override func h2EndStream(_ session: H2Session, stream id: Int32) {
+        streams[id]?.upstreamEnd()
+    }
+
+    override func h2StreamClosed(_ session: H2Session, stream id: Int32, errorCode: UInt32) {
+        guard let stream = streams.removeValue(forKey: id) else { return }
+        stream.upstreamClosed(errorCode)
+        if streams.isEmpty { armIdle() }
+    }
+
+    override func h2DataSent(_ session: H2Session, stream id: Int32, count: Int) {
+        streams[id]?.requestPulled(count)
+    }
+}
+
+extension UpstreamPool {
+    /// An h2c connection with room for one more stream, or a new one (connecting).
+    func acquireH2() throws(SysError) -> H2UpstreamConnection {
+        for connection in h2Connections where connection.canTakeStream { return connection }
+        let (fd, isConnected) = try Socket.connect(to: config.address)
+        let connection: H2UpstreamConnection
+        do { connection = try H2UpstreamConnection(pool: self) } catch {
+            closeDescriptor(fd)
+            throw error
+        }
+        connection.writable = isConnected
+        connection.canWrite = isConnected
+        try loop.register(connection, fd: fd)
+        h2Connections.append(connection)
+        return connection
+    }
+
+    func removeH2(_ connection: H2UpstreamConnection) {
+        if let index = h2Connections.firstIndex(where: { $0 === connection }) { h2Connections.remove(at: index) }
+    }
+}

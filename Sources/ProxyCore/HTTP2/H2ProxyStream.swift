@@ -1,0 +1,490 @@
+// One HTTP/2 request from a downstream h2c connection: the responder's `RequestHandle`, and when proxied the
+// link to a stream on an upstream h2c connection (Knative: HTTP/2 in → h2c out, spec §1.8/§2.7).
+//
+// Responders see the request as HTTP/1: its header block is written as an HTTP/1.1 head once, so every
+// responder (probes, breaker, throttler, routing) and the head rewriting work unchanged. The upstream header
+// block is read back from the rewritten head. That costs two small serialisations per stream, next to HPACK's
+// own work, and keeps one implementation of Knative's header rules.
+//
+// Flow control runs end to end: received DATA is acknowledged to its sender only when the other side's session
+// has framed it (`requestPulled` / `responsePulled`), so each direction holds at most one stream window.
+// Exclusivity: stored properties here are marked `@exclusivity(unchecked)`. They are confined to one loop thread
+// and only ever touched by short, non-overlapping reads and writes, so the dynamic check (a TLS lookup and an
+// access-set insert per access, ~8 % of the proxy's CPU when measured) buys nothing. STYLE.md forbids the
+// module-wide `-enforce-exclusivity=unchecked`; this per-property exception is the documented alternative.
+import Glibc
+
+final class H2ProxyStream: TimerEntry, RequestHandle {
+    enum State { case starting, pending, proxying, local, done }
+
+    unowned(unsafe) let connection: H2ServerConnection  // owns us through `streams`
+    let id: Int32
+    @exclusivity(unchecked) var state = State.starting
+    @exclusivity(unchecked) var headBytes: [UInt8] = []
+    @exclusivity(unchecked) var head = HTTPHead()
+    @exclusivity(unchecked) var context = RequestContext()
+    /// The client ended its side (END_STREAM).
+    @exclusivity(unchecked) var requestComplete = false
+    @exclusivity(unchecked) private var requestTrailers: [H2Field]?
+    /// Body bytes received before an upstream stream exists (waiting in a queue): at most one stream window,
+    /// since they are not acknowledged until the upstream takes them.
+    @exclusivity(unchecked) private var backlog: [UInt8] = []
+    @exclusivity(unchecked) private var bodyForwarded = false
+    @exclusivity(unchecked) private var upstream: H2UpstreamConnection?
+    @exclusivity(unchecked) private var upstreamID: Int32 = -1
+    @exclusivity(unchecked) private var pool: UpstreamPool?
+    @exclusivity(unchecked) private var options = ProxyOptions()
+    @exclusivity(unchecked) private var responseStarted = false
+    @exclusivity(unchecked) private var responseEnded = false
+    @exclusivity(unchecked) private var status = 0
+    @exclusivity(unchecked) private var responseBytes = 0
+    @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
+    @exclusivity(unchecked) private var pendingDeadlineMs = Int64.max
+    /// A timed-out response: its text is queued; RST_STREAM follows once it is framed (truncation is visible).
+    @exclusivity(unchecked) private var resetWhenFlushed = false
+    @exclusivity(unchecked) private var owesEnd = false
+
+    init(connection: H2ServerConnection, id: Int32) {
+        self.connection = connection
+        self.id = id
+    }
+
+    private var session: H2Session { connection.session }
+    private var loop: EventLoop { connection.loop }
+
+    // MARK: - Start
+
+    /// Writes the header block as an HTTP/1.1 head for the responder. - Returns: false if answered (400/431).
+    func prepare(fields: [H2Field]) -> Bool {
+        guard let bytes = H2Request.head(from: fields, limit: connection.config.maxHeadLength) else {
+            respond(.error(431, "431 Request Header Fields Too Large"))
+            return false
+        }
+        return prepare(head: bytes)
+    }
+
+    /// Takes `bytes` (an HTTP/1.1 request head) as the request. - Returns: false if answered (400/431).
+    func prepare(head bytes: [UInt8]) -> Bool {
+        headBytes = bytes
+        let parser = HTTP1Parser(maxHeadLength: connection.config.maxHeadLength)
+        var parsed = HTTPHead()
+        let failure: HTTPParseError? = headBytes.withUnsafeBytes { raw in
+            do throws(HTTPParseError) {
+                try parser.parseRequest(raw, into: &parsed)
+            } catch {
+                return error
+            }
+            HTTP1Parser.markConnectionListed(raw, &parsed)
+            return nil
+        }
+        head = parsed
+        if let error = failure {
+            respond(error.status == 431 ? .error(431, "431 Request Header Fields Too Large") : .error(400, "400 Bad Request"))
+            return false
+        }
+        return true
+    }
+
+    /// Asks the responder what to do.
+    func begin() {
+        context.startMs = loop.nowMs
+        context.ticket = 1
+        owesEnd = true
+        let disposition = headBytes.withUnsafeBytes { raw in
+            connection.responder.dispose(RequestView(bytes: raw, head: head, peer: connection.peer, handle: self))
+        }
+        apply(disposition)
+        connection.writeOut()
+    }
+
+    private func apply(_ disposition: Disposition) {
+        guard state != .done else { return }
+        switch disposition {
+        case .respond(let response): respond(response)
+        case .pending: state = .pending
+        case .proxy(let pool, let options): proxy(to: pool, options: options)
+        }
+    }
+
+    // MARK: - RequestHandle
+
+    var isPending: Bool { state == .pending }
+
+    func resume(_ disposition: Disposition) {
+        guard state == .pending else { return }
+        pendingDeadlineMs = .max
+        loop.cancel(self)
+        apply(disposition)
+        connection.writeOut()
+    }
+
+    func armDeadline(atMs: Int64) {
+        pendingDeadlineMs = atMs
+        loop.schedule(self, at: atMs)
+    }
+
+    // MARK: - Local answers
+
+    /// Answers with `response`; a request body still arriving is acknowledged and dropped.
+    private func respond(_ response: LocalResponse) {
+        state = .local
+        responseStarted = true
+        status = response.status
+        responseBytes = response.body.count
+        let bodyless = response.body.isEmpty || head.methodKind == .head
+        do {
+            try session.submitResponse(stream: id, response.h2Fields(), endStream: bodyless)
+            if !bodyless { response.body.withUnsafeBytes { session.send(stream: id, $0, end: true) } }
+        } catch {
+            session.reset(stream: id, code: 0x2)
+        }
+        responseEnded = true
+        if !backlog.isEmpty {
+            session.consume(stream: id, count: backlog.count)
+            backlog = []
+        }
+    }
+
+    // MARK: - Proxying
+
+    private func proxy(to pool: UpstreamPool, options: ProxyOptions) {
+        self.pool = pool
+        self.options = options
+        state = .proxying
+        lastWriteMs = context.startMs
+        armTimer()
+        let upstream: H2UpstreamConnection
+        do {
+            upstream = try pool.acquireH2()
+        } catch {
+            if let next = connection.responder.connectFailed(self, pool: pool) {
+                apply(next)
+                return
+            }
+            fail(.connect(error))
+            return
+        }
+        let fields = headBytes.withUnsafeBytes { raw in
+            H2Request.upstreamFields(
+                head, bytes: raw, peerIP: connection.peerIP, rewrite: options.rewrite, defaultHost: pool.hostBytes,
+                loop: loop)
+        }
+        let bodyless = requestComplete && backlog.isEmpty && requestTrailers == nil
+        do {
+            upstreamID = try upstream.open(self, fields: fields, endStream: bodyless)
+        } catch {
+            fail(.badResponse)
+            return
+        }
+        self.upstream = upstream
+        if !bodyless {
+            backlog.withUnsafeBytes { upstream.session.send(stream: upstreamID, $0, end: requestComplete, trailers: requestTrailers) }
+            bodyForwarded = !backlog.isEmpty
+            backlog = []
+        }
+        upstream.writeOut()
+    }
+
+    /// Client body bytes.
+    func requestData(_ bytes: UnsafeRawBufferPointer) {
+        switch state {
+        case .proxying where upstream != nil:
+            upstream!.session.send(stream: upstreamID, bytes)
+            bodyForwarded = true
+            upstream!.writeOut()
+        case .starting, .pending, .proxying:
+            backlog.append(contentsOf: bytes)
+        case .local, .done:
+            session.consume(stream: id, count: bytes.count)
+        }
+    }
+
+    /// The client's END_STREAM (with trailers, if it sent any).
+    func requestEnd(trailers: [H2Field]?) {
+        requestComplete = true
+        requestTrailers = trailers
+        if state == .proxying, let upstream {
+            upstream.session.send(stream: upstreamID, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers)
+            upstream.writeOut()
+        }
+    }
+
+    /// The upstream session framed `count` of our request bytes: the client may send that much more.
+    func requestPulled(_ count: Int) {
+        session.consume(stream: id, count: count)
+        connection.writeOut()
+    }
+
+    /// The downstream session framed `count` response bytes: the upstream may send that much more.
+    func responsePulled(_ count: Int) {
+        if let upstream, upstreamID > 0 {
+            upstream.session.consume(stream: upstreamID, count: count)
+            upstream.writeOut()
+        }
+        if resetWhenFlushed && session.queuedBytes(stream: id) == 0 {
+            resetWhenFlushed = false
+            session.reset(stream: id, code: 0x2)  // INTERNAL_ERROR: the client sees the response is cut
+        }
+    }
+
+    func upstreamHeaders(_ fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+        guard state == .proxying else { return }
+        if isTrailers {
+            session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: fields)
+            responseEnded = true
+            connection.writeOut()
+            return
+        }
+        let code = H2Request.status(fields)
+        if code < 200 {
+            try? session.submitInformational(stream: id, fields)
+            connection.writeOut()
+            return
+        }
+        responseStarted = true
+        status = code
+        lastWriteMs = loop.nowMs
+        do { try session.submitResponse(stream: id, fields, endStream: endStream) } catch {
+            session.reset(stream: id, code: 0x2)
+        }
+        if endStream { responseEnded = true }
+        connection.writeOut()
+    }
+
+    func upstreamData(_ bytes: UnsafeRawBufferPointer) {
+        guard state == .proxying else {
+            upstream?.session.consume(stream: upstreamID, count: bytes.count)
+            return
+        }
+        session.send(stream: id, bytes)
+        responseBytes += bytes.count
+        lastWriteMs = loop.nowMs
+        connection.writeOut()
+    }
+
+    func upstreamEnd() {
+        guard state == .proxying else { return }
+        session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true)
+        responseEnded = true
+        connection.writeOut()
+    }
+
+    /// The upstream stream closed (after its END_STREAM, or reset: `code` ≠ 0).
+    func upstreamClosed(_ code: UInt32) {
+        upstream = nil
+        upstreamID = -1
+        guard state == .proxying, !responseEnded else { return }
+        if !responseStarted {
+            fail(.streamReset(code))
+        } else {
+            session.reset(stream: id, code: code == 0 ? 0x2 : code)
+            connection.writeOut()
+        }
+    }
+
+    /// The upstream connection failed (refused, reset, closed) with this stream on it.
+    func upstreamFailed(_ error: ProxyError) {
+        upstream = nil
+        upstreamID = -1
+        guard state == .proxying, !responseEnded else { return }
+        if !responseStarted, case .connect = error, !bodyForwarded, let pool,
+            let next = connection.responder.connectFailed(self, pool: pool)
+        {
+            apply(next)  // nothing reached the upstream: another one may take it (the activator's next pod)
+        } else {
+            fail(error)
+        }
+        connection.writeOut()
+    }
+
+    /// Answers 502 with Go's error text, or cuts a started response.
+    private func fail(_ error: ProxyError) {
+        detachUpstream()
+        if responseStarted {
+            state = .local
+            session.reset(stream: id, code: 0x2)
+            return
+        }
+        Log.debug("h2 upstream failed: \(error) → 502")
+        respond(error.response(address: pool?.config.address ?? connection.peer))
+    }
+
+    private func detachUpstream() {
+        // A stream whose exchange is complete both ways is closing on its own (its close callback may simply not
+        // have run yet): a RST_STREAM would be noise, and nghttp2 peers count resets (rapid-reset protection
+        // ends a connection after ~1000).
+        if let upstream, upstreamID > 0 { upstream.forget(upstreamID, reset: !(responseEnded && requestComplete)) }
+        upstream = nil
+        upstreamID = -1
+    }
+
+    // MARK: - Timeouts (spec §1.7)
+
+    private var nextDeadlineMs: Int64 {
+        var deadline = Int64.max
+        if options.timeoutMs > 0 { deadline = min(deadline, context.startMs + options.timeoutMs) }
+        if options.responseStartTimeoutMs > 0 && !responseStarted {
+            deadline = min(deadline, context.startMs + options.responseStartTimeoutMs)
+        }
+        if options.idleTimeoutMs > 0 { deadline = min(deadline, lastWriteMs + options.idleTimeoutMs) }
+        return deadline
+    }
+
+    private func armTimer() {
+        let deadline = nextDeadlineMs
+        if deadline != .max { loop.schedule(self, at: deadline) }
+    }
+
+    override func timerFired(nowMs: Int64) {
+        switch state {
+        case .pending:
+            if nowMs >= pendingDeadlineMs {
+                pendingDeadlineMs = .max
+                connection.responder.pendingExpired(self)
+            } else {
+                loop.schedule(self, at: pendingDeadlineMs)
+            }
+        case .proxying:
+            if responseEnded { return }
+            if nextDeadlineMs <= nowMs { timedOut() } else { armTimer() }
+        case .starting, .local, .done:
+            return
+        }
+        connection.writeOut()
+    }
+
+    /// 504 before the response started; after, the text goes into the body and the stream is reset
+    /// (README "Differences": the client sees the truncation).
+    private func timedOut() {
+        detachUpstream()
+        if !responseStarted {
+            respond(.text(504, String(describing: options.timeoutMessage)))
+            return
+        }
+        state = .local
+        let text = options.timeoutMessage
+        session.send(stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        resetWhenFlushed = true
+    }
+
+    // MARK: - End
+
+    /// The downstream stream is gone (finished, reset by the client, or the connection closed).
+    func closed() {
+        let wasPending = state == .pending
+        state = .done
+        loop.cancel(self)
+        detachUpstream()
+        backlog = []
+        if wasPending { connection.responder.pendingCancelled(self) }
+        if owesEnd {
+            owesEnd = false
+            connection.responder.requestEnded(self, status: responseStarted ? status : 0, responseBytes: responseBytes)
+        }
+    }
+}
+
+/// Header-block conversions between HTTP/2 fields and the HTTP/1 heads the rest of the proxy works with.
+enum H2Request {
+    /// The client's header block as an HTTP/1.1 request head (`Host` from `:authority`). nil when over `limit`.
+    static func head(from fields: [H2Field], limit: Int) -> [UInt8]? {
+        var method: [UInt8] = []
+        var path: [UInt8] = []
+        var authority: [UInt8]?
+        var hasHost = false
+        var size = 16
+        for field in fields {
+            size += field.name.count + field.value.count + 4
+            switch field.name {
+            case H2Request.methodName: method = field.value
+            case H2Request.pathName: path = field.value
+            case H2Request.authorityName: authority = field.value
+            case H2Request.hostName: hasHost = true
+            default: break
+            }
+        }
+        guard size <= limit else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(size + 32)
+        out += method
+        out.append(0x20)
+        out += path.isEmpty ? [0x2F] : path
+        out += Array(" HTTP/1.1\r\n".utf8)
+        if !hasHost, let authority {
+            out += H2Request.hostName
+            out += [0x3A, 0x20]
+            out += authority
+            out += [0x0D, 0x0A]
+        }
+        for field in fields where field.name.first != 0x3A {
+            out += field.name
+            out += [0x3A, 0x20]
+            out += field.value
+            out += [0x0D, 0x0A]
+        }
+        out += [0x0D, 0x0A]
+        return out
+    }
+
+    /// The upstream header block: the request head rewritten by Knative's rules (`HeadRewriter`), as fields.
+    static func upstreamFields(
+        _ head: HTTPHead, bytes: UnsafeRawBufferPointer, peerIP: [UInt8], rewrite: RequestRewrite,
+        defaultHost: [UInt8], loop: EventLoop
+    ) -> [H2Field] {
+        let scratch = loop.buffers.take()
+        defer {
+            scratch.clear()
+            loop.buffers.give(scratch)
+        }
+        HeadRewriter.writeRequest(
+            head, bytes: bytes, peerIP: peerIP, into: scratch, upgrade: false, rewrite: rewrite, defaultHost: defaultHost)
+        var out = HTTPHead()
+        let rewritten = scratch.readable
+        do { try HTTP1Parser(maxHeadLength: rewritten.count + 1).parseRequest(rewritten, into: &out) } catch {
+            return []  // cannot happen: the rewriter writes what the parser accepts
+        }
+        var fields: [H2Field] = []
+        fields.reserveCapacity(out.fields.count + 3)
+        fields.append(H2Field(name: methodName, value: Array(rewritten[out.method])))
+        fields.append(H2Field(name: schemeName, value: httpValue))
+        var authority = defaultHost
+        if let index = out.firstIndex(of: .host) { authority = Array(rewritten[out.fields[index].value]) }
+        fields.append(H2Field(name: authorityName, value: authority))
+        fields.append(H2Field(name: pathName, value: Array(rewritten[out.target])))
+        for field in out.fields {
+            switch field.kind {
+            case .host, .transferEncoding, .connection, .keepAlive, .proxyConnection, .upgrade: continue
+            default: break
+            }
+            var name = Array(rewritten[field.name])
+            for i in name.indices { name[i] = ByteClass.lower(name[i]) }
+            fields.append(H2Field(name: name, value: Array(rewritten[field.value])))
+        }
+        return fields
+    }
+
+    /// The `:status` of a response header block (0 if missing).
+    static func status(_ fields: [H2Field]) -> Int {
+        guard let value = fields.first(where: { $0.name == H2Session.statusName })?.value, value.count == 3 else { return 0 }
+        return value.reduce(0) { $0 * 10 + Int($1 &- 0x30) }
+    }
+
+    static let methodName = Array(":method".utf8)
+    static let pathName = Array(":path".utf8)
+    static let authorityName = Array(":authority".utf8)
+    static let schemeName = Array(":scheme".utf8)
+    static let hostName = Array("host".utf8)
+    static let httpValue = Array("http".utf8)
+}
+
+extension LocalResponse {
+    /// The response's header block for HTTP/2 (the fields `write` puts in an HTTP/1 head, lower-case).
+    func h2Fields() -> [H2Field] {
+        var fields = [H2Field(name: H2Session.statusName, value: Array(String(status).utf8))]
+        if let contentType { fields.append(H2Field("content-type", contentType)) }
+        if noSniff { fields.append(H2Field("x-content-type-options", "nosniff")) }
+        for (name, value) in extraHeaders { fields.append(H2Field(name.lowercased(), value)) }
+        fields.append(H2Field("content-length", String(body.count)))
+        return fields
+    }
+}
