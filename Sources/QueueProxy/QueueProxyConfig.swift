@@ -10,6 +10,8 @@ struct QueueProxyConfig {
     var settings = QueueProxySettings()
     var servingPort: UInt16 = 0
     var userPort: UInt16 = 0
+    /// The app speaks only h2c (QUEUE_USER_PROTOCOL): HTTP/1.1 requests are translated.
+    var userSpeaksH2c = false
     var adminPort: UInt16 = 8022
     var metricsPort: UInt16 = 9090
     /// 0 = the Prometheus listener is off.
@@ -29,7 +31,7 @@ struct QueueProxyConfig {
         Required environment (spec §1.1; missing or malformed → a message naming it, exit 1):
           CONTAINER_CONCURRENCY       int   max requests in the app at once; 0 = unlimited. 10×cc more wait
                                             (FIFO), the rest get 503 "pending request queue full"
-          QUEUE_SERVING_PORT          port  main port (HTTP/1.1): probes and the proxy to the app
+          QUEUE_SERVING_PORT          port  main port (HTTP/1.1 and h2c): probes and the proxy to the app
           QUEUE_SERVING_TLS_PORT      port  accepted for compatibility; TLS is not served (README)
           USER_PORT                   port  the app, on 127.0.0.1
           REVISION_TIMEOUT_SECONDS    int   overall request timeout → 504 "request timeout"
@@ -41,7 +43,8 @@ struct QueueProxyConfig {
           REVISION_IDLE_TIMEOUT_SECONDS            int   0 = off
           SERVING_READINESS_PROBE     JSON  Kubernetes Probe (tcpSocket, httpGet, grpc over h2c; exec fails)
           ENABLE_MULTI_CONTAINER_PROBES  bool  the probe JSON is an array
-          ENABLE_HTTP_FULL_DUPLEX, ENABLE_HTTP2_AUTO_DETECTION  bool  accepted (HTTP/1 is always full duplex)
+          ENABLE_HTTP_FULL_DUPLEX     bool  accepted (HTTP/1 is always full duplex)
+          ENABLE_HTTP2_AUTO_DETECTION bool  HTTP readiness probes try h2c first (upstream's rule)
           OBSERVABILITY_CONFIG        JSON  enableRequestLog / requestLogTemplate (Knative's default template
                                             only) / enableProbeRequestLog
           SERVING_SERVICE             string
@@ -50,6 +53,10 @@ struct QueueProxyConfig {
           QUEUE_METRICS_PORT          port  autoscaler stats, protobuf /metrics (default 9090)
           QUEUE_USER_METRICS_PORT     port  Prometheus text /metrics (default 9091; 0 = off)
           QUEUE_DRAIN_QUIET_PERIOD    duration  e.g. 30s, 500ms (default 30s)
+          QUEUE_USER_PROTOCOL         http1|h2c  what the app speaks (default h2c when QUEUE_SERVING_PORT is
+                                            8013, Knative's port for h2c revisions, else http1). HTTP/2
+                                            clients always reach the app over h2c (upstream's rule); with h2c,
+                                            HTTP/1.1 clients do too (translated; websockets stay HTTP/1.1)
           QUEUE_EVENT_LOOPS           int   loop threads sharing the port (default 1; >1 needs cc = 0,
                                             because the breaker counts exactly on one loop)
 
@@ -85,7 +92,13 @@ struct QueueProxyConfig {
             logLevel = level
         }
         _ = try Self.bool(env, "ENABLE_HTTP_FULL_DUPLEX")
-        _ = try Self.bool(env, "ENABLE_HTTP2_AUTO_DETECTION")
+        settings.autodetectHTTP2 = try Self.bool(env, "ENABLE_HTTP2_AUTO_DETECTION")
+        switch env["QUEUE_USER_PROTOCOL"] {
+        case nil, "": userSpeaksH2c = servingPort == 8013  // Knative gives 8013 exactly to revisions whose port is named h2c
+        case "h2c": userSpeaksH2c = true
+        case "http1": userSpeaksH2c = false
+        case let other?: throw ConfigError(description: "QUEUE_USER_PROTOCOL=\"\(other)\": expected http1 or h2c")
+        }
         let multi = try Self.bool(env, "ENABLE_MULTI_CONTAINER_PROBES")
         do {
             settings.probes = try ProbeSpec.parse(

@@ -54,7 +54,8 @@ let settings = config.settings
 let shared = QueueProxyShared(settings: settings, drainQuietMs: config.drainQuietMs, nowMs: monotonicMs())
 // Knative's keep-alive pool: max idle = cc (1000 when cc = 0), 90 s idle timeout.
 let upstream = UpstreamConfig(
-    address: config.userAddress, maxIdle: settings.containerConcurrency == 0 ? 1000 : settings.containerConcurrency)
+    address: config.userAddress, maxIdle: settings.containerConcurrency == 0 ? 1000 : settings.containerConcurrency,
+    speaksH2c: config.userSpeaksH2c)
 let group: LoopGroup
 do {
     group = try LoopGroup(count: config.loops) { loop in

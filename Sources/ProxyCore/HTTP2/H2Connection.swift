@@ -230,7 +230,7 @@ final class H2ServerConnection: H2Connection {
 final class H2UpstreamConnection: H2Connection {
     /// Strong, as for `UpstreamConnection`: the cycle through `pool.h2Connections` breaks when this closes.
     let pool: UpstreamPool
-    @exclusivity(unchecked) var streams: [Int32: H2ProxyStream] = [:]
+    @exclusivity(unchecked) var streams: [Int32: H2UpstreamStream] = [:]
     @exclusivity(unchecked) private var connectError: SysError?
 
     init(pool: UpstreamPool) throws(SysError) {
@@ -244,7 +244,7 @@ final class H2UpstreamConnection: H2Connection {
     override var role: StaticString { "upstream" }
 
     /// Opens a stream for `stream`. - Returns: the upstream stream id.
-    func open(_ stream: H2ProxyStream, fields: [H2Field], endStream: Bool) throws(H2Error) -> Int32 {
+    func open(_ stream: H2UpstreamStream, fields: [H2Field], endStream: Bool) throws(H2Error) -> Int32 {
         let id = try session.submitRequest(fields, endStream: endStream)
         streams[id] = stream
         return id

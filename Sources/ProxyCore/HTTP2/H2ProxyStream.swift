@@ -14,7 +14,7 @@
 // module-wide `-enforce-exclusivity=unchecked`; this per-property exception is the documented alternative.
 import Glibc
 
-final class H2ProxyStream: TimerEntry, RequestHandle {
+final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     enum State { case starting, pending, proxying, local, done }
 
     unowned(unsafe) let connection: H2ServerConnection  // owns us through `streams`
@@ -271,11 +271,12 @@ final class H2ProxyStream: TimerEntry, RequestHandle {
 
     /// The upstream stream closed (after its END_STREAM, or reset: `code` ≠ 0).
     func upstreamClosed(_ code: UInt32) {
+        let stream = upstreamID
         upstream = nil
         upstreamID = -1
         guard state == .proxying, !responseEnded else { return }
         if !responseStarted {
-            fail(.streamReset(code))
+            fail(.streamReset(code: code, stream: stream))
         } else {
             session.reset(stream: id, code: code == 0 ? 0x2 : code)
             connection.writeOut()

@@ -16,6 +16,8 @@ public struct QueueProxySettings: Sendable {
     public var podName = ""
     public var podIP = ""
     public var probes: [ProbeSpec] = []
+    /// ENABLE_HTTP2_AUTO_DETECTION: HTTP readiness probes try h2c first.
+    public var autodetectHTTP2 = false
     public var requestLog = false
     public var requestLogProbes = false
 
@@ -165,7 +167,7 @@ public final class QueueProxyHandler: HTTPResponder {
         self.shared = shared
         self.pool = pool
         self.loop = loop
-        prober = ReadinessProber(specs: settings.probes, loop: loop)
+        prober = ReadinessProber(specs: settings.probes, loop: loop, autodetectHTTP2: settings.autodetectHTTP2)
         var options = ProxyOptions()
         options.timeoutMs = settings.timeoutMs
         options.responseStartTimeoutMs = settings.responseStartTimeoutMs

@@ -96,9 +96,13 @@ public final class ReadinessProber {
     private var roundRunning = false
     private var waiters: [(Bool) -> Void] = []
 
-    public init(specs: [ProbeSpec], loop: EventLoop) {
+    /// ENABLE_HTTP2_AUTO_DETECTION: HTTP probes try h2c first (spec §1.5).
+    private let autodetectHTTP2: Bool
+
+    public init(specs: [ProbeSpec], loop: EventLoop, autodetectHTTP2: Bool = false) {
         self.specs = specs
         self.loop = loop
+        self.autodetectHTTP2 = autodetectHTTP2
         consecutive = Array(repeating: 0, count: specs.count)
     }
 
@@ -121,7 +125,8 @@ public final class ReadinessProber {
     private func runAttempt(_ index: Int, roundStartMs: Int64) {
         let spec = specs[index]
         let timeoutMs = spec.isAggressive ? Self.aggressiveAttemptTimeoutMs : Int64(spec.timeoutSeconds) * 1000
-        ProbeAttempt.run(spec.handler, timeoutMs: timeoutMs, loop: loop) { [unowned self] ok in
+        ProbeAttempt.run(spec.handler, timeoutMs: timeoutMs, loop: loop, autodetectHTTP2: autodetectHTTP2) {
+            [unowned self] ok in
             self.attemptFinished(index, ok: ok, roundStartMs: roundStartMs)
         }
     }
@@ -223,12 +228,26 @@ final class ProbeAttempt: ProbeConnection {
 
     /// A readiness-probe attempt against the user container on 127.0.0.1.
     static func run(
-        _ handler: ProbeSpec.Handler, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void
+        _ handler: ProbeSpec.Handler, timeoutMs: Int64, loop: EventLoop, autodetectHTTP2: Bool = false,
+        completion: @escaping (Bool) -> Void
     ) {
         switch handler {
         case .tcp(let port):
             run(address: SocketAddress(ip: "127.0.0.1", port: port)!, request: nil, requiredBody: nil,
                 timeoutMs: timeoutMs, loop: loop, completion: completion)
+        case .http(let port, let target, let headers) where autodetectHTTP2:
+            // Upstream's auto-detection: a plain h2c GET first; if it answers 2xx/3xx, an h2c GET with the probe's
+            // headers decides; otherwise an HTTP/1.1 GET without the custom headers decides.
+            H2ProbeAttempt.get(port: port, target: target, headers: [], timeoutMs: timeoutMs, loop: loop) { h2c in
+                if h2c {
+                    H2ProbeAttempt.get(
+                        port: port, target: target, headers: headers, timeoutMs: timeoutMs, loop: loop,
+                        completion: completion)
+                } else {
+                    run(.http(port: port, target: target, headers: []), timeoutMs: timeoutMs, loop: loop,
+                        completion: completion)
+                }
+            }
         case .http(let port, let target, let headers):
             var text = "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: kube-probe//\r\n"
             for header in headers { text += header + "\r\n" }
@@ -236,7 +255,7 @@ final class ProbeAttempt: ProbeConnection {
             run(address: SocketAddress(ip: "127.0.0.1", port: port)!, request: Array(text.utf8), requiredBody: nil,
                 timeoutMs: timeoutMs, loop: loop, completion: completion)
         case .grpc(let port, let service):
-            GRPCHealthAttempt.run(port: port, service: service, timeoutMs: timeoutMs, loop: loop, completion: completion)
+            H2ProbeAttempt.grpcHealth(port: port, service: service, timeoutMs: timeoutMs, loop: loop, completion: completion)
         case .unusable(let reason):
             Log.rateLimited("readiness probe: \(reason)")
             completion(false)
@@ -299,29 +318,63 @@ final class ProbeAttempt: ProbeConnection {
 
 }
 
-/// A gRPC readiness attempt (spec §1.5): `grpc.health.v1.Health/Check` for `service` over h2c to 127.0.0.1:port,
-/// UA `kube-probe//`; ready iff the reply says SERVING and the call ends with grpc-status 0.
-final class GRPCHealthAttempt: ProbeConnection, H2SessionDelegate {
-    private let port: UInt16
-    private let service: String
+/// A probe attempt over h2c (prior knowledge) to 127.0.0.1:port, UA `kube-probe//`:
+/// - gRPC (spec §1.5): `grpc.health.v1.Health/Check` for `service`; ready iff the reply says SERVING and the
+///   call ends with grpc-status 0;
+/// - HTTP auto-detection: a GET; ready iff 200 ≤ status < 400.
+final class H2ProbeAttempt: ProbeConnection, H2SessionDelegate {
+    enum Kind { case grpc, http }
+
+    private let kind: Kind
+    private let fields: [H2Field]
+    private let body: [UInt8]?
     private var session: H2Session?
     private var stream: Int32 = -1
     private var httpStatus = ""
     private var grpcStatus: String?
     private var message: [UInt8] = []
 
-    private init(port: UInt16, service: String, completion: @escaping (Bool) -> Void) {
-        self.port = port
-        self.service = service
+    private init(kind: Kind, fields: [H2Field], body: [UInt8]?, completion: @escaping (Bool) -> Void) {
+        self.kind = kind
+        self.fields = fields
+        self.body = body
         super.init(completion: completion)
     }
 
-    static func run(port: UInt16, service: String, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void) {
-        let attempt = GRPCHealthAttempt(port: port, service: service, completion: completion)
+    static func grpcHealth(port: UInt16, service: String, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void) {
+        let fields = [
+            H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "127.0.0.1:\(port)"),
+            H2Field(":path", "/grpc.health.v1.Health/Check"), H2Field("content-type", "application/grpc"),
+            H2Field("te", "trailers"), H2Field("user-agent", "kube-probe//"),
+        ]
+        run(H2ProbeAttempt(kind: .grpc, fields: fields, body: requestMessage(service: service), completion: completion),
+            port: port, timeoutMs: timeoutMs, loop: loop)
+    }
+
+    /// `headers` are the probe's `Name: value` lines.
+    static func get(
+        port: UInt16, target: String, headers: [String], timeoutMs: Int64, loop: EventLoop,
+        completion: @escaping (Bool) -> Void
+    ) {
+        var fields = [
+            H2Field(":method", "GET"), H2Field(":scheme", "http"), H2Field(":authority", "127.0.0.1:\(port)"),
+            H2Field(":path", target), H2Field("user-agent", "kube-probe//"),
+        ]
+        for line in headers {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...].drop { $0 == " " }
+            fields.append(H2Field(name, String(value)))
+        }
+        run(H2ProbeAttempt(kind: .http, fields: fields, body: nil, completion: completion), port: port,
+            timeoutMs: timeoutMs, loop: loop)
+    }
+
+    private static func run(_ attempt: H2ProbeAttempt, port: UInt16, timeoutMs: Int64, loop: EventLoop) {
         do {
             attempt.session = try H2Session(role: .client, delegate: attempt)
         } catch {
-            return completion(false)
+            return attempt.done(false)
         }
         attempt.start(address: SocketAddress(ip: "127.0.0.1", port: port)!, timeoutMs: timeoutMs, loop: loop)
     }
@@ -391,12 +444,8 @@ final class GRPCHealthAttempt: ProbeConnection, H2SessionDelegate {
     override func connected() {
         guard let session else { return done(false) }
         do {
-            stream = try session.submitRequest([
-                H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "127.0.0.1:\(port)"),
-                H2Field(":path", "/grpc.health.v1.Health/Check"), H2Field("content-type", "application/grpc"),
-                H2Field("te", "trailers"), H2Field("user-agent", "kube-probe//"),
-            ], endStream: false)
-            Self.requestMessage(service: service).withUnsafeBytes { session.send(stream: stream, $0, end: true) }
+            stream = try session.submitRequest(fields, endStream: body == nil)
+            body?.withUnsafeBytes { session.send(stream: stream, $0, end: true) }
         } catch {
             return done(false)
         }
@@ -452,7 +501,10 @@ final class GRPCHealthAttempt: ProbeConnection, H2SessionDelegate {
 
     func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {
         guard stream == self.stream else { return }
-        done(errorCode == 0 && httpStatus == "200" && grpcStatus == "0" && Self.isServing(message))
+        switch kind {
+        case .grpc: done(errorCode == 0 && httpStatus == "200" && grpcStatus == "0" && Self.isServing(message))
+        case .http: done(errorCode == 0 && httpStatus.count == 3 && httpStatus >= "200" && httpStatus < "400")
+        }
     }
 
     override func finished() { session?.delegate = nil }

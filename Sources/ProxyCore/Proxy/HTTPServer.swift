@@ -200,6 +200,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     @exclusivity(unchecked) var parser: HTTP1Parser
     @exclusivity(unchecked) var head = HTTPHead()
     @exclusivity(unchecked) private var exchangeStorage: ProxyExchange?
+    /// The running exchange when it goes to an h2c-only upstream (then `exchangeStorage` is idle).
+    @exclusivity(unchecked) private var bridge: H1ToH2Bridge?
     @exclusivity(unchecked) private var isDriving = false
     /// Body skipping after a local answer.
     @exclusivity(unchecked) private var discardRemaining = 0
@@ -246,7 +248,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                 loop.schedule(self, at: pendingDeadlineMs)
             }
         case .exchange:
-            exchangeStorage?.downstreamTimerFired()
+            if let bridge { bridge.downstreamTimerFired() } else { exchangeStorage?.downstreamTimerFired() }
         }
     }
 
@@ -255,7 +257,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         case .head:
             if (input?.isEmpty ?? true) && !hasPendingOutput { close() }
         case .exchange:
-            exchangeStorage?.drainStarted()
+            exchangeStorage?.drainStarted()  // only tunnels care, and tunnels never take the h2c bridge
         default:
             break  // the current request finishes; the keep-alive decision sees `loop.draining`
         }
@@ -263,7 +265,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
 
     override func didClose() {
         switch state {
-        case .exchange: exchangeStorage?.downstreamClosed()
+        case .exchange:
+            if let bridge { bridge.downstreamClosed() } else { exchangeStorage?.downstreamClosed() }
         case .pending: responder.pendingCancelled(self)
         default: break
         }
@@ -338,7 +341,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                     }
                     return
                 case .exchange:
-                    exchangeStorage!.downstreamReady()
+                    if let bridge { bridge.downstreamReady() } else { exchangeStorage!.downstreamReady() }
                     if state == .exchange { return }
                 case .discarding:
                     try flush()  // the answer goes out while we skip the body
@@ -457,7 +460,14 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             // A client that stops sending its body (or reading our answer) is not kept forever.
             loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
             endRequest(status: response.status, responseBytes: response.body.count)
+        case .proxy(let pool, let options) where pool.config.speaksH2c && !head.isUpgrade:
+            // Upgrades (websockets) stay HTTP/1.1: h2c servers such as Go's h2c handler take both.
+            let bridge = H1ToH2Bridge(downstream: self)
+            self.bridge = bridge
+            state = .exchange
+            bridge.start(head: head, headBytes: bytes, pool: pool, options: options)
         case .proxy(let pool, let options):
+            bridge = nil
             let exchange = exchangeStorage ?? ProxyExchange(downstream: self)
             exchangeStorage = exchange
             state = .exchange
@@ -571,6 +581,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     /// The exchange is over. `reusable`: the request and response were both complete and framed.
     func exchangeFinished(reusable: Bool) {
         guard state == .exchange else { return }
+        bridge = nil
         if reusable && !loop.draining {
             state = .head
             loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
@@ -583,6 +594,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
 
     /// The exchange gave up on this connection (client gone, truncated response): close now.
     func exchangeAborted() {
+        bridge = nil
         state = .lingering  // keeps didClose from calling back into the exchange
         close()
     }
@@ -591,6 +603,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     /// framing, so that the client sees the truncation instead of a response that looks whole.
     func exchangeTruncated() {
         guard state == .exchange else { return }
+        bridge = nil
         state = .closing
         input?.clear()
         drive()

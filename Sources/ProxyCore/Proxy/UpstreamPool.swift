@@ -13,9 +13,13 @@ public struct UpstreamConfig: Sendable {
     public var maxIdle: Int
     /// How long an idle connection is kept (Go's transport default: 90 s).
     public var idleTimeoutMs: Int64
+    /// The upstream speaks only h2c (a revision whose port is named `h2c`): HTTP/1.1 requests are translated
+    /// (`H1ToH2Bridge`). HTTP/2 requests go over h2c whatever this says (Knative's rule, spec §1.8).
+    public var speaksH2c: Bool
 
-    public init(address: SocketAddress, maxIdle: Int = 1000, idleTimeoutMs: Int64 = 90_000) {
+    public init(address: SocketAddress, maxIdle: Int = 1000, idleTimeoutMs: Int64 = 90_000, speaksH2c: Bool = false) {
         self.address = address
+        self.speaksH2c = speaksH2c
         self.maxIdle = maxIdle
         self.idleTimeoutMs = idleTimeoutMs
     }
