@@ -7,10 +7,21 @@ cd "$(dirname "$0")"
 need=()
 [ -f /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
 command -v curl >/dev/null || need+=(curl)
+command -v nghttp >/dev/null || need+=(nghttp2-client)  # nghttp/h2load: the HTTP/2 tests' client
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# The gRPC tests' peer (Tests/grpc/echo.py) needs grpcio: a test-only virtualenv, made once.
+venv=.build/test-venv
+if ! "$venv/bin/python" -c 'import grpc' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcio
+fi
+export KN_TEST_PYTHON="$PWD/$venv/bin/python"
 
 swift build --build-tests
 # The full log stays in .build/test-output.txt; the screen gets failures (cut short) and the verdict.

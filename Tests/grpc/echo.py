@@ -52,6 +52,53 @@ def bidi(request_iterator, context):
         yield b"pong:" + message
 
 
+class Gauge:
+    """Calls of Slow in progress, and the most seen at once."""
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.now = 0
+        self.max = 0
+
+    def enter(self):
+        with self.lock:
+            self.now += 1
+            self.max = max(self.max, self.now)
+
+    def leave(self):
+        with self.lock:
+            self.now -= 1
+
+
+GAUGE = Gauge()
+
+
+def slow(request, context):
+    """Sleeps the request's milliseconds; answers with the most Slow calls seen in progress at once."""
+    GAUGE.enter()
+    try:
+        time.sleep(int(request) / 1000.0)
+    finally:
+        GAUGE.leave()
+    return b"%d" % GAUGE.max
+
+
+def long_stream(request, context):
+    """int(request) messages, GAP apart."""
+    for i in range(int(request)):
+        if i:
+            time.sleep(GAP)
+        yield b"%d" % i
+
+
+def big(request, context):
+    """int(request) messages of 1 MiB, as fast as the peer takes them."""
+    chunk = b"x" * (1 << 20)
+    for _ in range(int(request)):
+        yield chunk
+
+
 def health(request, context):
     return b"\x08\x01"  # HealthCheckResponse{status: SERVING}
 
@@ -63,6 +110,9 @@ def serve(port):
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "LongStream": grpc.unary_stream_rpc_method_handler(long_stream),
+        "Big": grpc.unary_stream_rpc_method_handler(big),
     }
     server.add_generic_rpc_handlers((
         grpc.method_handlers_generic_handler("test.Echo", handlers),
@@ -129,6 +179,32 @@ def client(target, kind, authority=None):
             assert reply == b"pong:%d" % i, reply
         outbox.put(None)
         out["rtts"] = rtts
+    elif kind.startswith("concurrent-"):
+        # N calls at once on this one channel (one HTTP/2 connection): how many did the app see together?
+        n = int(kind.split("-")[1])
+        calls = [channel.unary_unary("/test.Echo/Slow").future(b"200", timeout=20) for _ in range(n)]
+        replies = [int(call.result()) for call in calls]
+        out["max"] = max(replies)
+        out["ok"] = len(replies)
+    elif kind.startswith("slow-"):
+        try:
+            channel.unary_unary("/test.Echo/Slow")(kind.split("-")[1].encode(), timeout=20)
+            out["code"] = "OK"
+        except grpc.RpcError as error:
+            out["code"] = error.code().name
+            out["details"] = error.details()
+    elif kind.startswith("long-"):
+        got = []
+        try:
+            for message in channel.unary_stream("/test.Echo/LongStream")(kind.split("-")[1].encode(), timeout=20):
+                if not got:
+                    print("first", flush=True)  # the stream is flowing (tests wait for this line)
+                got.append(int(message))
+            out["code"] = "OK"
+        except grpc.RpcError as error:
+            out["code"] = error.code().name
+            out["details"] = error.details()
+        out["received"] = len(got)
     print(json.dumps(out), flush=True)
 
 

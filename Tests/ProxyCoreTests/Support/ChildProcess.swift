@@ -35,12 +35,17 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Starts `.build/<config>/<name>` with `environment` (added to a minimal base: PATH only).
-    init(_ name: String, environment: [String: String], arguments: [String] = []) throws {
+    convenience init(_ name: String, environment: [String: String], arguments: [String] = []) throws {
         var url = ChildProcess.buildDirectory.appendingPathComponent(name)
         if !FileManager.default.fileExists(atPath: url.path) {
             // The runner may sit inside a bundle directory: look one level up too.
             url = ChildProcess.buildDirectory.deletingLastPathComponent().appendingPathComponent(name)
         }
+        try self.init(executable: url, environment: environment, arguments: arguments)
+    }
+
+    /// Starts any executable (the test virtualenv's python, nghttp).
+    init(executable url: URL, environment: [String: String], arguments: [String] = []) throws {
         process.executableURL = url
         process.arguments = arguments
         process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }

@@ -1,0 +1,297 @@
+// HTTP/2 through the real binaries (issue 6): h2c by prior knowledge and by Upgrade with Debian's nghttp, gRPC's
+// four call kinds with grpcio (Tests/grpc/echo.py, run from the virtualenv ./test.sh makes), per-message timing
+// that would expose buffering, cc=1 holding ten streams of one connection to one at a time, timeouts, flow
+// control against a reader that never reads, GOAWAY on drain, and HTTP/1.1 clients of an h2c-only app.
+import Foundation
+import Glibc
+import Testing
+
+@testable import ProxyCore
+
+/// The gRPC peer: `Tests/grpc/echo.py` under the test virtualenv's python.
+enum GRPCPeer {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    static var python: URL {
+        if let path = ProcessInfo.processInfo.environment["KN_TEST_PYTHON"] { return URL(fileURLWithPath: path) }
+        return packageRoot.appendingPathComponent(".build/test-venv/bin/python")
+    }
+
+    static var script: String { packageRoot.appendingPathComponent("Tests/grpc/echo.py").path }
+
+    static func checkInstalled() throws {
+        guard FileManager.default.isExecutableFile(atPath: python.path) else {
+            throw TestError("no grpcio virtualenv at \(python.path): run ./test.sh (it creates .build/test-venv)")
+        }
+    }
+
+    /// Starts the gRPC server on a free port.
+    static func server() throws -> (ChildProcess, UInt16) {
+        try checkInstalled()
+        let port = freePort()
+        let process = try ChildProcess(executable: python, environment: [:], arguments: [script, "server", "\(port)"])
+        guard process.waitForPort(port, seconds: 20) else { throw TestError("gRPC server did not start: \(process.stderr)") }
+        return (process, port)
+    }
+
+    /// Starts one client call of `kind` through 127.0.0.1:`port` (see echo.py).
+    static func start(_ port: UInt16, _ kind: String, authority: String? = nil) throws -> ChildProcess {
+        try checkInstalled()
+        return try ChildProcess(
+            executable: python, environment: [:],
+            arguments: [script, "client", "127.0.0.1:\(port)", kind] + (authority.map { [$0] } ?? []))
+    }
+
+    /// The JSON line a finished client printed.
+    static func result(_ client: ChildProcess) throws -> [String: Any] {
+        guard client.waitForExit(seconds: 40) == 0,
+            let line = client.stdout.split(separator: "\n").last,
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        else { throw TestError("gRPC client failed: \(client.stdout) \(client.stderr.suffix(1500))") }
+        return object
+    }
+
+    static func call(_ port: UInt16, _ kind: String, authority: String? = nil) throws -> [String: Any] {
+        try result(try start(port, kind, authority: authority))
+    }
+}
+
+/// Debian's nghttp client, run to the end. - Returns: its verbose output.
+func nghttp(_ arguments: [String]) throws -> String {
+    let url = URL(fileURLWithPath: "/usr/bin/nghttp")
+    guard FileManager.default.isExecutableFile(atPath: url.path) else {
+        throw TestError("nghttp missing: ./test.sh installs nghttp2-client")
+    }
+    let process = try ChildProcess(executable: url, environment: [:], arguments: arguments)
+    guard process.waitForExit(seconds: 20) == 0 else { throw TestError("nghttp \(arguments) failed: \(process.stdout) \(process.stderr)") }
+    return process.stdout
+}
+
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct HTTP2ProxyTests {
+    /// The four call kinds and trailers, with timing: a proxy that held a stream back would show a message
+    /// arriving ≥ 200 ms (the gap between sends) after it left, or a ping-pong that deadlocks.
+    static func checkAllCallKinds(_ port: UInt16, authority: String? = nil) throws {
+        let unary = try GRPCPeer.call(port, "unary", authority: authority)
+        #expect(unary["reply"] as? String == "echo:hello")
+        #expect(unary["code"] as? String == "OK")
+        #expect((unary["trailers"] as? [String: String])?["x-detail"] == "trailer-kept")
+
+        let failing = try GRPCPeer.call(port, "unary-error", authority: authority)
+        #expect(failing["code"] as? String == "NOT_FOUND")
+        #expect(failing["details"] as? String == "no such thing: fail")
+        #expect((failing["trailers"] as? [String: String])?["x-detail"] == "trailer-kept")
+
+        for kind in ["server-stream", "client-stream"] {
+            let result = try GRPCPeer.call(port, kind, authority: authority)
+            let delays = result["delays"] as? [Double] ?? []
+            #expect(delays.count == 5, "\(kind): \(result)")
+            #expect(delays.allSatisfy { $0 < 150 }, "\(kind) delays (ms) \(delays): a message waited for the next")
+        }
+        let bidi = try GRPCPeer.call(port, "bidi", authority: authority)
+        let rtts = bidi["rtts"] as? [Double] ?? []
+        #expect(rtts.count == 5 && rtts.allSatisfy { $0 < 150 }, "bidi round trips (ms) \(rtts)")
+    }
+
+    @Test func grpcCallKindsThroughQueueProxy() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        try Self.checkAllCallKinds(qp.port)
+    }
+
+    @Test func grpcCallKindsThroughActivatorAndQueueProxy() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        let activator = try ActivatorFixture()
+        try activator.revision("grpc-00001", cc: 0)
+        let put = try activator.admin(
+            "PUT", "/v1/revisions/default/grpc-00001/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
+        #expect(put.status == 200)
+        // Routed by Host: <revision>.<namespace>.svc.<cluster domain> (spec §2.3).
+        try Self.checkAllCallKinds(activator.port, authority: "grpc-00001.default.svc.cluster.local")
+    }
+
+    @Test func h2cPriorKnowledgeAndUpgradeThroughBothProxies() throws {
+        let appPort = freePort()
+        let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)"])
+        defer { app.signal(SIGKILL) }
+        #expect(app.waitForPort(appPort))
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        let activator = try ActivatorFixture()
+        try activator.revision("hello-00001", cc: 0)
+        _ = try activator.admin(
+            "PUT", "/v1/revisions/default/hello-00001/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
+        let routing = ["-H", "knative-serving-namespace: default", "-H", "knative-serving-revision: hello-00001"]
+        for (port, headers) in [(qp.port, [String]()), (activator.port, routing)] {
+            let prior = try nghttp(["-v"] + headers + ["http://127.0.0.1:\(port)/"])
+            #expect(prior.contains(":status: 200") && prior.contains("Hello World!"), "\(prior)")
+            #expect(!prior.contains("HTTP Upgrade"))
+            let upgraded = try nghttp(["-v", "-u"] + headers + ["http://127.0.0.1:\(port)/"])
+            #expect(upgraded.contains("HTTP Upgrade success") && upgraded.contains("Hello World!"), "\(upgraded)")
+            // The same port still speaks HTTP/1.1.
+            let client = try TestSocket.connect(port: port)
+            let plain = try client.exchange(
+                "GET / HTTP/1.1\r\nHost: h\r\n" + stride(from: 1, to: headers.count, by: 2).map { headers[$0] + "\r\n" }.joined() + "\r\n")
+            #expect(plain.status == 200 && plain.bodyText == "Hello World!\n")
+        }
+    }
+
+    @Test func ccOneLetsOneOfTenStreamsOnOneConnectionIntoTheAppAtATime() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let limited = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "1"], app: nil)
+        let result = try GRPCPeer.call(limited.port, "concurrent-10")
+        #expect(result["ok"] as? Int == 10)
+        #expect(result["max"] as? Int == 1, "\(result)")
+        // Control: without a limit the same ten streams overlap in the app (so the check above can fail).
+        let unlimited = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        let free = try GRPCPeer.call(unlimited.port, "concurrent-10")
+        #expect((free["max"] as? Int ?? 0) > 1, "\(free)")
+    }
+
+    @Test func grpcReadinessProbeAgainstAGrpcioHealthService() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let probe = #"{"grpc": {"port": \#(appPort), "service": ""}, "periodSeconds": 1, "timeoutSeconds": 1}"#
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "SERVING_READINESS_PROBE": probe], app: nil)
+        let kubelet = ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"]
+        let ready = try qp.get(headers: kubelet)
+        #expect(ready.status == 200 && ready.bodyText == "queue", "\(ready.status) \(ready.bodyText)")
+        app.signal(SIGKILL)
+        _ = app.waitForExit()
+        let gone = try qp.get(headers: kubelet)
+        #expect(gone.status == 503, "\(gone.status) \(gone.bodyText)")
+    }
+
+    @Test func timeoutsGive504BeforeTheResponseAndAResetAfter() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let qp = try QueueProxyFixture(
+            env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0", "REVISION_TIMEOUT_SECONDS": "1"], app: nil)
+        let started = Date()
+        let slow = try GRPCPeer.call(qp.port, "slow-3000")
+        #expect(slow["code"] as? String == "UNAVAILABLE", "\(slow)")
+        #expect((slow["details"] as? String ?? "").contains("504"), "\(slow)")
+        #expect(Date().timeIntervalSince(started) < 2.9)
+        // 12 messages 200 ms apart outlast the 1 s timeout: some arrive, then the stream is reset.
+        let long = try GRPCPeer.call(qp.port, "long-12")
+        #expect(long["code"] as? String == "INTERNAL", "\(long)")
+        let received = long["received"] as? Int ?? 0
+        #expect(received >= 3 && received < 12, "\(long)")
+    }
+
+    @Test func http1ClientsReachAnH2cOnlyApp() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let message: [UInt8] = [0, 0, 0, 0, 5] + Array("hello".utf8)
+        func unaryOverHTTP1(_ port: UInt16) throws -> TestResponse {
+            let client = try TestSocket.connect(port: port)
+            let chunk = String(message.count, radix: 16)
+            try client.send("POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc\r\nContent-Type: application/grpc\r\nTE: trailers\r\n"
+                + "Transfer-Encoding: chunked\r\n\r\n\(chunk)\r\n")
+            try client.send(message + Array("\r\n0\r\n\r\n".utf8))
+            return try client.readResponse()
+        }
+        let h2c = try QueueProxyFixture(
+            env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0", "QUEUE_USER_PROTOCOL": "h2c"], app: nil)
+        let answer = try unaryOverHTTP1(h2c.port)
+        #expect(answer.status == 200)
+        #expect(answer.header("Content-Type") == "application/grpc")
+        #expect(answer.body == [0, 0, 0, 0, 10] + Array("echo:hello".utf8))
+        #expect(answer.trailers.contains { $0.0 == "grpc-status" && $0.1 == "0" }, "\(answer.trailers)")
+        #expect(answer.trailers.contains { $0.0 == "x-detail" && $0.1 == "trailer-kept" })
+        // Control: spoken to in HTTP/1.1, the same app fails (so the translation above is what made it work).
+        let http1 = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        #expect(try unaryOverHTTP1(http1.port).status == 502)
+    }
+
+    @Test func drainSendsGoAwayAndOpenStreamsFinish() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let qp = try QueueProxyFixture(
+            env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0", "QUEUE_DRAIN_QUIET_PERIOD": "200ms"], app: nil)
+        let client = try GRPCPeer.start(qp.port, "long-8")  // 1.4 s of messages
+        let deadline = Date().addingTimeInterval(20)
+        while !client.stdout.contains("first") && Date() < deadline { usleep(5_000) }  // the stream is flowing
+        qp.proxy.signal(SIGTERM)
+        let result = try GRPCPeer.result(client)
+        #expect(result["code"] as? String == "OK" && result["received"] as? Int == 8, "\(result)")
+        #expect(qp.proxy.waitForExit(seconds: 10) == 0)
+    }
+
+    @Test func aReaderThatNeverReadsHoldsTheProxyToOneWindow() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        let before = qp.proxy.memoryKB().rss
+        let client = try RawH2Client(port: qp.port)
+        // 200 messages of 1 MiB, which the app pushes as fast as it may.
+        try client.request(path: "/test.Echo/Big", body: [0, 0, 0, 0, 3] + Array("200".utf8))
+        try client.pump(seconds: 1.0, untilBytes: .max)
+        #expect(client.received > 0 && client.received <= 65_535, "got \(client.received) bytes past a 64 KiB window")
+        let grown = qp.proxy.memoryKB().rss - before
+        #expect(grown < 8_000, "queue-proxy grew by \(grown) kB while the reader held still")
+        // Reading again, the bytes flow.
+        client.startConsuming()
+        try client.pump(seconds: 20, untilBytes: 20 << 20)
+        #expect(client.received >= 20 << 20)
+    }
+}
+
+/// A bare HTTP/2 client on a blocking socket, built on our codec: it controls its own flow-control window.
+final class RawH2Client: H2SessionDelegate {
+    let socket: TestSocket
+    var session: H2Session!
+    var received = 0
+    private var consuming = false
+    private var stream: Int32 = -1
+
+    init(port: UInt16) throws {
+        socket = try TestSocket.connect(port: port)
+        session = try H2Session(role: .client, delegate: self)
+    }
+
+    func request(path: String, body: [UInt8]) throws {
+        stream = try session.submitRequest([
+            H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "test"),
+            H2Field(":path", path), H2Field("content-type", "application/grpc"), H2Field("te", "trailers"),
+        ], endStream: false)
+        body.withUnsafeBytes { session.send(stream: stream, $0, end: true) }
+        try flush()
+    }
+
+    func startConsuming() {
+        consuming = true
+        session.consume(stream: stream, count: received)
+    }
+
+    private func flush() throws {
+        var out: [UInt8] = []
+        try session.writeOutput { out += $0 }
+        if !out.isEmpty { try socket.send(out) }
+    }
+
+    /// Reads and answers frames for `seconds`, or until `untilBytes` body bytes arrived.
+    func pump(seconds: Double, untilBytes: Int) throws {
+        socket.setTimeout(seconds: 0, microseconds: 50_000)
+        let deadline = Date().addingTimeInterval(seconds)
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while Date() < deadline && received < untilBytes {
+            let n = chunk.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { throw TestError("the proxy closed the connection") }
+            if n > 0 { try chunk[0..<n].withUnsafeBytes { _ = try session.receive($0) } }
+            try flush()
+        }
+    }
+
+    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {}
+    func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
+        received += bytes.count
+        if consuming { session.consume(stream: stream, count: bytes.count) }
+    }
+    func h2EndStream(_ session: H2Session, stream: Int32) {}
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+}
