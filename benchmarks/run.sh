@@ -12,6 +12,8 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 # ---------------------------------------------------------------- options ---
 ROUNDS=3
@@ -118,16 +120,7 @@ done
 [[ "$HELD_REQUESTS" =~ ^[0-9]+$ ]] || { echo "run.sh: --held-requests must be a non-negative integer" >&2; exit 2; }
 [[ "$OUT" = /* ]] || OUT="$PWD/$OUT"
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 # -------------------------------------------- phase 1: outside the netns ---
-in_private_netns() {
-  [[ "${BENCH_IN_NETNS:-}" == 1 ]] && return 0
-  # Already isolated by the caller (e.g. `unshare -n ...`): no interface but lo.
-  ! awk -F: 'NR > 2 { gsub(/ /, "", $1); if ($1 != "lo") found = 1 } END { exit !found }' /proc/net/dev
-}
-
 ensure_packages() {
   local missing=()
   command -v wrk >/dev/null || missing+=(wrk)
@@ -157,16 +150,7 @@ if [[ "${BENCH_PHASE1_DONE:-}" != 1 ]]; then
   export BENCH_PHASE1_DONE=1
 fi
 
-if ! in_private_netns; then
-  log "re-executing inside a private network namespace (loopback only)"
-  # A private PID namespace as well, when the kernel allows it: then no process
-  # we start can outlive the script even if it is killed with SIGKILL.
-  # --kill-child: if unshare itself is killed, the script gets SIGTERM and cleans up.
-  if unshare -n -p -f --mount-proc --kill-child=SIGTERM true 2>/dev/null; then
-    exec unshare -n -p -f --mount-proc --kill-child=SIGTERM sh -c 'ip link set lo up; exec env BENCH_IN_NETNS=1 bash "$0" "$@"' "$SCRIPT" "${ORIG_ARGS[@]}"
-  fi
-  exec unshare -n sh -c 'ip link set lo up; exec env BENCH_IN_NETNS=1 bash "$0" "$@"' "$SCRIPT" "${ORIG_ARGS[@]}"
-fi
+enter_private_netns
 
 # ---------------------------------------------- phase 2: inside the netns ---
 ip link set lo up 2>/dev/null || true
@@ -182,78 +166,6 @@ RAW="$TMP/raw.tsv"
 STARTED_PIDS=()   # every long-running process we started (trees are killed)
 WRK_PID=""
 HELPER_PID=""     # a running helper script (held_requests.py)
-
-# All PIDs of the tree rooted at $1 (the process and its descendants).
-tree_pids() {
-  local root=$1 f line rest pid ppid
-  local -A children=()
-  for f in /proc/[0-9]*/stat; do
-    { line=$(<"$f"); } 2>/dev/null || continue
-    pid=${line%% *}
-    rest=${line##*) }
-    read -r _ ppid _ <<<"$rest"
-    children[$ppid]+=" $pid"
-  done
-  local queue=("$root") out=() p
-  while ((${#queue[@]})); do
-    p=${queue[0]}; queue=("${queue[@]:1}")
-    [[ -e /proc/$p ]] || continue
-    out+=("$p")
-    # shellcheck disable=SC2206
-    [[ -n "${children[$p]:-}" ]] && queue+=(${children[$p]})
-  done
-  echo "${out[*]:-}"
-}
-
-# utime+stime (clock ticks) summed over the process tree (fields 14 and 15 of /proc/PID/stat).
-cpu_ticks() {
-  local total=0 p line rest f
-  for p in $(tree_pids "$1"); do
-    { line=$(<"/proc/$p/stat"); } 2>/dev/null || continue
-    rest=${line##*) }
-    read -r -a f <<<"$rest"          # f[0] is field 3 (state), so field N is f[N-3]
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-
-# Sum of a /proc/PID/status field (VmRSS, VmHWM) over the process tree, in kB.
-status_kb() {
-  local field=$2 total=0 p v
-  for p in $(tree_pids "$1"); do
-    v=$(awk -v k="$field:" '$1 == k { print $2 }' "/proc/$p/status" 2>/dev/null || true)
-    total=$((total + ${v:-0}))
-  done
-  echo "$total"
-}
-
-# One-letter state of a process ("" if gone), e.g. R, S, Z.
-proc_state() {
-  local line
-  { line=$(<"/proc/$1/stat"); } 2>/dev/null || return 0
-  line=${line##*) }
-  echo "${line%% *}"
-}
-
-kill_tree() {
-  local pids p i alive st
-  pids=$(tree_pids "$1")
-  [[ -n "$pids" ]] || return 0
-  # shellcheck disable=SC2086
-  kill -TERM $pids 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    alive=0
-    for p in $pids; do
-      st=$(proc_state "$p")
-      if [[ -n "$st" && "$st" != Z ]]; then alive=1; fi
-    done
-    ((alive)) || break
-    sleep 0.1
-  done
-  # shellcheck disable=SC2086
-  kill -KILL $pids 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 
 # Stop a process tree we started and drop it from the cleanup list.
 stop_started() {
@@ -841,6 +753,21 @@ REPORT="$TMP/report.md"
 } >"$REPORT"
 
 mkdir -p "$(dirname "$OUT")"
-cp "$REPORT" "$OUT"
+# The sections other scripts write (coldstart.py's kn-local rows, h2.sh's HTTP/2 table) stay as they are.
+python3 - "$OUT" "$REPORT" <<'PY'
+import sys
+out, report = sys.argv[1], open(sys.argv[2]).read()
+try:
+    old = open(out).read()
+except FileNotFoundError:
+    old = ""
+kept = []
+for head in ("## kn-local", "## HTTP/2 (h2load"):
+    start = old.find(head)
+    if start >= 0:
+        end = old.find("\n## ", start + 1)
+        kept.append(old[start:end + 1 if end >= 0 else len(old)].rstrip("\n") + "\n")
+open(out, "w").write(report.rstrip("\n") + "\n" + "".join("\n" + k for k in kept))
+PY
 cat "$REPORT"
 log "report written to $OUT"

@@ -51,6 +51,8 @@ public struct HTTPHead: Sendable {
     public var target: Range<Int> = 0..<0
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     public var minorVersion = 1
+    /// 2 for a request that arrived over HTTP/2 (its head is written as HTTP/1.1 for the responders).
+    public var majorVersion = 1
     // Status line
     public var status = 0
     public var reason: Range<Int> = 0..<0

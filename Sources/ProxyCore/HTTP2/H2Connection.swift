@@ -18,6 +18,7 @@ class H2Connection: StreamConnection, H2SessionDelegate {
     @exclusivity(unchecked) var writable = true
     /// The socket or the session failed; the connection closes from its timer (outside any caller's stack).
     @exclusivity(unchecked) var failed = false
+    @exclusivity(unchecked) private var flushQueued = false
 
     /// Reads everything the socket has and feeds it to the session.
     /// - Returns: false when the peer closed, the socket failed or the peer broke the protocol.
@@ -50,9 +51,22 @@ class H2Connection: StreamConnection, H2SessionDelegate {
         return true
     }
 
-    /// Moves the session's frames to the socket as far as it takes them (at most `outputLimit` queued).
-    /// Called inside a session callback, it only notes the wish; the outer call writes.
+    /// Asks for the session's frames to be written at the end of this loop pass, so that everything the
+    /// pass produces for this connection (many streams' frames) leaves in one write.
     func writeOut() {
+        guard !flushQueued, isOpen else { return }
+        flushQueued = true
+        loop.deferFlush(self)
+    }
+
+    override func deferredFlush() {
+        flushQueued = false
+        writeNow()
+    }
+
+    /// Moves the session's frames to the socket as far as it takes them (at most `outputLimit` queued).
+    /// Inside a session callback it only notes the wish; the outer call writes.
+    func writeNow() {
         if inSession || !writable || !isOpen {
             outputWanted = true
             return
@@ -138,7 +152,7 @@ final class H2ServerConnection: H2Connection {
         if loop.draining { beginDrain() }
         if let buffer = input, !buffer.isEmpty {
             do { try session.receive(buffer.readable) } catch {
-                writeOut()
+                writeNow()
                 close()
                 return
             }
@@ -151,9 +165,9 @@ final class H2ServerConnection: H2Connection {
 
     private func drive() {
         guard isOpen else { return }
-        writeOut()
+        writeNow()
         let alive = receiveAll()
-        writeOut()
+        writeNow()
         if !alive || failed || (!session.wantsRead && !session.wantsWrite) { close() }
     }
 
@@ -167,7 +181,7 @@ final class H2ServerConnection: H2Connection {
         if streams.isEmpty {
             if !sentGoAway { session.goAway() }
             sentGoAway = true
-            writeOut()
+            writeNow()
             close()
         }
     }
@@ -276,9 +290,9 @@ final class H2UpstreamConnection: H2Connection {
             writable = true
             canWrite = true
         }
-        writeOut()
+        writeNow()
         let alive = receiveAll()
-        writeOut()
+        writeNow()
         if !alive || failed || (!session.wantsRead && !session.wantsWrite) { close() }
     }
 

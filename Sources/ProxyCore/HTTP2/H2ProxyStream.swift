@@ -77,6 +77,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             HTTP1Parser.markConnectionListed(raw, &parsed)
             return nil
         }
+        parsed.majorVersion = 2
         head = parsed
         if let error = failure {
             respond(error.status == 431 ? .error(431, "431 Request Header Fields Too Large") : .error(400, "400 Bad Request"))

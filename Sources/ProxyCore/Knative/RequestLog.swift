@@ -29,7 +29,7 @@ public final class RequestLogEntry {
         userAgent = request.value(of: "user-agent").map(request.string) ?? ""
         remote = request.peer.description
         referer = request.value(of: "referer").map(request.string) ?? ""
-        proto = request.head.minorVersion == 0 ? "HTTP/1.0" : "HTTP/1.1"
+        proto = request.head.majorVersion == 2 ? "HTTP/2.0" : request.head.minorVersion == 0 ? "HTTP/1.0" : "HTTP/1.1"
         if let parent = request.value(of: "traceparent").map(request.string) {
             let parts = parent.split(separator: "-", omittingEmptySubsequences: false)
             traceID = parts.count > 1 ? String(parts[1]) : ""

@@ -37,6 +37,10 @@ public class Channel: TimerEntry {
 
     /// Hook after the descriptor is gone: give buffers back, tell partners.
     func didClose() {}
+
+    /// Called once per `EventLoop.deferFlush` at the end of the loop pass (HTTP/2 connections batch their
+    /// frames into one write per pass this way).
+    func deferredFlush() {}
 }
 
 /// A thread-safe queue of jobs into one loop, with an eventfd to wake it.
@@ -90,6 +94,8 @@ public final class EventLoop {
     @exclusivity(unchecked) private var liveCount = 0
     @exclusivity(unchecked) private var isDraining = false
     @exclusivity(unchecked) private var isStopped = false
+    /// Channels that asked to write at the end of this pass (`deferFlush`).
+    @exclusivity(unchecked) private var deferred: [Channel] = []
     private static let inboxToken = UInt64.max
 
     public init(index: Int = 0) throws(SysError) {
@@ -211,10 +217,24 @@ public final class EventLoop {
                     channel.handleEvent(events[i].events)
                 }
                 wheel.advance(nowMs: nowMs)
+                runDeferred()
                 if isDraining && liveCount == 0 { isStopped = true }
             }
         }
         for channel in channels { channel?.close() }
+    }
+
+    /// Asks for `channel.deferredFlush()` once every event of this pass has been handled: what the pass
+    /// produced for that channel leaves in one write. The caller keeps its own "already asked" flag.
+    func deferFlush(_ channel: Channel) { deferred.append(channel) }
+
+    private func runDeferred() {
+        var i = 0
+        while i < deferred.count {  // a flush may ask for another (a window update for the other side)
+            deferred[i].deferredFlush()
+            i += 1
+        }
+        deferred.removeAll(keepingCapacity: true)
     }
 
     /// Stops the loop after the current pass, closing whatever is still open.
