@@ -13,7 +13,8 @@ final class H2Recorder: H2SessionDelegate {
     var closed: [(Int32, UInt32)] = []
     var autoConsume = true
 
-    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+    func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+        let fields = block.fields
         headers.append((stream, fields, isTrailers, endStream))
     }
     func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
@@ -179,7 +180,8 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
         var requests: [Int32: (path: String, body: [UInt8])] = [:]
         init(status: UInt8, services: Seen<String>) { self.status = status; self.services = services }
 
-        func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+        func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+        let fields = block.fields
             requests[stream] = (text(fields, ":path") ?? "", [])
             if endStream { answer(session, stream) }
         }
@@ -210,7 +212,7 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
         server = try ScriptedUpstream { conn, _ in
             let handler = Handler(status: status, services: services)
             let session = try H2Session(role: .server, delegate: handler)
-            defer { withExtendedLifetime(handler) {} }  // the session's delegate is weak
+            defer { withExtendedLifetime(handler) {} }  // the session does not retain its delegate
             var chunk = [UInt8](repeating: 0, count: 16384)
             while true {
                 var out: [UInt8] = []

@@ -112,6 +112,15 @@ struct HTTP2ProxyTests {
         #expect(put.status == 200)
         // Routed by Host: <revision>.<namespace>.svc.<cluster domain> (spec §2.3).
         try Self.checkAllCallKinds(activator.port, authority: "grpc-00001.default.svc.cluster.local")
+
+        // What the app sees after both proxies' header rules (spec §1.8, §2.7), over h2c.
+        let seen = try GRPCPeer.call(activator.port, "headers", authority: "grpc-00001.default.svc.cluster.local")
+        let headers = seen["headers"] as? [String: String] ?? [:]
+        #expect(headers["knative-serving-revision"] == nil && headers["knative-serving-namespace"] == nil, "\(headers)")
+        #expect(headers["k-proxy-request"] == "activator", "\(headers)")
+        #expect(headers["x-forwarded-for"] == "10.0.0.1, 127.0.0.1, 127.0.0.1", "\(headers)")
+        // The queue-proxy's Forwarded shim reads X-Forwarded-For as it arrived (before its own append).
+        #expect(headers["forwarded"] == "for=10.0.0.1, for=127.0.0.1", "\(headers)")
     }
 
     @Test func h2cPriorKnowledgeAndUpgradeThroughBothProxies() throws {
@@ -287,7 +296,7 @@ final class RawH2Client: H2SessionDelegate {
         }
     }
 
-    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {}
+    func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {}
     func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
         received += bytes.count
         if consuming { session.consume(stream: stream, count: bytes.count) }

@@ -99,6 +99,11 @@ def big(request, context):
         yield chunk
 
 
+def headers(request, context):
+    """The request's metadata (its non-pseudo header fields) as JSON."""
+    return json.dumps(dict(context.invocation_metadata())).encode()
+
+
 def health(request, context):
     return b"\x08\x01"  # HealthCheckResponse{status: SERVING}
 
@@ -113,6 +118,7 @@ def serve(port):
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "LongStream": grpc.unary_stream_rpc_method_handler(long_stream),
         "Big": grpc.unary_stream_rpc_method_handler(big),
+        "Headers": grpc.unary_unary_rpc_method_handler(headers),
     }
     server.add_generic_rpc_handlers((
         grpc.method_handlers_generic_handler("test.Echo", handlers),
@@ -179,6 +185,11 @@ def client(target, kind, authority=None):
             assert reply == b"pong:%d" % i, reply
         outbox.put(None)
         out["rtts"] = rtts
+    elif kind == "headers":
+        reply = channel.unary_unary("/test.Echo/Headers")(
+            b"", metadata=(("knative-serving-revision", "grpc-00001"), ("knative-serving-namespace", "default"),
+                           ("x-forwarded-for", "10.0.0.1")), timeout=10)
+        out["headers"] = json.loads(reply)
     elif kind.startswith("concurrent-"):
         # N calls at once on this one channel (one HTTP/2 connection): how many did the app see together?
         n = int(kind.split("-")[1])

@@ -16,7 +16,7 @@ import Glibc
 
 /// Whoever owns a stream on an `H2UpstreamConnection`.
 protocol H2UpstreamStream: AnyObject {
-    func upstreamHeaders(_ fields: [H2Field], isTrailers: Bool, endStream: Bool)
+    func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool)
     func upstreamData(_ bytes: UnsafeRawBufferPointer)
     func upstreamEnd()
     /// The stream closed (`code` ≠ 0: reset).
@@ -84,11 +84,11 @@ final class H1ToH2Bridge: H2UpstreamStream {
             fail(.connect(error))
             return
         }
-        let fields = H2Request.upstreamFields(
+        H2Request.upstreamFields(
             head, bytes: headBytes, peerIP: downstream.peerIP, rewrite: options.rewrite, defaultHost: pool.hostBytes,
-            loop: loop)
+            loop: loop, into: &connection.requestFields)
         downstream.input!.moveReader(by: headBytes.count)
-        do { upstreamID = try connection.open(self, fields: fields, endStream: requestDone) } catch {
+        do { upstreamID = try connection.open(self, endStream: requestDone) } catch {
             fail(.badResponse)
             return
         }
@@ -183,24 +183,24 @@ final class H1ToH2Bridge: H2UpstreamStream {
 
     // MARK: - Response
 
-    func upstreamHeaders(_ fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+    func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
         guard !isOver else { return }
         let output = downstream.outputBuffer()
         if isTrailers {
             if chunked {
                 output.append("0\r\n")
-                for field in fields { append(field, to: output) }
+                for i in 0..<block.count { append(block, i, to: output) }
                 output.append("\r\n")
                 chunked = false  // the final chunk is written
             }
             responseComplete()
             return
         }
-        let code = H2Request.status(fields)
+        let code = H2Request.status(block)
         if code < 200 {
             if code != 101 && keepAlive {  // interim answers go to HTTP/1.1 clients as they are
                 writeStatusLine(code, output)
-                for field in fields where field.name.first != 0x3A { append(field, to: output) }
+                for i in 0..<block.count where block.name(i).first != 0x3A { append(block, i, to: output) }
                 output.append("\r\n")
                 flushDownstream()
             }
@@ -212,9 +212,9 @@ final class H1ToH2Bridge: H2UpstreamStream {
         bodyless = method == .head || code == 204 || code == 304
         var hasLength = false
         writeStatusLine(code, output)
-        for field in fields where field.name.first != 0x3A {
-            if field.name == H1ToH2Bridge.contentLength { hasLength = true }
-            append(field, to: output)
+        for i in 0..<block.count where block.name(i).first != 0x3A {
+            if block.name(i).elementsEqual(H1ToH2Bridge.contentLength) { hasLength = true }
+            append(block, i, to: output)
         }
         chunked = !hasLength && !bodyless && !endStream
         if !hasLength && !bodyless && endStream { output.append("content-length: 0\r\n") }
@@ -289,10 +289,10 @@ final class H1ToH2Bridge: H2UpstreamStream {
         output.append("\r\n")
     }
 
-    private func append(_ field: H2Field, to output: ByteBuffer) {
-        field.name.withUnsafeBytes { output.append($0) }
+    private func append(_ block: H2HeaderBlock, _ i: Int, to output: ByteBuffer) {
+        output.append(block.name(i))
         output.append(": ")
-        field.value.withUnsafeBytes { output.append($0) }
+        output.append(block.value(i))
         output.append("\r\n")
     }
 

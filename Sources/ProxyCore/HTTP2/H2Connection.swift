@@ -94,7 +94,7 @@ class H2Connection: StreamConnection, H2SessionDelegate {
     var role: StaticString { "peer" }
 
     // Delegate defaults; the roles override what they use.
-    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {}
+    func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {}
     func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {}
     func h2EndStream(_ session: H2Session, stream: Int32) {}
     func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
@@ -205,16 +205,16 @@ final class H2ServerConnection: H2Connection {
 
     // MARK: - Session events
 
-    override func h2Headers(_ session: H2Session, stream id: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+    override func h2Headers(_ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
         if isTrailers {
-            streams[id]?.requestEnd(trailers: fields)
+            streams[id]?.requestEnd(trailers: block.fields)
             return
         }
         guard streams[id] == nil else { return }
         let stream = H2ProxyStream(connection: self, id: id)
         streams[id] = stream
         stream.requestComplete = endStream
-        guard stream.prepare(fields: fields) else { return }  // answered 400/431 already
+        guard stream.prepare(block: block) else { return }  // answered 400/431 already
         stream.begin()
     }
 
@@ -246,6 +246,8 @@ final class H2UpstreamConnection: H2Connection {
     let pool: UpstreamPool
     @exclusivity(unchecked) var streams: [Int32: H2UpstreamStream] = [:]
     @exclusivity(unchecked) private var connectError: SysError?
+    /// Scratch for building request header blocks (reused: no allocation per request once warm).
+    @exclusivity(unchecked) var requestFields = H2HeaderList()
 
     init(pool: UpstreamPool) throws(SysError) {
         self.pool = pool
@@ -258,8 +260,9 @@ final class H2UpstreamConnection: H2Connection {
     override var role: StaticString { "upstream" }
 
     /// Opens a stream for `stream`. - Returns: the upstream stream id.
-    func open(_ stream: H2UpstreamStream, fields: [H2Field], endStream: Bool) throws(H2Error) -> Int32 {
-        let id = try session.submitRequest(fields, endStream: endStream)
+    /// Opens a stream for `stream` with the header block in `requestFields`. - Returns: the upstream stream id.
+    func open(_ stream: H2UpstreamStream, endStream: Bool) throws(H2Error) -> Int32 {
+        let id = try session.submitRequest(requestFields, endStream: endStream)
         streams[id] = stream
         return id
     }
@@ -315,8 +318,8 @@ final class H2UpstreamConnection: H2Connection {
 
     // MARK: - Session events
 
-    override func h2Headers(_ session: H2Session, stream id: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
-        streams[id]?.upstreamHeaders(fields, isTrailers: isTrailers, endStream: endStream)
+    override func h2Headers(_ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+        streams[id]?.upstreamHeaders(block, isTrailers: isTrailers, endStream: endStream)
     }
 
     override func h2Data(_ session: H2Session, stream id: Int32, bytes: UnsafeRawBufferPointer) {

@@ -55,8 +55,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     // MARK: - Start
 
     /// Writes the header block as an HTTP/1.1 head for the responder. - Returns: false if answered (400/431).
-    func prepare(fields: [H2Field]) -> Bool {
-        guard let bytes = H2Request.head(from: fields, limit: connection.config.maxHeadLength) else {
+    func prepare(block: H2HeaderBlock) -> Bool {
+        guard let bytes = H2Request.head(from: block, limit: connection.config.maxHeadLength) else {
             respond(.error(431, "431 Request Header Fields Too Large"))
             return false
         }
@@ -165,14 +165,14 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             fail(.connect(error))
             return
         }
-        let fields = headBytes.withUnsafeBytes { raw in
+        headBytes.withUnsafeBytes { raw in
             H2Request.upstreamFields(
                 head, bytes: raw, peerIP: connection.peerIP, rewrite: options.rewrite, defaultHost: pool.hostBytes,
-                loop: loop)
+                loop: loop, into: &upstream.requestFields)
         }
         let bodyless = requestComplete && backlog.isEmpty && requestTrailers == nil
         do {
-            upstreamID = try upstream.open(self, fields: fields, endStream: bodyless)
+            upstreamID = try upstream.open(self, endStream: bodyless)
         } catch {
             fail(.badResponse)
             return
@@ -228,24 +228,25 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
     }
 
-    func upstreamHeaders(_ fields: [H2Field], isTrailers: Bool, endStream: Bool) {
+    func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
         guard state == .proxying else { return }
         if isTrailers {
-            session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: fields)
+            session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: block.fields)
             responseEnded = true
             connection.writeOut()
             return
         }
-        let code = H2Request.status(fields)
+        let code = H2Request.status(block)
         if code < 200 {
-            try? session.submitInformational(stream: id, fields)
+            try? session.submitInformational(stream: id, block)
             connection.writeOut()
             return
         }
         responseStarted = true
         status = code
         lastWriteMs = loop.nowMs
-        do { try session.submitResponse(stream: id, fields, endStream: endStream) } catch {
+        // The upstream's block goes on as it is: nghttp2 already refused connection-specific fields in it.
+        do { try session.submitResponse(stream: id, block, endStream: endStream) } catch {
             session.reset(stream: id, code: 0x2)
         }
         if endStream { responseEnded = true }
@@ -389,50 +390,52 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
 /// Header-block conversions between HTTP/2 fields and the HTTP/1 heads the rest of the proxy works with.
 enum H2Request {
     /// The client's header block as an HTTP/1.1 request head (`Host` from `:authority`). nil when over `limit`.
-    static func head(from fields: [H2Field], limit: Int) -> [UInt8]? {
-        var method: [UInt8] = []
-        var path: [UInt8] = []
-        var authority: [UInt8]?
+    static func head(from block: H2HeaderBlock, limit: Int) -> [UInt8]? {
+        var method = UnsafeRawBufferPointer(start: nil, count: 0)
+        var path = method
+        var authority: UnsafeRawBufferPointer?
         var hasHost = false
-        var size = 16
-        for field in fields {
-            size += field.name.count + field.value.count + 4
-            switch field.name {
-            case H2Request.methodName: method = field.value
-            case H2Request.pathName: path = field.value
-            case H2Request.authorityName: authority = field.value
-            case H2Request.hostName: hasHost = true
-            default: break
+        var size = 32
+        for i in 0..<block.count {
+            let name = block.name(i)
+            size += name.count + block.value(i).count + 4
+            guard name.first == 0x3A else {
+                if name.elementsEqual(hostName) { hasHost = true }
+                continue
             }
+            if name.elementsEqual(methodName) { method = block.value(i) }
+            else if name.elementsEqual(pathName) { path = block.value(i) }
+            else if name.elementsEqual(authorityName) { authority = block.value(i) }
         }
         guard size <= limit else { return nil }
         var out: [UInt8] = []
-        out.reserveCapacity(size + 32)
-        out += method
+        out.reserveCapacity(size)
+        out.append(contentsOf: method)
         out.append(0x20)
-        out += path.isEmpty ? [0x2F] : path
-        out += Array(" HTTP/1.1\r\n".utf8)
+        if path.isEmpty { out.append(0x2F) } else { out.append(contentsOf: path) }
+        out.append(contentsOf: versionLine)
         if !hasHost, let authority {
-            out += H2Request.hostName
-            out += [0x3A, 0x20]
-            out += authority
-            out += [0x0D, 0x0A]
+            out.append(contentsOf: hostName)
+            out.append(contentsOf: separator)
+            out.append(contentsOf: authority)
+            out.append(contentsOf: lineEnd)
         }
-        for field in fields where field.name.first != 0x3A {
-            out += field.name
-            out += [0x3A, 0x20]
-            out += field.value
-            out += [0x0D, 0x0A]
+        for i in 0..<block.count where block.name(i).first != 0x3A {
+            out.append(contentsOf: block.name(i))
+            out.append(contentsOf: separator)
+            out.append(contentsOf: block.value(i))
+            out.append(contentsOf: lineEnd)
         }
-        out += [0x0D, 0x0A]
+        out.append(contentsOf: lineEnd)
         return out
     }
 
-    /// The upstream header block: the request head rewritten by Knative's rules (`HeadRewriter`), as fields.
+    /// The upstream header block, into `list`: the request head rewritten by Knative's rules (`HeadRewriter`),
+    /// as HTTP/2 fields (lower-case names, no connection-specific fields).
     static func upstreamFields(
         _ head: HTTPHead, bytes: UnsafeRawBufferPointer, peerIP: [UInt8], rewrite: RequestRewrite,
-        defaultHost: [UInt8], loop: EventLoop
-    ) -> [H2Field] {
+        defaultHost: [UInt8], loop: EventLoop, into list: inout H2HeaderList
+    ) {
         let scratch = loop.buffers.take()
         defer {
             scratch.clear()
@@ -440,43 +443,70 @@ enum H2Request {
         }
         HeadRewriter.writeRequest(
             head, bytes: bytes, peerIP: peerIP, into: scratch, upgrade: false, rewrite: rewrite, defaultHost: defaultHost)
-        var out = HTTPHead()
+        list.removeAll()
         let rewritten = scratch.readable
-        do { try HTTP1Parser(maxHeadLength: rewritten.count + 1).parseRequest(rewritten, into: &out) } catch {
-            return []  // cannot happen: the rewriter writes what the parser accepts
-        }
-        var fields: [H2Field] = []
-        fields.reserveCapacity(out.fields.count + 3)
-        fields.append(H2Field(name: methodName, value: Array(rewritten[out.method])))
-        fields.append(H2Field(name: schemeName, value: httpValue))
-        var authority = defaultHost
-        if let index = out.firstIndex(of: .host) { authority = Array(rewritten[out.fields[index].value]) }
-        fields.append(H2Field(name: authorityName, value: authority))
-        fields.append(H2Field(name: pathName, value: Array(rewritten[out.target])))
-        for field in out.fields {
-            switch field.kind {
-            case .host, .transferEncoding, .connection, .keepAlive, .proxyConnection, .upgrade: continue
-            default: break
+        // The rewriter's output is regular (`METHOD SP target SP HTTP/1.1`, then `Name: value` lines, CRLF
+        // ends), and its parts were validated when the request was parsed: a line walk suffices, no parser.
+        var lineStart = 0
+        var lineEnd = H2Request.lineEnd(rewritten, from: 0)
+        let firstSpace = rewritten[0..<lineEnd].firstIndex(of: 0x20) ?? 0
+        let secondSpace = rewritten[(firstSpace + 1)..<lineEnd].firstIndex(of: 0x20) ?? lineEnd
+        list.append(":method", UnsafeRawBufferPointer(rebasing: rewritten[0..<firstSpace]))
+        httpValue.withUnsafeBytes { list.append(":scheme", $0) }
+        let pathIndex = list.count
+        list.append(":path", UnsafeRawBufferPointer(rebasing: rewritten[(firstSpace + 1)..<secondSpace]))
+        var authority: Range<Int>?
+        while true {
+            lineStart = lineEnd + 2
+            lineEnd = H2Request.lineEnd(rewritten, from: lineStart)
+            guard lineEnd > lineStart else { break }  // the empty line: the head's end
+            let line = rewritten[lineStart..<lineEnd]
+            guard let colon = line.firstIndex(of: 0x3A) else { continue }
+            let name = UnsafeRawBufferPointer(rebasing: rewritten[lineStart..<colon])
+            let value = UnsafeRawBufferPointer(rebasing: rewritten[min(colon + 2, lineEnd)..<lineEnd])
+            if equalsLower(name, hostName) {
+                authority = min(colon + 2, lineEnd)..<lineEnd
+                continue
             }
-            var name = Array(rewritten[field.name])
-            for i in name.indices { name[i] = ByteClass.lower(name[i]) }
-            fields.append(H2Field(name: name, value: Array(rewritten[field.value])))
+            if equalsLower(name, transferEncodingName) || equalsLower(name, connectionName) { continue }
+            list.append(name: name, value: value, lowercasingName: true)
         }
-        return fields
+        if let authority {
+            list.insert(":authority", UnsafeRawBufferPointer(rebasing: rewritten[authority]), at: pathIndex)
+        } else {
+            defaultHost.withUnsafeBytes { list.insert(":authority", $0, at: pathIndex) }
+        }
+    }
+
+    /// The index of the CR of the line starting at `start` (or the end of `bytes`).
+    private static func lineEnd(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int {
+        var i = start
+        while i + 1 < bytes.count && !(bytes[i] == 0x0D && bytes[i + 1] == 0x0A) { i += 1 }
+        return i + 1 < bytes.count ? i : bytes.count
+    }
+
+    private static func equalsLower(_ bytes: UnsafeRawBufferPointer, _ lower: [UInt8]) -> Bool {
+        guard bytes.count == lower.count else { return false }
+        for i in 0..<bytes.count where ByteClass.lower(bytes[i]) != lower[i] { return false }
+        return true
     }
 
     /// The `:status` of a response header block (0 if missing).
-    static func status(_ fields: [H2Field]) -> Int {
-        guard let value = fields.first(where: { $0.name == H2Session.statusName })?.value, value.count == 3 else { return 0 }
+    static func status(_ block: H2HeaderBlock) -> Int {
+        guard let value = block.value(of: ":status"), value.count == 3 else { return 0 }
         return value.reduce(0) { $0 * 10 + Int($1 &- 0x30) }
     }
 
     static let methodName = Array(":method".utf8)
     static let pathName = Array(":path".utf8)
     static let authorityName = Array(":authority".utf8)
-    static let schemeName = Array(":scheme".utf8)
     static let hostName = Array("host".utf8)
     static let httpValue = Array("http".utf8)
+    static let transferEncodingName = Array("transfer-encoding".utf8)
+    static let connectionName = Array("connection".utf8)
+    static let versionLine = Array(" HTTP/1.1\r\n".utf8)
+    static let separator: [UInt8] = [0x3A, 0x20]
+    static let lineEnd: [UInt8] = [0x0D, 0x0A]
 }
 
 extension LocalResponse {

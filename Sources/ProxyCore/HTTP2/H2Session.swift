@@ -25,6 +25,70 @@ public struct H2Field: Equatable, Sendable {
     }
 }
 
+/// A received header block: a view into the session's block buffer, valid only during the delegate call
+/// (HTTP/2 sends a block's frames back to back, so the session needs one buffer, reused, and no per-field arrays).
+public struct H2HeaderBlock {
+    let bytes: UnsafeRawBufferPointer
+    let ranges: UnsafeBufferPointer<H2HeaderList.Entry>
+
+    public var count: Int { ranges.count }
+    public func name(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[ranges[i].name]) }
+    public func value(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[ranges[i].value]) }
+
+    /// The value of the first field called `name` (lower-case, as on the wire).
+    public func value(of name: StaticString) -> UnsafeRawBufferPointer? {
+        let wanted = UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+        for i in 0..<count where self.name(i).elementsEqual(wanted) { return value(i) }
+        return nil
+    }
+
+    /// The fields as owned values (allocates: for tests, probes and trailers that outlive the call).
+    public var fields: [H2Field] { (0..<count).map { H2Field(name: Array(name($0)), value: Array(value($0))) } }
+}
+
+/// Header fields to submit, as ranges into one byte array: reusable (`removeAll`) so that building a block
+/// allocates nothing once warm.
+public struct H2HeaderList {
+    struct Entry {
+        var name: Range<Int>
+        var value: Range<Int>
+    }
+
+    var bytes: [UInt8] = []
+    var entries: [Entry] = []
+
+    public init() {}
+
+    public var count: Int { entries.count }
+
+    public mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        entries.removeAll(keepingCapacity: true)
+    }
+
+    public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, lowercasingName: Bool = false) {
+        let nameStart = bytes.count
+        bytes.append(contentsOf: name)
+        if lowercasingName {
+            for i in nameStart..<bytes.count where bytes[i] &- 65 < 26 { bytes[i] |= 0x20 }
+        }
+        let valueStart = bytes.count
+        bytes.append(contentsOf: value)
+        entries.append(Entry(name: nameStart..<valueStart, value: valueStart..<bytes.count))
+    }
+
+    public mutating func append(_ name: StaticString, _ value: UnsafeRawBufferPointer) {
+        append(name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), value: value)
+    }
+
+    /// Appends a field and moves it to position `index` (pseudo-headers must come first).
+    public mutating func insert(_ name: StaticString, _ value: UnsafeRawBufferPointer, at index: Int) {
+        append(name, value)
+        let entry = entries.removeLast()
+        entries.insert(entry, at: index)
+    }
+}
+
 /// RFC 9113 §7 error codes by name (Go's spelling, for error texts).
 enum H2ErrorCode {
     static func name(_ code: UInt32) -> String {
@@ -43,7 +107,7 @@ public struct H2Error: Error, CustomStringConvertible, Sendable {
 /// What a session reports. All calls happen inside `receive` (or `writeOutput` for stream closes).
 public protocol H2SessionDelegate: AnyObject {
     /// A whole header block: request or response headers, or trailers (`isTrailers`, always ending the stream).
-    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool)
+    func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool)
     /// Body bytes, valid during the call. Call `consume(stream:count:)` once they are passed on.
     func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer)
     /// The peer's END_STREAM after DATA (the body is complete).
@@ -61,27 +125,32 @@ extension H2SessionDelegate {
 public final class H2Session {
     public enum Role { case server, client }
 
-    /// An outgoing body being pulled by nghttp2.
-    private final class Outgoing {
-        var pending: [UInt8] = []
-        var offset = 0
-        var ended = false
-        var trailers: [H2Field]?
-        var deferred = false
+    /// What the session keeps per open stream (one record, one lookup): the outgoing body being pulled by
+    /// nghttp2, received bytes not yet acknowledged, whether the final head arrived.
+    private final class StreamState {
+        /// `send` may queue a body (the stream was opened or answered with one to follow).
+        @exclusivity(unchecked) var sending = false
+        @exclusivity(unchecked) var pending: [UInt8] = []
+        @exclusivity(unchecked) var offset = 0
+        @exclusivity(unchecked) var ended = false
+        @exclusivity(unchecked) var trailers: [H2Field]?
+        @exclusivity(unchecked) var deferred = false
+        /// Received body bytes not yet acknowledged with `consume`: given back to the connection window when the
+        /// stream closes, or the connection would lose them for good.
+        @exclusivity(unchecked) var unconsumed = 0
+        /// The final head arrived (a request, or a non-1xx response): a later header block is trailers.
+        @exclusivity(unchecked) var finalHeadSeen = false
     }
 
     public let role: Role
-    public weak var delegate: H2SessionDelegate?
-    private var session: OpaquePointer?
-    /// Header fields of blocks being received, by stream.
-    private var incoming: [Int32: [H2Field]] = [:]
-    private var outgoing: [Int32: Outgoing] = [:]
-    private var openStreams = Set<Int32>()
-    /// Received body bytes not yet acknowledged with `consume`, by stream: given back to the connection window
-    /// when the stream closes, or the connection would lose them for good.
-    private var unconsumed: [Int32: Int] = [:]
-    /// Streams whose final head arrived (a request, or a non-1xx response): a later header block is trailers.
-    private var finalHeadSeen = Set<Int32>()
+    /// Not retained, and not weak either (a weak load per callback costs measurably): the delegate owns the
+    /// session (a connection, a probe attempt) and outlives it, or clears this before it goes.
+    @exclusivity(unchecked) public unowned(unsafe) var delegate: H2SessionDelegate?
+    @exclusivity(unchecked) private var session: OpaquePointer?
+    /// The header block being received (one at a time: a block's frames are contiguous on the wire).
+    @exclusivity(unchecked) private var incoming = H2HeaderList()
+    /// Open streams (either side).
+    @exclusivity(unchecked) private var streams: [Int32: StreamState] = [:]
 
     /// - Parameter maxConcurrentStreams: advertised in our SETTINGS (the server's limit on client streams).
     public init(role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
@@ -94,15 +163,16 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
             guard let frame, let user else { return 0 }
             let session = H2Session.from(user)
-            session.incoming[frame.pointee.hd.stream_id] = []
-            session.openStreams.insert(frame.pointee.hd.stream_id)
+            session.incoming.removeAll()
+            let id = frame.pointee.hd.stream_id
+            if session.streams[id] == nil { session.streams[id] = StreamState() }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
-            guard let frame, let user, let name, let value else { return 0 }
-            let field = H2Field(name: Array(UnsafeBufferPointer(start: name, count: nameLength)),
-                                value: Array(UnsafeBufferPointer(start: value, count: valueLength)))
-            H2Session.from(user).incoming[frame.pointee.hd.stream_id, default: []].append(field)
+            guard frame != nil, let user, let name, let value else { return 0 }
+            H2Session.from(user).incoming.append(
+                name: UnsafeRawBufferPointer(start: name, count: nameLength),
+                value: UnsafeRawBufferPointer(start: value, count: valueLength))
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
@@ -117,19 +187,15 @@ public final class H2Session {
                 _ = nghttp2_session_consume(session.session, stream, length)  // nobody will: give it back now
                 return 0
             }
-            session.unconsumed[stream, default: 0] += length
+            session.streams[stream]?.unconsumed += length
             delegate.h2Data(session, stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, code, user in
             guard let user else { return 0 }
             let session = H2Session.from(user)
-            session.incoming.removeValue(forKey: stream)
-            session.outgoing.removeValue(forKey: stream)
-            session.openStreams.remove(stream)
-            session.finalHeadSeen.remove(stream)
-            if let left = session.unconsumed.removeValue(forKey: stream), left > 0 {
-                _ = nghttp2_session_consume_connection(session.session, left)
+            if let state = session.streams.removeValue(forKey: stream), state.unconsumed > 0 {
+                _ = nghttp2_session_consume_connection(session.session, state.unconsumed)
             }
             session.delegate?.h2StreamClosed(session, stream: stream, errorCode: code)
             return 0
@@ -171,14 +237,18 @@ public final class H2Session {
         let endStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         switch frame.pointee.hd.type {
         case UInt8(NGHTTP2_HEADERS.rawValue):
-            let fields = incoming.removeValue(forKey: stream) ?? []
             // A block after the final head is trailers; a 1xx head is not final (the next block is the response).
-            let isTrailers = frame.pointee.headers.cat == NGHTTP2_HCAT_HEADERS && finalHeadSeen.contains(stream)
-            if !isTrailers {
-                let status = fields.first { $0.name == H2Session.statusName }
-                if role == .server || status?.value.first != UInt8(ascii: "1") { finalHeadSeen.insert(stream) }
+            let state = streams[stream]
+            let isTrailers = frame.pointee.headers.cat == NGHTTP2_HCAT_HEADERS && state?.finalHeadSeen == true
+            incoming.bytes.withUnsafeBytes { bytes in
+                incoming.entries.withUnsafeBufferPointer { ranges in
+                    let block = H2HeaderBlock(bytes: bytes, ranges: ranges)
+                    if !isTrailers && (role == .server || block.value(of: ":status")?.first != UInt8(ascii: "1")) {
+                        state?.finalHeadSeen = true
+                    }
+                    delegate?.h2Headers(self, stream: stream, block: block, isTrailers: isTrailers, endStream: endStream)
+                }
             }
-            delegate?.h2Headers(self, stream: stream, fields: fields, isTrailers: isTrailers, endStream: endStream)
         case UInt8(NGHTTP2_DATA.rawValue):
             if endStream { delegate?.h2EndStream(self, stream: stream) }
         case UInt8(NGHTTP2_GOAWAY.rawValue):
@@ -225,7 +295,7 @@ public final class H2Session {
     public var canOpenStream: Bool {
         guard nghttp2_session_check_request_allowed(session) != 0 else { return false }
         let limit = nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
-        return openStreams.count < Int(limit)
+        return streams.count < Int(limit)
     }
 
     /// Server: takes over an HTTP/1.1 `Upgrade: h2c` request as stream 1 (half-closed: the request had no body).
@@ -234,8 +304,9 @@ public final class H2Session {
         try settings.withUnsafeBufferPointer { raw throws(H2Error) in
             try Self.check(nghttp2_session_upgrade2(session, raw.baseAddress, raw.count, headRequest ? 1 : 0, nil))
         }
-        openStreams.insert(1)
-        finalHeadSeen.insert(1)
+        let state = StreamState()
+        state.finalHeadSeen = true
+        streams[1] = state
     }
 
     /// Whether nghttp2 still wants to read (false after GOAWAY both ways, or a fatal error).
@@ -258,16 +329,52 @@ public final class H2Session {
             try Self.check(id)
             return id
         }
-        if !endStream { outgoing[id] = Outgoing() }
-        openStreams.insert(id)
+        let state = StreamState()
+        state.sending = !endStream
+        streams[id] = state
         return id
+    }
+
+    /// Client: opens a stream with the fields of `list` (pseudo-headers first). - Returns: the stream id.
+    public func submitRequest(_ list: H2HeaderList, endStream: Bool) throws(H2Error) -> Int32 {
+        let id = try withNV(list) { nv throws(H2Error) -> Int32 in
+            var provider = dataProvider()
+            let id = endStream
+                ? nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, nil, nil)
+                : nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, &provider, nil)
+            try Self.check(id)
+            return id
+        }
+        let state = StreamState()
+        state.sending = !endStream
+        streams[id] = state
+        return id
+    }
+
+    /// Server: answers `stream` with a received block (a proxied response head), without copying it.
+    public func submitResponse(stream: Int32, _ block: H2HeaderBlock, endStream: Bool) throws(H2Error) {
+        guard nghttp2_session_find_stream(session, stream) != nil else { return }
+        if !endStream { startSending(stream) }
+        try withNV(block) { nv throws(H2Error) in
+            var provider = dataProvider()
+            try Self.check(endStream
+                ? nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, nil)
+                : nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, &provider))
+        }
+    }
+
+    /// Server: a non-final (1xx) header block passed on as received.
+    public func submitInformational(stream: Int32, _ block: H2HeaderBlock) throws(H2Error) {
+        try withNV(block) { nv throws(H2Error) in
+            try Self.check(nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nv.baseAddress, nv.count, nil))
+        }
     }
 
     /// Server: answers `stream` with `fields` (":status" first); a body follows through `send` unless `endStream`.
     public func submitResponse(stream: Int32, _ fields: [H2Field], endStream: Bool) throws(H2Error) {
         // A stream the client already reset is gone: queueing a body for it would leak the queue.
         guard nghttp2_session_find_stream(session, stream) != nil else { return }
-        if !endStream { outgoing[stream] = Outgoing() }
+        if !endStream { startSending(stream) }
         try withNV(fields) { nv throws(H2Error) in
             if endStream {
                 try Self.check(nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, nil))
@@ -287,7 +394,7 @@ public final class H2Session {
 
     /// Queues body bytes for `stream`; `end` finishes the body (then trailers, when given, end the stream).
     public func send(stream: Int32, _ bytes: UnsafeRawBufferPointer, end: Bool = false, trailers: [H2Field]? = nil) {
-        guard let out = outgoing[stream] else { return }
+        guard let out = streams[stream], out.sending else { return }
         if out.offset > 0 && (out.offset == out.pending.count || (out.offset > 65_536 && out.offset * 2 > out.pending.count)) {
             out.pending.removeFirst(out.offset)  // the framed prefix goes: a long stream's queue stays bounded
             out.offset = 0
@@ -305,14 +412,14 @@ public final class H2Session {
 
     /// Bytes queued for `stream` and not yet framed (backpressure for whoever fills it).
     public func queuedBytes(stream: Int32) -> Int {
-        guard let out = outgoing[stream] else { return 0 }
+        guard let out = streams[stream], out.sending else { return 0 }
         return out.pending.count - out.offset
     }
 
     /// Acknowledges `count` received body bytes of `stream` as passed on: opens the windows again.
     public func consume(stream: Int32, count: Int) {
         guard count > 0 else { return }
-        if let left = unconsumed[stream] { unconsumed[stream] = max(0, left - count) }
+        if let state = streams[stream] { state.unconsumed = max(0, state.unconsumed - count) }
         _ = nghttp2_session_consume(session, stream, count)
     }
 
@@ -327,8 +434,15 @@ public final class H2Session {
                                   UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
     }
 
+    /// Marks `stream` as having a body to follow (`send` queues it).
+    private func startSending(_ stream: Int32) {
+        let state = streams[stream] ?? StreamState()
+        streams[stream] = state
+        state.sending = true
+    }
+
     /// Streams currently open (either side).
-    public var openStreamCount: Int { openStreams.count }
+    public var openStreamCount: Int { streams.count }
 
     private func dataProvider() -> nghttp2_data_provider {
         var provider = nghttp2_data_provider()
@@ -342,7 +456,7 @@ public final class H2Session {
     /// nghttp2 asks for up to `length` body bytes of `stream`.
     private func pull(stream: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
         // Temporal: only this stream is reset, not the whole session.
-        guard let out = outgoing[stream] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+        guard let out = streams[stream], out.sending else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
         let n = min(length, out.pending.count - out.offset)
         if n > 0 {
             out.pending.withUnsafeBytes { raw in
@@ -367,6 +481,35 @@ public final class H2Session {
             out.offset = 0
         }
         return n
+    }
+
+    /// `list` as nghttp2_nv for the duration of `body`, pointing into the list's bytes (nothing copied here;
+    /// nghttp2 copies during the submit call).
+    private func withNV<R, E: Error>(_ list: H2HeaderList, _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R) throws(E) -> R {
+        try list.bytes.withUnsafeBufferPointer { raw throws(E) -> R in
+            try list.entries.withUnsafeBufferPointer { entries throws(E) -> R in
+                try withNV(bytes: UnsafeRawBufferPointer(raw), entries: entries, body)
+            }
+        }
+    }
+
+    private func withNV<R, E: Error>(_ block: H2HeaderBlock, _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R) throws(E) -> R {
+        try withNV(bytes: block.bytes, entries: block.ranges, body)
+    }
+
+    private func withNV<R, E: Error>(
+        bytes: UnsafeRawBufferPointer, entries: UnsafeBufferPointer<H2HeaderList.Entry>,
+        _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R
+    ) throws(E) -> R {
+        let base = UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        return try withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(entries.count, 1)) { nv throws(E) -> R in
+            for (i, entry) in entries.enumerated() {
+                nv[i] = nghttp2_nv(name: base! + entry.name.lowerBound, value: base! + entry.value.lowerBound,
+                                   namelen: entry.name.count, valuelen: entry.value.count,
+                                   flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return try body(UnsafeMutableBufferPointer(rebasing: nv[0..<entries.count]))
+        }
     }
 
     /// `fields` as nghttp2_nv for the duration of `body` (nghttp2 copies them during the submit call).

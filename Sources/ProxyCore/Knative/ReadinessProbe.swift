@@ -485,11 +485,9 @@ final class H2ProbeAttempt: ProbeConnection, H2SessionDelegate {
         }
     }
 
-    func h2Headers(_ session: H2Session, stream: Int32, fields: [H2Field], isTrailers: Bool, endStream: Bool) {
-        for field in fields {
-            if field.name == Array(":status".utf8) { httpStatus = String(decoding: field.value, as: UTF8.self) }
-            if field.name == Array("grpc-status".utf8) { grpcStatus = String(decoding: field.value, as: UTF8.self) }
-        }
+    func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+        if let value = block.value(of: ":status") { httpStatus = String(decoding: value, as: UTF8.self) }
+        if let value = block.value(of: "grpc-status") { grpcStatus = String(decoding: value, as: UTF8.self) }
     }
 
     func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
