@@ -612,6 +612,8 @@ public final class Controller {
             ("ENABLE_HTTP_FULL_DUPLEX", fullDuplex ? "true" : "false"),
             ("ENABLE_HTTP2_AUTO_DETECTION", "false"), ("ENABLE_MULTI_CONTAINER_PROBES", "false"),
             ("QUEUE_SERVING_PORT", "\(pod.servingPort)"), ("QUEUE_SERVING_TLS_PORT", "8112"), ("USER_PORT", "\(pod.userPort)"),
+            // Knative marks h2c revisions by serving them on 8013; our pods have their own ports, so say it.
+            ("QUEUE_USER_PROTOCOL", t.container.portName == "h2c" ? "h2c" : "http1"),
             ("SERVING_LOGGING_CONFIG", ""), ("SERVING_LOGGING_LEVEL", ""),
             ("SYSTEM_NAMESPACE", "knative-serving"), ("METRICS_DOMAIN", "knative.dev/internal/serving"),
             // Our extensions: every pod shares the loopback, so its admin and metrics ports are its own.

@@ -123,6 +123,32 @@ struct HTTP2ProxyTests {
         #expect(headers["forwarded"] == "for=10.0.0.1, for=127.0.0.1", "\(headers)")
     }
 
+    @Test func activatorHoldsStreamsAtZeroAndKeepsCcOneAcrossStreams() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        // The queue-proxy has no limit: only the activator's throttler can hold the app to one call at a time.
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        let activator = try ActivatorFixture()
+        try activator.revision("grpc-00001", cc: 1)
+        let authority = "grpc-00001.default.svc.cluster.local"
+        // At zero: the stream (with its request body) waits in the activator until a pod appears.
+        let waiting = try GRPCPeer.start(activator.port, "unary", authority: authority)
+        let queued = waitUntil(seconds: 20) {
+            let metrics = try? TestSocket.connect(port: activator.metricsPort)
+                .exchange("GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").bodyText
+            return metrics?.contains("kn_revision_request_queued{revision=\"default/grpc-00001\"} 1") == true
+        }
+        #expect(queued, "the stream never showed as queued")
+        let put = try activator.admin(
+            "PUT", "/v1/revisions/default/grpc-00001/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
+        #expect(put.status == 200)
+        let unary = try GRPCPeer.result(waiting)
+        #expect(unary["reply"] as? String == "echo:hello" && unary["code"] as? String == "OK", "\(unary)")
+        // Ten streams on one connection, cc = 1: the throttler lets one at a time reach the pod.
+        let burst = try GRPCPeer.call(activator.port, "concurrent-10", authority: authority)
+        #expect(burst["ok"] as? Int == 10 && burst["max"] as? Int == 1, "\(burst)")
+    }
+
     @Test func h2cPriorKnowledgeAndUpgradeThroughBothProxies() throws {
         let appPort = freePort()
         let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)"])
@@ -231,6 +257,72 @@ struct HTTP2ProxyTests {
         #expect(qp.proxy.waitForExit(seconds: 10) == 0)
     }
 
+    @Test func knLocalServesAGrpcServiceOnAnH2cPortFromZero() throws {
+        try GRPCPeer.checkInstalled()
+        let kn = try KnLocalInstance(["--initial-scale=0", "--allow-zero-initial-scale=true"])
+        defer { kn.stop() }
+        let yaml = """
+            apiVersion: serving.knative.dev/v1
+            kind: Service
+            metadata:
+              name: grpc
+            spec:
+              template:
+                spec:
+                  containers:
+                    - image: example.com/grpc-echo
+                      command: ["\(GRPCPeer.python.path)", "\(GRPCPeer.script)", "server", "$(PORT)"]
+                      ports:
+                        - name: h2c
+                          containerPort: 8080
+
+            """
+        let (status, out, err) = try kn.apply(yaml)
+        #expect(status == 0, "\(out) \(err)")
+        #expect(kn.pods().isEmpty)
+        // gRPC (HTTP/2) through kn-local's ingress (the activator) from zero, routed by :authority.
+        let unary = try GRPCPeer.call(kn.port, "unary", authority: "grpc.default.example.com")
+        #expect(unary["reply"] as? String == "echo:hello" && unary["code"] as? String == "OK", "\(unary)")
+        // HTTP/1.1 to the same h2c-only app: the queue-proxy translates (QUEUE_USER_PROTOCOL=h2c from the port name).
+        let client = try TestSocket.connect(port: kn.port)
+        let message: [UInt8] = [0, 0, 0, 0, 2] + Array("hi".utf8)
+        try client.send("POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc.default.example.com\r\nContent-Type: application/grpc\r\n"
+            + "TE: trailers\r\nContent-Length: \(message.count)\r\n\r\n")
+        try client.send(message)
+        let answer = try client.readResponse()
+        #expect(answer.status == 200 && answer.body == [0, 0, 0, 0, 7] + Array("echo:hi".utf8), "\(answer.status) \(answer.bodyText)")
+        #expect(answer.trailers.contains { $0.0 == "grpc-status" && $0.1 == "0" }, "\(answer.trailers)")
+    }
+
+    @Test func aResetStreamFreesItsSlotAndGarbageClosesOnlyItsConnection() throws {
+        let (app, appPort) = try GRPCPeer.server()
+        defer { app.signal(SIGKILL) }
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "1"], app: nil)
+        // A 3 s call takes the only slot; its client resets it; the next call must not wait for the 3 s.
+        let slow = try RawH2Client(port: qp.port)
+        try slow.request(path: "/test.Echo/Slow", body: [0, 0, 0, 0, 4] + Array("3000".utf8))
+        try slow.pump(seconds: 0.2, untilBytes: 1)
+        try slow.reset()
+        let started = Date()
+        let unary = try GRPCPeer.call(qp.port, "unary")
+        #expect(unary["code"] as? String == "OK", "\(unary)")
+        #expect(Date().timeIntervalSince(started) < 2.5, "the reset stream kept its breaker slot")
+
+        // Garbage after the preface: that connection gets a GOAWAY and closes; the proxy serves on.
+        let garbage = try TestSocket.connect(port: qp.port)
+        try garbage.send(H2cUpgrade.preface + [0, 0, 4, 0xFF, 0xFF, 0, 0, 0, 7, 1, 2, 3, 4] + Array(repeating: 0xAB, count: 64))
+        garbage.setTimeout(seconds: 5)
+        _ = try? garbage.readToEnd()
+        #expect(garbage.isClosedByPeer())
+        // A header block beyond our limits (here 300 fields; 256 is the most a head may have) answers 431 on
+        // its stream only. (nghttp2 clients refuse to send blocks over 64 KiB, so the byte limit cannot be hit.)
+        let big = try RawH2Client(port: qp.port)
+        try big.request(path: "/test.Echo/Unary", body: [], extra: Array(repeating: H2Field("x-many", "value"), count: 300))
+        try big.pump(seconds: 5, untilBytes: .max, untilClosed: true)
+        #expect(big.status == "431", "status \(big.status)")
+        #expect(try GRPCPeer.call(qp.port, "unary")["code"] as? String == "OK")
+    }
+
     @Test func aReaderThatNeverReadsHoldsTheProxyToOneWindow() throws {
         let (app, appPort) = try GRPCPeer.server()
         defer { app.signal(SIGKILL) }
@@ -255,6 +347,8 @@ final class RawH2Client: H2SessionDelegate {
     let socket: TestSocket
     var session: H2Session!
     var received = 0
+    var status = ""
+    private var closed = false
     private var consuming = false
     private var stream: Int32 = -1
 
@@ -263,12 +357,17 @@ final class RawH2Client: H2SessionDelegate {
         session = try H2Session(role: .client, delegate: self)
     }
 
-    func request(path: String, body: [UInt8]) throws {
+    func request(path: String, body: [UInt8], extra: [H2Field] = []) throws {
         stream = try session.submitRequest([
             H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "test"),
             H2Field(":path", path), H2Field("content-type", "application/grpc"), H2Field("te", "trailers"),
-        ], endStream: false)
+        ] + extra, endStream: false)
         body.withUnsafeBytes { session.send(stream: stream, $0, end: true) }
+        try flush()
+    }
+
+    func reset() throws {
+        session.reset(stream: stream, code: 0x8)
         try flush()
     }
 
@@ -283,12 +382,12 @@ final class RawH2Client: H2SessionDelegate {
         if !out.isEmpty { try socket.send(out) }
     }
 
-    /// Reads and answers frames for `seconds`, or until `untilBytes` body bytes arrived.
-    func pump(seconds: Double, untilBytes: Int) throws {
+    /// Reads and answers frames for `seconds`, or until `untilBytes` body bytes arrived (or the stream closed).
+    func pump(seconds: Double, untilBytes: Int, untilClosed: Bool = false) throws {
         socket.setTimeout(seconds: 0, microseconds: 50_000)
         let deadline = Date().addingTimeInterval(seconds)
         var chunk = [UInt8](repeating: 0, count: 65_536)
-        while Date() < deadline && received < untilBytes {
+        while Date() < deadline && received < untilBytes && !(untilClosed && closed) {
             let n = chunk.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress, $0.count, 0) }
             if n == 0 { throw TestError("the proxy closed the connection") }
             if n > 0 { try chunk[0..<n].withUnsafeBytes { _ = try session.receive($0) } }
@@ -296,11 +395,13 @@ final class RawH2Client: H2SessionDelegate {
         }
     }
 
-    func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {}
+    func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+        if let value = block.value(of: ":status") { status = String(decoding: value, as: UTF8.self) }
+    }
     func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
         received += bytes.count
         if consuming { session.consume(stream: stream, count: bytes.count) }
     }
     func h2EndStream(_ session: H2Session, stream: Int32) {}
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) { closed = true }
 }
