@@ -45,7 +45,9 @@ QP_BIN="${QP_BIN:-$QP_BIN_DEFAULT}"
 # The first entry is also the target of the idle-connections memory test.
 QP_ROWS=(
   "queue-proxy cc=0|8012|0|8022|9090|9091|8112|"
-  "queue-proxy cc=10|8013|10|8023|9092|9093|8113|"
+  # 8013 is Knative's port for h2c revisions, where queue-proxy speaks h2c to the app by default: the nginx
+  # backend speaks HTTP/1.1, so say so.
+  "queue-proxy cc=10|8013|10|8023|9092|9093|8113|QUEUE_USER_PROTOCOL=http1"
 )
 
 BACKEND_PORT=8080

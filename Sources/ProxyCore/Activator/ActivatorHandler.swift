@@ -223,7 +223,7 @@ public final class Activator: HTTPResponder {
         handle.context.options = options
         // 12. Throttle: a pod with a free slot now, or wait.
         if let pod = throttler.acquire() { return proxy(handle, to: pod) }
-        return wait(handle, on: throttler, bytes: request.bytes.count + 256)
+        return wait(handle, on: throttler, bytes: request.bytes.count + 256 + request.pendingBodyLimit)
     }
 
     private func proxy(_ handle: RequestHandle, to pod: PodTracker) -> Disposition {

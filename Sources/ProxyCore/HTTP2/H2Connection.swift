@@ -111,6 +111,9 @@ final class H2ServerConnection: H2Connection {
     @exclusivity(unchecked) private var sentGoAway = false
     /// Go's HTTP/2 server default.
     static let maxConcurrentStreams: UInt32 = 250
+    /// Our stream window for clients (RFC 9113's default): what a stream may send before we pass it on, so
+    /// also what a waiting stream can make us hold (the activator counts it in its queue's byte budget).
+    static let initialWindowSize: UInt32 = 65_535
 
     init(config: ServerConfig, responder: HTTPResponder, peer: SocketAddress) {
         self.config = config
@@ -131,7 +134,9 @@ final class H2ServerConnection: H2Connection {
     /// `upgrade`: the request of an `Upgrade: h2c`, which becomes stream 1.
     func start(upgrade: (head: [UInt8], settings: [UInt8])?) {
         do {
-            session = try H2Session(role: .server, delegate: self, maxConcurrentStreams: Self.maxConcurrentStreams)
+            session = try H2Session(
+                role: .server, delegate: self, maxConcurrentStreams: Self.maxConcurrentStreams,
+                initialWindowSize: Self.initialWindowSize)
             if let upgrade {
                 let stream = H2ProxyStream(connection: self, id: 1)
                 guard stream.prepare(head: upgrade.head) else {

@@ -92,7 +92,9 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         context.ticket = 1
         owesEnd = true
         let disposition = headBytes.withUnsafeBytes { raw in
-            connection.responder.dispose(RequestView(bytes: raw, head: head, peer: connection.peer, handle: self))
+            var view = RequestView(bytes: raw, head: head, peer: connection.peer, handle: self)
+            view.pendingBodyLimit = requestComplete ? 0 : Int(H2ServerConnection.initialWindowSize)
+            return connection.responder.dispose(view)
         }
         apply(disposition)
         connection.writeOut()

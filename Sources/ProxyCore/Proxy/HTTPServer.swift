@@ -74,6 +74,9 @@ public struct RequestView {
     public let handle: RequestHandle
     /// The whole body, for responders that collect bodies (`collectsBodies`); empty otherwise.
     public var body: [UInt8] = []
+    /// Body bytes the server may hold in memory for this request while it is pending: 0 on HTTP/1 (the body
+    /// waits in the socket), up to one stream window on HTTP/2 (DATA arrives whether or not it is read).
+    public var pendingBodyLimit = 0
 
     /// The value range of the first field called `name` (lower-case literal), if any.
     public func value(of name: StaticString) -> Range<Int>? {
