@@ -323,6 +323,38 @@ struct HTTP2ProxyTests {
         #expect(try GRPCPeer.call(qp.port, "unary")["code"] as? String == "OK")
     }
 
+    @Test func anAnswerBeforeTheRequestBodyEndsResetsTheStream() throws {
+        // The queue-proxy answers a kubelet probe itself; the client announced a body it never sends. Go's server
+        // resets such a stream (NO_ERROR) once the response is out; so do we, or it would stay open (and hold
+        // whatever it holds) for as long as the client waits.
+        let appPort = freePort()
+        let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)"])
+        defer { app.signal(SIGKILL) }
+        #expect(app.waitForPort(appPort))
+        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)"], app: nil)
+        let client = try RawH2Client(port: qp.port)
+        try client.request(
+            path: "/", body: nil, method: "GET",
+            extra: [H2Field("user-agent", "kube-probe/1.30"), H2Field("k-network-probe", "queue")])
+        try client.pump(seconds: 5, untilBytes: .max, untilClosed: true)
+        #expect(client.status == "200" && client.closedCode == 0, "status \(client.status), closed \(String(describing: client.closedCode))")
+    }
+
+    @Test func upgradeH2cWithABodyIsServedAsHTTP1() throws {
+        let seen = Seen<[(String, String)]>()
+        let qp = try QueueProxyFixture(env: [:]) { conn, _ in
+            let (_, fields) = try conn.readHead()
+            seen.add(fields)
+            _ = try conn.readBody(fields: fields, untilClose: false)
+            try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+        let answer = try qp.request("POST / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            + "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 4\r\n\r\nbody")
+        #expect(answer.status == 200 && answer.bodyText == "ok")
+        let fields = seen.all.first ?? []
+        #expect(!fields.contains { ["upgrade", "http2-settings"].contains($0.0.lowercased()) }, "\(fields)")
+    }
+
     @Test func aReaderThatNeverReadsHoldsTheProxyToOneWindow() throws {
         let (app, appPort) = try GRPCPeer.server()
         defer { app.signal(SIGKILL) }
@@ -335,6 +367,11 @@ struct HTTP2ProxyTests {
         #expect(client.received > 0 && client.received <= 65_535, "got \(client.received) bytes past a 64 KiB window")
         let grown = qp.proxy.memoryKB().rss - before
         #expect(grown < 8_000, "queue-proxy grew by \(grown) kB while the reader held still")
+        // The held stream pins only its own window: other streams to the same app (over the same shared
+        // upstream connection) still flow.
+        let started = Date()
+        let other = try GRPCPeer.call(qp.port, "unary")
+        #expect(other["code"] as? String == "OK" && Date().timeIntervalSince(started) < 5, "\(other)")
         // Reading again, the bytes flow.
         client.startConsuming()
         try client.pump(seconds: 20, untilBytes: 20 << 20)
@@ -348,7 +385,9 @@ final class RawH2Client: H2SessionDelegate {
     var session: H2Session!
     var received = 0
     var status = ""
-    private var closed = false
+    /// The stream's close code (nil while open).
+    var closedCode: UInt32?
+    private var closed: Bool { closedCode != nil }
     private var consuming = false
     private var stream: Int32 = -1
 
@@ -357,12 +396,13 @@ final class RawH2Client: H2SessionDelegate {
         session = try H2Session(role: .client, delegate: self)
     }
 
-    func request(path: String, body: [UInt8], extra: [H2Field] = []) throws {
+    /// Opens a stream; `body` nil leaves the request side open (a body announced and never sent).
+    func request(path: String, body: [UInt8]?, method: String = "POST", extra: [H2Field] = []) throws {
         stream = try session.submitRequest([
-            H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "test"),
+            H2Field(":method", method), H2Field(":scheme", "http"), H2Field(":authority", "test"),
             H2Field(":path", path), H2Field("content-type", "application/grpc"), H2Field("te", "trailers"),
         ] + extra, endStream: false)
-        body.withUnsafeBytes { session.send(stream: stream, $0, end: true) }
+        body?.withUnsafeBytes { session.send(stream: stream, $0, end: true) }
         try flush()
     }
 
@@ -403,5 +443,5 @@ final class RawH2Client: H2SessionDelegate {
         if consuming { session.consume(stream: stream, count: bytes.count) }
     }
     func h2EndStream(_ session: H2Session, stream: Int32) {}
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) { closed = true }
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) { closedCode = errorCode }
 }

@@ -35,6 +35,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
     @exclusivity(unchecked) private var options = ProxyOptions()
     @exclusivity(unchecked) private var method = HTTPHead.Method.get
     @exclusivity(unchecked) private var keepAlive = true
+    @exclusivity(unchecked) private var clientMinorVersion = 1
     @exclusivity(unchecked) private var requestFraming = BodyFraming.none
     @exclusivity(unchecked) private var requestRemaining = 0
     @exclusivity(unchecked) private var requestDecoder = ChunkedDecoder()
@@ -68,6 +69,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
         lastWriteMs = startMs
         method = head.methodKind
         keepAlive = head.keepAlive && head.minorVersion >= 1
+        clientMinorVersion = head.minorVersion
         requestFraming = head.requestFraming
         switch requestFraming {
         case .none, .untilClose, .length(0): requestDone = true
@@ -89,6 +91,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
             loop: loop, into: &connection.requestFields)
         downstream.input!.moveReader(by: headBytes.count)
         do { upstreamID = try connection.open(self, endStream: requestDone) } catch {
+            connection.armIdle()
             fail(.badResponse)
             return
         }
@@ -198,7 +201,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
         }
         let code = H2Request.status(block)
         if code < 200 {
-            if code != 101 && keepAlive {  // interim answers go to HTTP/1.1 clients as they are
+            if code != 101 && clientMinorVersion >= 1 {  // interim answers go to HTTP/1.1 clients as they are
                 writeStatusLine(code, output)
                 for i in 0..<block.count where block.name(i).first != 0x3A { append(block, i, to: output) }
                 output.append("\r\n")
@@ -216,10 +219,11 @@ final class H1ToH2Bridge: H2UpstreamStream {
             if block.name(i).elementsEqual(H1ToH2Bridge.contentLength) { hasLength = true }
             append(block, i, to: output)
         }
-        chunked = !hasLength && !bodyless && !endStream
+        // No length: chunked for HTTP/1.1; an HTTP/1.0 client cannot read chunks, its body ends with the close.
+        chunked = !hasLength && !bodyless && !endStream && clientMinorVersion >= 1
         if !hasLength && !bodyless && endStream { output.append("content-length: 0\r\n") }
         if chunked { output.append("transfer-encoding: chunked\r\n") }
-        closeAfter = !keepAlive || loop.draining
+        closeAfter = !keepAlive || loop.draining || (!hasLength && !bodyless && !endStream && !chunked)
         output.append(closeAfter ? "connection: close\r\n\r\n" : "\r\n")
         if endStream {
             responseComplete()
@@ -246,6 +250,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
         unacknowledged += bytes.count
         lastWriteMs = loop.nowMs
         flushDownstream()
+        if isOver { return }  // the client went away: the connection (and `downstream`) may be gone
         acknowledge()
     }
 
@@ -262,6 +267,8 @@ final class H1ToH2Bridge: H2UpstreamStream {
         if responseStarted { truncate() } else { fail(code == 0 ? .upstreamClosed : .streamReset(code: code, stream: stream)) }
     }
 
+    /// No retry on another pool here, unlike `ProxyExchange`: the bridge serves the queue-proxy, whose one
+    /// upstream is the app (the activator speaks HTTP/1.1 to queue-proxies, never h2c-only).
     func upstreamFailed(_ error: ProxyError) {
         upstream = nil
         upstreamID = -1
@@ -271,7 +278,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
 
     /// Response bytes the client's socket took are acknowledged upstream, which may then send more.
     private func acknowledge() {
-        guard unacknowledged > 0, downstream.outputRoom > 0, let upstream else { return }
+        guard !isOver, unacknowledged > 0, downstream.outputRoom > 0, let upstream else { return }
         upstream.session.consume(stream: upstreamID, count: unacknowledged)
         unacknowledged = 0
         upstream.writeOut()

@@ -19,20 +19,14 @@ class H2Connection: StreamConnection, H2SessionDelegate {
     /// The socket or the session failed; the connection closes from its timer (outside any caller's stack).
     @exclusivity(unchecked) var failed = false
     @exclusivity(unchecked) private var flushQueued = false
+    /// `closeWhenFlushed` was called: the connection ends when its output is written.
+    @exclusivity(unchecked) var closing = false
 
-    /// Reads everything the socket has and feeds it to the session.
+    /// Feeds what the input already holds, then everything the socket has, to the session.
     /// - Returns: false when the peer closed, the socket failed or the peer broke the protocol.
     func receiveAll() -> Bool {
-        reading: while canRead {
-            let buffer = inputBuffer()
-            let outcome: ReadOutcome
-            do { outcome = try readInput(limit: buffer.capacity) } catch { return false }
-            switch outcome {
-            case .eof:
-                return false
-            case .wouldBlock:
-                break reading
-            case .data, .full:
+        while true {
+            if let buffer = input, !buffer.isEmpty {
                 inSession = true
                 let ok: Bool
                 do {
@@ -40,15 +34,32 @@ class H2Connection: StreamConnection, H2SessionDelegate {
                     ok = true
                 } catch {
                     Log.debug("h2 protocol error from \(role): \(error)")
-                    ok = false  // nghttp2 queued a GOAWAY; `writeOut` sends it before the close
+                    ok = false  // nghttp2 queued a GOAWAY; `writeNow` sends it before the close
                 }
                 inSession = false
                 buffer.clear()
                 if !ok { return false }
             }
+            guard canRead else { break }
+            let outcome: ReadOutcome
+            do { outcome = try readInput(limit: inputBuffer().capacity) } catch { return false }
+            switch outcome {
+            case .eof: return false
+            case .wouldBlock: break
+            case .data, .full: continue
+            }
+            break
         }
         releaseInputIfEmpty()
         return true
+    }
+
+    /// Closes once the queued output has left (nghttp2 counts a stream done when its last frame is handed
+    /// over, not when it reaches the client), or after `limitMs` for a client that stopped reading.
+    func closeWhenFlushed(limitMs: Int64) {
+        closing = true
+        writeNow()
+        if isOpen && hasPendingOutput { loop.schedule(self, at: loop.nowMs + limitMs) }
     }
 
     /// Asks for the session's frames to be written at the end of this loop pass, so that everything the
@@ -85,6 +96,7 @@ class H2Connection: StreamConnection, H2SessionDelegate {
                 if n == 0 && !outputWanted { break }
             }
             releaseOutputIfEmpty()
+            if closing && !hasPendingOutput { close() }
         } catch {
             failed = true
             loop.schedule(self, at: loop.nowMs)
@@ -154,16 +166,8 @@ final class H2ServerConnection: H2Connection {
             return
         }
         loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
-        if loop.draining { beginDrain() }
-        if let buffer = input, !buffer.isEmpty {
-            do { try session.receive(buffer.readable) } catch {
-                writeNow()
-                close()
-                return
-            }
-            buffer.clear()
-        }
-        drive()
+        drive()  // the preface (and maybe more) is already in the input
+        if isOpen && loop.draining { beginDrain() }
     }
 
     override func onReadiness() { drive() }
@@ -173,12 +177,16 @@ final class H2ServerConnection: H2Connection {
         writeNow()
         let alive = receiveAll()
         writeNow()
-        if !alive || failed || (!session.wantsRead && !session.wantsWrite) { close() }
+        if !alive || failed {
+            close()
+        } else if !session.wantsRead && !session.wantsWrite && !closing {
+            closeWhenFlushed(limitMs: config.headerTimeoutMs)  // GOAWAY both ways and no stream left
+        }
     }
 
     override func timerFired(nowMs: Int64) {
-        if failed {
-            close()
+        if failed || closing {
+            close()  // a failure, or the output did not leave in time
             return
         }
         // The idle timeout (no stream for `headerTimeoutMs`, Go's ReadHeaderTimeout serving as idle timeout as
@@ -186,8 +194,7 @@ final class H2ServerConnection: H2Connection {
         if streams.isEmpty {
             if !sentGoAway { session.goAway() }
             sentGoAway = true
-            writeNow()
-            close()
+            closeWhenFlushed(limitMs: config.headerTimeoutMs)
         }
     }
 
@@ -282,7 +289,8 @@ final class H2UpstreamConnection: H2Connection {
 
     var canTakeStream: Bool { isOpen && !failed && session.canOpenStream && !pool.isRetired }
 
-    private func armIdle() {
+    /// Closes the connection once it has had no stream for the pool's idle timeout (at once while draining).
+    func armIdle() {
         loop.schedule(self, at: loop.draining || pool.isRetired ? loop.nowMs : loop.nowMs + pool.config.idleTimeoutMs)
     }
 

@@ -43,6 +43,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// A timed-out response: its text is queued; RST_STREAM follows once it is framed (truncation is visible).
     @exclusivity(unchecked) private var resetWhenFlushed = false
     @exclusivity(unchecked) private var owesEnd = false
+    @exclusivity(unchecked) private var retriedRefused = false
 
     init(connection: H2ServerConnection, id: Int32) {
         self.connection = connection
@@ -56,7 +57,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
 
     /// Writes the header block as an HTTP/1.1 head for the responder. - Returns: false if answered (400/431).
     func prepare(block: H2HeaderBlock) -> Bool {
-        guard let bytes = H2Request.head(from: block, limit: connection.config.maxHeadLength) else {
+        guard !block.isTruncated, let bytes = H2Request.head(from: block, limit: connection.config.maxHeadLength) else {
             respond(.error(431, "431 Request Header Fields Too Large"))
             return false
         }
@@ -78,6 +79,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             return nil
         }
         parsed.majorVersion = 2
+        parsed.connectionUpgrade = false  // stream 1 of an `Upgrade: h2c` still says so; no HTTP/2 request upgrades
         head = parsed
         if let error = failure {
             respond(error.status == 431 ? .error(431, "431 Request Header Fields Too Large") : .error(400, "400 Bad Request"))
@@ -146,6 +148,14 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             session.consume(stream: id, count: backlog.count)
             backlog = []
         }
+        if !requestComplete { session.resetWhenResponseEnds(stream: id) }
+    }
+
+    /// The response is complete on our side: a request body still coming is refused (RST_STREAM NO_ERROR once
+    /// the response is out), as Go's server does, so the stream (and its slot) does not linger.
+    private func responseFinished() {
+        responseEnded = true
+        if !requestComplete { session.resetWhenResponseEnds(stream: id) }
     }
 
     // MARK: - Proxying
@@ -176,6 +186,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         do {
             upstreamID = try upstream.open(self, endStream: bodyless)
         } catch {
+            upstream.armIdle()
             fail(.badResponse)
             return
         }
@@ -191,13 +202,14 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// Client body bytes.
     func requestData(_ bytes: UnsafeRawBufferPointer) {
         switch state {
-        case .proxying where upstream != nil:
+        case .proxying where upstream != nil && !responseEnded:
             upstream!.session.send(stream: upstreamID, bytes)
             bodyForwarded = true
             upstream!.writeOut()
-        case .starting, .pending, .proxying:
+        case .starting, .pending:
             backlog.append(contentsOf: bytes)
-        case .local, .done:
+        case .proxying, .local, .done:
+            // Nobody will read it (the upstream stream is gone, or the response is complete): acknowledge, drop.
             session.consume(stream: id, count: bytes.count)
         }
     }
@@ -234,7 +246,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         guard state == .proxying else { return }
         if isTrailers {
             session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: block.fields)
-            responseEnded = true
+            responseFinished()
             connection.writeOut()
             return
         }
@@ -251,7 +263,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         do { try session.submitResponse(stream: id, block, endStream: endStream) } catch {
             session.reset(stream: id, code: 0x2)
         }
-        if endStream { responseEnded = true }
+        if endStream { responseFinished() }
         connection.writeOut()
     }
 
@@ -269,7 +281,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     func upstreamEnd() {
         guard state == .proxying else { return }
         session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true)
-        responseEnded = true
+        responseFinished()
         connection.writeOut()
     }
 
@@ -279,8 +291,14 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         upstream = nil
         upstreamID = -1
         guard state == .proxying, !responseEnded else { return }
-        if !responseStarted {
-            fail(.streamReset(code: code, stream: stream))
+        if !responseStarted && code == 0x7 && !bodyForwarded && !retriedRefused, let pool {
+            // REFUSED_STREAM: the upstream did not process it (a GOAWAY, its stream limit). Go's transport
+            // retries such requests; so do we, once, on a connection that still takes streams.
+            retriedRefused = true
+            proxy(to: pool, options: options)
+            connection.writeOut()
+        } else if !responseStarted {
+            fail(code == 0 ? .upstreamClosed : .streamReset(code: code, stream: stream))
         } else {
             session.reset(stream: id, code: code == 0 ? 0x2 : code)
             connection.writeOut()
@@ -318,7 +336,12 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         // A stream whose exchange is complete both ways is closing on its own (its close callback may simply not
         // have run yet): a RST_STREAM would be noise, and nghttp2 peers count resets (rapid-reset protection
         // ends a connection after ~1000).
-        if let upstream, upstreamID > 0 { upstream.forget(upstreamID, reset: !(responseEnded && requestComplete)) }
+        if let upstream, upstreamID > 0 {
+            // Request bytes still queued there are dropped with the stream: the client gets their window back.
+            let unsent = upstream.session.queuedBytes(stream: upstreamID)
+            if unsent > 0 && state != .done { session.consume(stream: id, count: unsent) }
+            upstream.forget(upstreamID, reset: !(responseEnded && requestComplete && unsent == 0))
+        }
         upstream = nil
         upstreamID = -1
     }
@@ -352,6 +375,9 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         case .proxying:
             if responseEnded { return }
             if nextDeadlineMs <= nowMs { timedOut() } else { armTimer() }
+        case .local where resetWhenFlushed:
+            resetWhenFlushed = false
+            session.reset(stream: id, code: 0x2)
         case .starting, .local, .done:
             return
         }
@@ -370,6 +396,19 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         let text = options.timeoutMessage
         session.send(stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
         resetWhenFlushed = true
+        // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not read
+        // the text gets the reset anyway after a grace period.
+        endRequest()
+        loop.schedule(self, at: loop.nowMs + Self.resetGraceMs)
+    }
+
+    /// How long a timed-out stream's last text may take to leave before the reset goes regardless.
+    static let resetGraceMs: Int64 = 1_000
+
+    private func endRequest() {
+        guard owesEnd else { return }
+        owesEnd = false
+        connection.responder.requestEnded(self, status: responseStarted ? status : 0, responseBytes: responseBytes)
     }
 
     // MARK: - End
@@ -382,10 +421,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         detachUpstream()
         backlog = []
         if wasPending { connection.responder.pendingCancelled(self) }
-        if owesEnd {
-            owesEnd = false
-            connection.responder.requestEnded(self, status: responseStarted ? status : 0, responseBytes: responseBytes)
-        }
+        endRequest()
     }
 }
 

@@ -30,6 +30,8 @@ public struct H2Field: Equatable, Sendable {
 public struct H2HeaderBlock {
     let bytes: UnsafeRawBufferPointer
     let ranges: UnsafeBufferPointer<H2HeaderList.Entry>
+    /// The block was larger than the session's `maxHeaderListSize`: fields beyond it were dropped.
+    public var isTruncated = false
 
     public var count: Int { ranges.count }
     public func name(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[ranges[i].name]) }
@@ -140,6 +142,10 @@ public final class H2Session {
         @exclusivity(unchecked) var unconsumed = 0
         /// The final head arrived (a request, or a non-1xx response): a later header block is trailers.
         @exclusivity(unchecked) var finalHeadSeen = false
+        /// The body's end was framed (DATA with END_STREAM, or the trailers submitted).
+        @exclusivity(unchecked) var endFramed = false
+        /// RST_STREAM(NO_ERROR) goes out right after the body's end (`resetWhenResponseEnds`).
+        @exclusivity(unchecked) var resetOnEnd = false
     }
 
     public let role: Role
@@ -149,28 +155,44 @@ public final class H2Session {
     @exclusivity(unchecked) private var session: OpaquePointer?
     /// The header block being received (one at a time: a block's frames are contiguous on the wire).
     @exclusivity(unchecked) private var incoming = H2HeaderList()
+    /// The block being received went over `maxHeaderListSize`: later fields are dropped, the block is flagged.
+    @exclusivity(unchecked) private var incomingTooLarge = false
+    /// Most header bytes (names + values) kept of one received block: HPACK lets a few bytes on the wire stand
+    /// for kilobytes, so the limit applies to what is decoded, as it arrives.
+    public let maxHeaderListSize: Int
     /// Open streams (either side).
     @exclusivity(unchecked) private var streams: [Int32: StreamState] = [:]
 
-    /// - Parameter maxConcurrentStreams: advertised in our SETTINGS (the server's limit on client streams).
+    /// - Parameters:
+    ///   - maxConcurrentStreams: advertised in our SETTINGS (the server's limit on client streams).
+    ///   - initialWindowSize: our stream window: what the peer may send on a stream before we acknowledge it.
+    ///   - maxHeaderListSize: the decoded size of a received header block we keep (advertised by servers).
     public init(role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
-                initialWindowSize: UInt32 = 65_535) throws(H2Error) {
+                initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024) throws(H2Error) {
         self.role = role
         self.delegate = delegate
+        self.maxHeaderListSize = maxHeaderListSize
         var callbacks: OpaquePointer?
         try Self.check(nghttp2_session_callbacks_new(&callbacks))
         defer { nghttp2_session_callbacks_del(callbacks) }
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
             guard let frame, let user else { return 0 }
             let session = H2Session.from(user)
+            if session.incoming.bytes.capacity > 16 * 1024 { session.incoming = H2HeaderList() }  // after a big one
             session.incoming.removeAll()
+            session.incomingTooLarge = false
             let id = frame.pointee.hd.stream_id
             if session.streams[id] == nil { session.streams[id] = StreamState() }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
             guard frame != nil, let user, let name, let value else { return 0 }
-            H2Session.from(user).incoming.append(
+            let session = H2Session.from(user)
+            guard session.incoming.bytes.count + nameLength + valueLength <= session.maxHeaderListSize else {
+                session.incomingTooLarge = true
+                return 0
+            }
+            session.incoming.append(
                 name: UnsafeRawBufferPointer(start: name, count: nameLength),
                 value: UnsafeRawBufferPointer(start: value, count: valueLength))
             return 0
@@ -183,20 +205,21 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, data, length, user in
             guard let user, let data else { return 0 }
             let session = H2Session.from(user)
-            guard let delegate = session.delegate else {
-                _ = nghttp2_session_consume(session.session, stream, length)  // nobody will: give it back now
+            // The connection window is given back at once: holding it would let one slow stream stop every
+            // stream of the connection (an upstream connection is shared). Backpressure is per stream.
+            _ = nghttp2_session_consume_connection(session.session, length)
+            guard let delegate = session.delegate, let state = session.streams[stream] else {
+                _ = nghttp2_session_consume_stream(session.session, stream, length)  // nobody will: give it back now
                 return 0
             }
-            session.streams[stream]?.unconsumed += length
+            state.unconsumed += length
             delegate.h2Data(session, stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, code, user in
             guard let user else { return 0 }
             let session = H2Session.from(user)
-            if let state = session.streams.removeValue(forKey: stream), state.unconsumed > 0 {
-                _ = nghttp2_session_consume_connection(session.session, state.unconsumed)
-            }
+            session.streams.removeValue(forKey: stream)
             session.delegate?.h2StreamClosed(session, stream: stream, errorCode: code)
             return 0
         }
@@ -213,11 +236,17 @@ public final class H2Session {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: maxConcurrentStreams),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: initialWindowSize),
         ]
+        if role == .server {
+            settings.append(nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(maxHeaderListSize)))
+        }
         if role == .client {
             // A proxy has no use for server push; refusing it keeps even stream ids out of the delegate.
             settings.append(nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
         }
         try Self.check(nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count))
+        // The connection window only paces the peer (it is acknowledged on arrival): 1 MiB, Go's server's figure.
+        try Self.check(nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 1 << 20))
     }
 
     deinit { nghttp2_session_del(session) }
@@ -242,7 +271,7 @@ public final class H2Session {
             let isTrailers = frame.pointee.headers.cat == NGHTTP2_HCAT_HEADERS && state?.finalHeadSeen == true
             incoming.bytes.withUnsafeBytes { bytes in
                 incoming.entries.withUnsafeBufferPointer { ranges in
-                    let block = H2HeaderBlock(bytes: bytes, ranges: ranges)
+                    let block = H2HeaderBlock(bytes: bytes, ranges: ranges, isTruncated: incomingTooLarge)
                     if !isTrailers && (role == .server || block.value(of: ":status")?.first != UInt8(ascii: "1")) {
                         state?.finalHeadSeen = true
                     }
@@ -419,13 +448,27 @@ public final class H2Session {
     /// Acknowledges `count` received body bytes of `stream` as passed on: opens the windows again.
     public func consume(stream: Int32, count: Int) {
         guard count > 0 else { return }
-        if let state = streams[stream] { state.unconsumed = max(0, state.unconsumed - count) }
-        _ = nghttp2_session_consume(session, stream, count)
+        guard let state = streams[stream] else { return }  // closed: its window is gone with it
+        let n = min(count, state.unconsumed)  // never acknowledge more than arrived
+        state.unconsumed -= n
+        if n > 0 { _ = nghttp2_session_consume_stream(session, stream, n) }
     }
 
     /// RST_STREAM with `code` (0x8 CANCEL, 0x2 INTERNAL_ERROR, …).
     public func reset(stream: Int32, code: UInt32) {
         _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code)
+    }
+
+    /// Server: once the response's last frame is queued, reset `stream` with NO_ERROR, which tells the client to
+    /// stop sending a request body nobody will read (RFC 9113 §8.1; Go's server does the same). Without it the
+    /// stream would stay half-open for as long as the client kept uploading.
+    public func resetWhenResponseEnds(stream: Int32) {
+        guard let state = streams[stream] else { return }
+        if state.sending && !state.endFramed {
+            state.resetOnEnd = true
+        } else {
+            reset(stream: stream, code: 0)  // queued behind the response's frames (same queue, in order)
+        }
     }
 
     /// Graceful shutdown (drain): GOAWAY with the last stream id we accepted; open streams may finish.
@@ -468,10 +511,14 @@ public final class H2Session {
         if out.offset == out.pending.count {
             if out.ended {
                 flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
+                out.endFramed = true
                 if let trailers = out.trailers,
                     withNV(trailers, { nv in nghttp2_submit_trailer(session, stream, nv.baseAddress, nv.count) }) == 0 {
                     // END_STREAM goes with the trailers; had they failed, the DATA frame ends the stream instead.
                     flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
+                }
+                if out.resetOnEnd {
+                    _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, 0)
                 }
             } else if n == 0 {
                 out.deferred = true

@@ -13,23 +13,25 @@ enum H2cUpgrade {
         return n == preface.count ? .match : .partial
     }
 
-    /// The decoded `HTTP2-Settings` of a request asking `Upgrade: h2c`, or nil when this is not such a request
-    /// or it has a body (those stay HTTP/1.1: a server may ignore Upgrade, and a body would have to be read
-    /// whole before switching).
+    /// Whether the request asks `Upgrade: h2c`.
+    static func asksForH2c(_ bytes: UnsafeRawBufferPointer, _ head: HTTPHead) -> Bool {
+        guard head.connectionUpgrade else { return false }
+        return head.fields.contains { $0.kind == .upgrade && HTTP1Parser.equalsLower(bytes, $0.value, "h2c") }
+    }
+
+    /// The decoded `HTTP2-Settings` of an `Upgrade: h2c` request we can switch, or nil: a request with a body
+    /// stays HTTP/1.1 (a server may ignore Upgrade, and the body would have to be read whole before
+    /// switching), as does one whose settings are not whole 6-byte entries in base64url.
     static func settings(_ bytes: UnsafeRawBufferPointer, _ head: HTTPHead) -> [UInt8]? {
-        guard head.connectionUpgrade else { return nil }
         switch head.requestFraming {
         case .none, .length(0): break
         default: return nil
         }
-        var isH2c = false
-        var encoded: Range<Int>?
-        for field in head.fields {
-            if field.kind == .upgrade && HTTP1Parser.equalsLower(bytes, field.value, "h2c") { isH2c = true }
-            if HTTP1Parser.equalsLower(bytes, field.name, "http2-settings") { encoded = field.value }
-        }
-        guard isH2c, let encoded else { return nil }
-        return base64URLDecode(UnsafeRawBufferPointer(rebasing: bytes[encoded]))
+        guard let field = head.fields.first(where: { HTTP1Parser.equalsLower(bytes, $0.name, "http2-settings") }),
+            let settings = base64URLDecode(UnsafeRawBufferPointer(rebasing: bytes[field.value])),
+            settings.count % 6 == 0
+        else { return nil }
+        return settings
     }
 
     /// RFC 4648 §5 (URL-safe alphabet), padding optional. nil on a bad character.

@@ -412,13 +412,17 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                 return true
             }
         }
-        if config.acceptsH2c && head.hasUpgradeField, let settings = H2cUpgrade.settings(bytes, head) {
-            // `Upgrade: h2c` (RFC 7540 §3.2): 101, then this request is stream 1 of an HTTP/2 connection.
-            let request = Array(bytes)
-            buffer.moveReader(by: length)
-            outputBuffer().append("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-            switchToH2(upgrade: (request, settings))
-            return true
+        if config.acceptsH2c && head.hasUpgradeField && H2cUpgrade.asksForH2c(bytes, head) {
+            if let settings = H2cUpgrade.settings(bytes, head) {
+                // `Upgrade: h2c` (RFC 7540 §3.2): 101, then this request is stream 1 of an HTTP/2 connection.
+                let request = Array(bytes)
+                buffer.moveReader(by: length)
+                outputBuffer().append("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+                switchToH2(upgrade: (request, settings))
+                return true
+            }
+            // Not switching: an ordinary HTTP/1.1 request (`Upgrade` and `HTTP2-Settings` are hop-by-hop and go).
+            head.connectionUpgrade = false
         }
         let ticket = context.ticket &+ 1
         context = RequestContext()
