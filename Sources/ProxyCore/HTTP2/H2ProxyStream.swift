@@ -448,20 +448,20 @@ enum H2Request {
         guard size <= limit else { return nil }
         var out: [UInt8] = []
         out.reserveCapacity(size)
-        out.append(contentsOf: method)
+        out.append(contentsOf: method.bindMemory(to: UInt8.self))
         out.append(0x20)
-        if path.isEmpty { out.append(0x2F) } else { out.append(contentsOf: path) }
+        if path.isEmpty { out.append(0x2F) } else { out.append(contentsOf: path.bindMemory(to: UInt8.self)) }
         out.append(contentsOf: versionLine)
         if !hasHost, let authority {
             out.append(contentsOf: hostName)
             out.append(contentsOf: separator)
-            out.append(contentsOf: authority)
+            out.append(contentsOf: authority.bindMemory(to: UInt8.self))
             out.append(contentsOf: lineEnd)
         }
         for i in 0..<block.count where block.name(i).first != 0x3A {
-            out.append(contentsOf: block.name(i))
+            out.append(contentsOf: block.name(i).bindMemory(to: UInt8.self))
             out.append(contentsOf: separator)
-            out.append(contentsOf: block.value(i))
+            out.append(contentsOf: block.value(i).bindMemory(to: UInt8.self))
             out.append(contentsOf: lineEnd)
         }
         out.append(contentsOf: lineEnd)

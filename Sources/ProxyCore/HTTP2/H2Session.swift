@@ -70,12 +70,12 @@ public struct H2HeaderList {
 
     public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, lowercasingName: Bool = false) {
         let nameStart = bytes.count
-        bytes.append(contentsOf: name)
+        bytes.append(contentsOf: name.bindMemory(to: UInt8.self))  // typed: one memcpy, not a byte loop
         if lowercasingName {
             for i in nameStart..<bytes.count where bytes[i] &- 65 < 26 { bytes[i] |= 0x20 }
         }
         let valueStart = bytes.count
-        bytes.append(contentsOf: value)
+        bytes.append(contentsOf: value.bindMemory(to: UInt8.self))
         entries.append(Entry(name: nameStart..<valueStart, value: valueStart..<bytes.count))
     }
 
