@@ -340,6 +340,30 @@ struct HTTP2ProxyTests {
         #expect(client.status == "200" && client.closedCode == 0, "status \(client.status), closed \(String(describing: client.closedCode))")
     }
 
+    @Test func streamsAreCountedAndLoggedAsHTTP2Requests() throws {
+        let appPort = freePort()
+        let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)"])
+        defer { app.signal(SIGKILL) }
+        #expect(app.waitForPort(appPort))
+        let template = RequestLogTemplate.known[0].replacingOccurrences(of: "\"", with: "\\\"")
+        let qp = try QueueProxyFixture(env: [
+            "USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0",
+            "OBSERVABILITY_CONFIG": #"{"enableRequestLog":true,"requestLogTemplate":"\#(template)"}"#,
+        ], app: nil)
+        let output = try nghttp(["http://127.0.0.1:\(qp.port)/h2-logged?a", "http://127.0.0.1:\(qp.port)/h2-logged?b"])  // one connection, two streams
+        #expect(output.components(separatedBy: "Hello World!").count == 3, "\(output)")
+        #expect(waitUntil(seconds: 5) { qp.proxy.stdout.components(separatedBy: "/h2-logged").count == 3 })
+        let line = try #require(qp.proxy.stdout.split(separator: "\n").first { $0.contains("/h2-logged") })
+        let json = try JSON.parse(String(line))
+        #expect(json["httpRequest"]?["protocol"]?.stringValue == "HTTP/2.0", "\(line)")
+        #expect(json["httpRequest"]?["status"]?.intValue == 200)
+        // Prometheus: both streams counted as requests.
+        let metrics = try qp.request(
+            "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n", port: qp.userMetricsPort).bodyText
+        let counted = metrics.split(separator: "\n").first { $0.hasPrefix("kn_serving_requests_total{") && $0.contains("status_class=\"2xx\"") }
+        #expect(counted?.hasSuffix(" 2") == true, "\(metrics)")
+    }
+
     @Test func upgradeH2cWithABodyIsServedAsHTTP1() throws {
         let seen = Seen<[(String, String)]>()
         let qp = try QueueProxyFixture(env: [:]) { conn, _ in
