@@ -181,7 +181,7 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
         init(status: UInt8, services: Seen<String>) { self.status = status; self.services = services }
 
         func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
-        let fields = block.fields
+            let fields = block.fields
             requests[stream] = (text(fields, ":path") ?? "", [])
             if endStream { answer(session, stream) }
         }
@@ -209,22 +209,7 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
 
     init(status: UInt8) throws {
         let services = self.services
-        server = try ScriptedUpstream { conn, _ in
-            let handler = Handler(status: status, services: services)
-            let session = try H2Session(role: .server, delegate: handler)
-            defer { withExtendedLifetime(handler) {} }  // the session does not retain its delegate
-            var chunk = [UInt8](repeating: 0, count: 16384)
-            while true {
-                var out: [UInt8] = []
-                try session.writeOutput { out += $0 }
-                if !out.isEmpty { try conn.send(out) }
-                let buffered = conn.takeBuffered()
-                if !buffered.isEmpty { try buffered.withUnsafeBytes { _ = try session.receive($0) }; continue }
-                let n = chunk.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { return }
-                try chunk[0..<n].withUnsafeBytes { _ = try session.receive($0) }
-            }
-        }
+        server = try ScriptedUpstream { conn, _ in try serveH2(conn, Handler(status: status, services: services)) }
     }
 }
 

@@ -201,6 +201,28 @@ struct HTTP2ProxyTests {
         #expect(gone.status == 503, "\(gone.status) \(gone.bodyText)")
     }
 
+    @Test func http2AutoDetectionProbesOverH2c() throws {
+        // An app that speaks only HTTP/2: with ENABLE_HTTP2_AUTO_DETECTION the HTTP probe finds it ready over h2c
+        // (a plain GET, then one with the probe's headers); without, the HTTP/1.1 probe cannot reach it.
+        let app = try FakeH2Server()
+        defer { app.server.stop() }
+        let probe = #"{"httpGet": {"port": \#(app.port), "path": "/ready", "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}, "periodSeconds": 1, "timeoutSeconds": 1}"#
+        let kubelet = ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"]
+        let detecting = try QueueProxyFixture(env: [
+            "USER_PORT": "\(app.port)", "SERVING_READINESS_PROBE": probe, "ENABLE_HTTP2_AUTO_DETECTION": "true",
+        ], app: nil)
+        let ready = try detecting.get(headers: kubelet)
+        #expect(ready.status == 200 && ready.bodyText == "queue", "\(ready.status) \(ready.bodyText)")
+        let requests = app.requests.all
+        #expect(requests.count >= 2, "\(requests)")
+        #expect(requests.first.map { !$0.contains { $0.0 == "x-probe" } } == true, "the first GET has no custom header")
+        #expect(requests.dropFirst().first.map { $0.contains { $0 == ("x-probe", "yes") } } == true, "\(requests)")
+        #expect(requests.allSatisfy { $0.contains { $0 == (":path", "/ready") } && $0.contains { $0 == ("user-agent", "kube-probe//") } })
+
+        let plain = try QueueProxyFixture(env: ["USER_PORT": "\(app.port)", "SERVING_READINESS_PROBE": probe], app: nil)
+        #expect(try plain.get(headers: kubelet).status == 503)
+    }
+
     @Test func timeoutsGive504BeforeTheResponseAndAResetAfter() throws {
         let (app, appPort) = try GRPCPeer.server()
         defer { app.signal(SIGKILL) }
@@ -468,4 +490,50 @@ final class RawH2Client: H2SessionDelegate {
     }
     func h2EndStream(_ session: H2Session, stream: Int32) {}
     func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) { closedCode = errorCode }
+}
+
+/// An HTTP/2-only server (prior knowledge) on our codec: answers every request 200 `ok` and records its fields.
+final class FakeH2Server: @unchecked Sendable {
+    let server: ScriptedUpstream
+    let requests = Seen<[(String, String)]>()
+    var port: UInt16 { server.port }
+
+    final class Handler: H2SessionDelegate {
+        let requests: Seen<[(String, String)]>
+        init(requests: Seen<[(String, String)]>) { self.requests = requests }
+
+        func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+            guard !isTrailers else { return }
+            requests.add(block.fields.map { (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self)) })
+            try? session.submitResponse(stream: stream, [H2Field(":status", "200"), H2Field("content-length", "2")], endStream: false)
+            Array("ok".utf8).withUnsafeBytes { session.send(stream: stream, $0, end: true) }
+        }
+        func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
+            session.consume(stream: stream, count: bytes.count)
+        }
+        func h2EndStream(_ session: H2Session, stream: Int32) {}
+        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+    }
+
+    init() throws {
+        let requests = self.requests
+        server = try ScriptedUpstream { conn, _ in try serveH2(conn, Handler(requests: requests)) }
+    }
+}
+
+/// Runs a server session with `handler` on one test connection until the peer closes it.
+func serveH2(_ conn: TestSocket, _ handler: H2SessionDelegate) throws {
+    let session = try H2Session(role: .server, delegate: handler)
+    defer { withExtendedLifetime(handler) {} }  // the session does not retain its delegate
+    var chunk = [UInt8](repeating: 0, count: 16384)
+    while true {
+        var out: [UInt8] = []
+        try session.writeOutput { out += $0 }
+        if !out.isEmpty { try conn.send(out) }
+        let buffered = conn.takeBuffered()
+        if !buffered.isEmpty { try buffered.withUnsafeBytes { _ = try session.receive($0) }; continue }
+        let n = chunk.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { return }
+        try chunk[0..<n].withUnsafeBytes { _ = try session.receive($0) }
+    }
 }
