@@ -237,15 +237,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
             upstream?.session.consume(stream: upstreamID, count: bytes.count)
             return
         }
-        let output = downstream.outputBuffer()
-        if chunked {
-            output.append(hex: bytes.count)
-            output.append("\r\n")
-            output.append(bytes)
-            output.append("\r\n")
-        } else {
-            output.append(bytes)
-        }
+        writeBody(bytes)
         responseBytes += bytes.count
         unacknowledged += bytes.count
         lastWriteMs = loop.nowMs
@@ -282,6 +274,19 @@ final class H1ToH2Bridge: H2UpstreamStream {
         upstream.session.consume(stream: upstreamID, count: unacknowledged)
         unacknowledged = 0
         upstream.writeOut()
+    }
+
+    /// Body bytes to the client, as one chunk when the response is chunked.
+    private func writeBody(_ bytes: UnsafeRawBufferPointer) {
+        let output = downstream.outputBuffer()
+        if chunked {
+            output.append(hex: bytes.count)
+            output.append("\r\n")
+            output.append(bytes)
+            output.append("\r\n")
+        } else {
+            output.append(bytes)
+        }
     }
 
     private func flushDownstream() {
@@ -349,13 +354,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
     // MARK: - Timeouts (spec §1.7, as `ProxyExchange`)
 
     private var nextDeadlineMs: Int64 {
-        var deadline = Int64.max
-        if options.timeoutMs > 0 { deadline = min(deadline, startMs + options.timeoutMs) }
-        if options.responseStartTimeoutMs > 0 && !responseStarted {
-            deadline = min(deadline, startMs + options.responseStartTimeoutMs)
-        }
-        if options.idleTimeoutMs > 0 { deadline = min(deadline, lastWriteMs + options.idleTimeoutMs) }
-        return deadline
+        options.nextDeadlineMs(startMs: startMs, lastWriteMs: lastWriteMs, responseStarted: responseStarted)
     }
 
     private func armTimer() {
@@ -367,19 +366,12 @@ final class H1ToH2Bridge: H2UpstreamStream {
         if !responseStarted {
             isOver = true
             detach()
-            let response = LocalResponse.text(504, String(describing: options.timeoutMessage))
-            downstream.respondInstead(response, close: true)
-            downstream.endRequest(status: 504, responseBytes: response.body.count)
-            downstream.exchangeFinished(reusable: false)
+            downstream.exchangeTimedOut(message: options.timeoutMessage)
             return
         }
         let text = options.timeoutMessage
-        let output = downstream.outputBuffer()
-        if chunked {
-            output.append(hex: text.utf8CodeUnitCount)
-            output.append("\r\n")
-            output.append(text)
-            output.append("\r\n")
+        if chunked || closeAfter {  // a declared length cannot take more bytes (as in `ProxyExchange`)
+            writeBody(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
         }
         truncate()
     }

@@ -349,13 +349,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     // MARK: - Timeouts (spec §1.7)
 
     private var nextDeadlineMs: Int64 {
-        var deadline = Int64.max
-        if options.timeoutMs > 0 { deadline = min(deadline, context.startMs + options.timeoutMs) }
-        if options.responseStartTimeoutMs > 0 && !responseStarted {
-            deadline = min(deadline, context.startMs + options.responseStartTimeoutMs)
-        }
-        if options.idleTimeoutMs > 0 { deadline = min(deadline, lastWriteMs + options.idleTimeoutMs) }
-        return deadline
+        options.nextDeadlineMs(startMs: context.startMs, lastWriteMs: lastWriteMs, responseStarted: responseStarted)
     }
 
     private func armTimer() {

@@ -616,6 +616,14 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         drive()
     }
 
+    /// The request timed out before any response byte (spec §1.7): 504 with `message`; the connection closes.
+    func exchangeTimedOut(message: StaticString) {
+        let response = LocalResponse.text(504, String(describing: message))
+        respondInstead(response, close: true)
+        endRequest(status: 504, responseBytes: response.body.count)
+        exchangeFinished(reusable: false)
+    }
+
     /// Writes a local answer in place of the upstream's response.
     func respondInstead(_ response: LocalResponse, close: Bool) {
         response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: close)

@@ -225,13 +225,8 @@ final class ProxyExchange {
 
     /// The earliest moment a timeout could fire, or `Int64.max`.
     private var nextDeadlineMs: Int64 {
-        var deadline = tunnelDrainDeadlineMs
-        if options.timeoutMs > 0 { deadline = min(deadline, startMs + options.timeoutMs) }
-        if options.responseStartTimeoutMs > 0 && !responseStarted {
-            deadline = min(deadline, startMs + options.responseStartTimeoutMs)
-        }
-        if options.idleTimeoutMs > 0 { deadline = min(deadline, lastWriteMs + options.idleTimeoutMs) }
-        return deadline
+        min(tunnelDrainDeadlineMs,
+            options.nextDeadlineMs(startMs: startMs, lastWriteMs: lastWriteMs, responseStarted: responseStarted))
     }
 
     private func armTimer() {
@@ -268,10 +263,7 @@ final class ProxyExchange {
         if !responseStarted {
             closeUpstream()
             phase = .idle
-            let response = LocalResponse.text(504, String(describing: options.timeoutMessage))
-            downstream.respondInstead(response, close: true)
-            downstream.endRequest(status: 504, responseBytes: response.body.count)
-            downstream.exchangeFinished(reusable: false)
+            downstream.exchangeTimedOut(message: options.timeoutMessage)
             return
         }
         let text = options.timeoutMessage

@@ -66,4 +66,14 @@ public struct ProxyOptions: Sendable {
     public var timeoutMessage: StaticString = "request timeout"
 
     public init() {}
+
+    /// The earliest moment one of the timeouts (spec §1.7) could fire for a request that started at `startMs`
+    /// and last wrote to its client at `lastWriteMs`, or `Int64.max`. One rule for every exchange kind.
+    func nextDeadlineMs(startMs: Int64, lastWriteMs: Int64, responseStarted: Bool) -> Int64 {
+        var deadline = Int64.max
+        if timeoutMs > 0 { deadline = min(deadline, startMs + timeoutMs) }
+        if responseStartTimeoutMs > 0 && !responseStarted { deadline = min(deadline, startMs + responseStartTimeoutMs) }
+        if idleTimeoutMs > 0 { deadline = min(deadline, lastWriteMs + idleTimeoutMs) }
+        return deadline
+    }
 }
