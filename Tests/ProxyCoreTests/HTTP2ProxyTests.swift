@@ -360,6 +360,15 @@ struct HTTP2ProxyTests {
             extra: [H2Field("user-agent", "kube-probe/1.30"), H2Field("k-network-probe", "queue")])
         try client.pump(seconds: 5, untilBytes: .max, untilClosed: true)
         #expect(client.status == "200" && client.closedCode == 0, "status \(client.status), closed \(String(describing: client.closedCode))")
+        // The same with an answer that is only a head (END_STREAM on HEADERS): the head must still arrive
+        // before the reset (a reset submitted too early makes nghttp2 drop it).
+        let headOnly = try RawH2Client(port: qp.port)
+        try headOnly.request(
+            path: "/", body: nil, method: "GET",
+            extra: [H2Field("k-network-probe", "probe"), H2Field("k-network-hash", "h1")])
+        try headOnly.pump(seconds: 5, untilBytes: .max, untilClosed: true)
+        #expect(headOnly.status == "200" && headOnly.closedCode == 0,
+                "status \(headOnly.status), closed \(String(describing: headOnly.closedCode))")
     }
 
     @Test func streamsAreCountedAndLoggedAsHTTP2Requests() throws {

@@ -45,6 +45,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
     @exclusivity(unchecked) private var responseEnded = false
     @exclusivity(unchecked) private var chunked = false
     @exclusivity(unchecked) private var bodyless = false
+    @exclusivity(unchecked) private var hasLength = false
     @exclusivity(unchecked) private var closeAfter = false
     @exclusivity(unchecked) private var status = 0
     @exclusivity(unchecked) private var responseBytes = 0
@@ -188,6 +189,10 @@ final class H1ToH2Bridge: H2UpstreamStream {
 
     func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
         guard !isOver else { return }
+        if block.isTruncated {  // over our header limit: not passed on with fields missing
+            if responseStarted { truncate() } else { fail(.badResponse) }
+            return
+        }
         let output = downstream.outputBuffer()
         if isTrailers {
             if chunked {
@@ -213,7 +218,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
         status = code
         lastWriteMs = loop.nowMs
         bodyless = method == .head || code == 204 || code == 304
-        var hasLength = false
+        hasLength = false
         writeStatusLine(code, output)
         for i in 0..<block.count where block.name(i).first != 0x3A {
             if block.name(i).elementsEqual(H1ToH2Bridge.contentLength) { hasLength = true }
@@ -370,7 +375,9 @@ final class H1ToH2Bridge: H2UpstreamStream {
             return
         }
         let text = options.timeoutMessage
-        if chunked || closeAfter {  // a declared length cannot take more bytes (as in `ProxyExchange`)
+        // As `ProxyExchange`: a declared length (or no body) cannot take more bytes; chunks or a close-delimited
+        // body can.
+        if chunked || (closeAfter && !hasLength && !bodyless) {
             writeBody(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
         }
         truncate()

@@ -54,6 +54,9 @@ class H2Connection: StreamConnection, H2SessionDelegate {
         return true
     }
 
+    /// The output of a closing connection has left. Default: close.
+    func outputDrained() { close() }
+
     /// Closes once the queued output has left (nghttp2 counts a stream done when its last frame is handed
     /// over, not when it reaches the client), or after `limitMs` for a client that stopped reading.
     func closeWhenFlushed(limitMs: Int64) {
@@ -96,7 +99,7 @@ class H2Connection: StreamConnection, H2SessionDelegate {
                 if n == 0 && !outputWanted { break }
             }
             releaseOutputIfEmpty()
-            if closing && !hasPendingOutput { close() }
+            if closing && !hasPendingOutput { outputDrained() }
         } catch {
             failed = true
             loop.schedule(self, at: loop.nowMs)
@@ -121,6 +124,8 @@ final class H2ServerConnection: H2Connection {
     @exclusivity(unchecked) var streams: [Int32: H2ProxyStream] = [:]
     @exclusivity(unchecked) private var peerIPBytes: [UInt8]?
     @exclusivity(unchecked) private var sentGoAway = false
+    /// Write side shut after the last output; reading until EOF (`outputDrained`).
+    @exclusivity(unchecked) private var lingering = false
     /// Go's HTTP/2 server default.
     static let maxConcurrentStreams: UInt32 = 250
     /// Our stream window for clients (RFC 9113's default): what a stream may send before we pass it on, so
@@ -174,6 +179,10 @@ final class H2ServerConnection: H2Connection {
 
     private func drive() {
         guard isOpen else { return }
+        if lingering {
+            discardUntilEOF()
+            return
+        }
         writeNow()
         let alive = receiveAll()
         writeNow()
@@ -186,7 +195,7 @@ final class H2ServerConnection: H2Connection {
 
     override func timerFired(nowMs: Int64) {
         if failed || closing {
-            close()  // a failure, or the output did not leave in time
+            close()  // a failure, the output did not leave in time, or the linger is over
             return
         }
         // The idle timeout (no stream for `headerTimeoutMs`, Go's ReadHeaderTimeout serving as idle timeout as
@@ -200,12 +209,40 @@ final class H2ServerConnection: H2Connection {
 
     /// Drain: GOAWAY now (no new streams), open streams run to their end, then the connection closes.
     override func beginDrain() {
+        guard !closing else { return }  // already on its way out
         if !sentGoAway {
             sentGoAway = true
             session.goAway()
             writeOut()
         }
         if streams.isEmpty { loop.schedule(self, at: loop.nowMs) }
+    }
+
+    /// Everything went out: shut our write side and read (and drop) until the client closes or `lingerMs`
+    /// passes, as HTTP/1 does. Closing with unread bytes (the client's last WINDOW_UPDATEs) would make the
+    /// kernel send a reset, which can destroy the end of the last response on its way.
+    override func outputDrained() {
+        guard !lingering else { return }
+        lingering = true
+        Socket.shutdownWrite(fd)
+        loop.schedule(self, at: loop.nowMs + config.lingerMs)
+        discardUntilEOF()
+    }
+
+    private func discardUntilEOF() {
+        while canRead {
+            let buffer = inputBuffer()
+            buffer.clear()
+            switch (try? readInput(limit: buffer.capacity)) ?? .eof {
+            case .eof:
+                close()
+                return
+            case .wouldBlock:
+                return
+            case .data, .full:
+                continue
+            }
+        }
     }
 
     override func didClose() {
@@ -219,7 +256,11 @@ final class H2ServerConnection: H2Connection {
 
     override func h2Headers(_ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
         if isTrailers {
-            streams[id]?.requestEnd(trailers: block.fields)
+            if block.isTruncated {
+                session.reset(stream: id, code: 0x2)  // trailers over our header limit: not passed on cut
+            } else {
+                streams[id]?.requestEnd(trailers: block.fields)
+            }
             return
         }
         guard streams[id] == nil else { return }

@@ -44,6 +44,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     @exclusivity(unchecked) private var resetWhenFlushed = false
     @exclusivity(unchecked) private var owesEnd = false
     @exclusivity(unchecked) private var retriedRefused = false
+    /// Our END_STREAM went (or is queued) to the upstream stream.
+    @exclusivity(unchecked) private var requestEndForwarded = false
 
     init(connection: H2ServerConnection, id: Int32) {
         self.connection = connection
@@ -191,6 +193,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             return
         }
         self.upstream = upstream
+        requestEndForwarded = requestComplete
         if !bodyless {
             backlog.withUnsafeBytes { upstream.session.send(stream: upstreamID, $0, end: requestComplete, trailers: requestTrailers) }
             bodyForwarded = !backlog.isEmpty
@@ -218,8 +221,11 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     func requestEnd(trailers: [H2Field]?) {
         requestComplete = true
         requestTrailers = trailers
-        if state == .proxying, let upstream {
+        // After the response ended the rest of the body was dropped: an END_STREAM now would present a cut body
+        // as whole (the upstream stream is reset when this one closes instead).
+        if state == .proxying, !responseEnded, let upstream {
             upstream.session.send(stream: upstreamID, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers)
+            requestEndForwarded = true
             upstream.writeOut()
         }
     }
@@ -244,6 +250,10 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
 
     func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
         guard state == .proxying else { return }
+        if block.isTruncated {
+            fail(.badResponse)  // over our header limit: not passed on with fields missing (502, or a reset)
+            return
+        }
         if isTrailers {
             session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: block.fields)
             responseFinished()
@@ -340,7 +350,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             // Request bytes still queued there are dropped with the stream: the client gets their window back.
             let unsent = upstream.session.queuedBytes(stream: upstreamID)
             if unsent > 0 && state != .done { session.consume(stream: id, count: unsent) }
-            upstream.forget(upstreamID, reset: !(responseEnded && requestComplete && unsent == 0))
+            // No reset only for an exchange complete both ways, closing on its own.
+            upstream.forget(upstreamID, reset: !(responseEnded && requestEndForwarded && unsent == 0))
         }
         upstream = nil
         upstreamID = -1

@@ -142,9 +142,7 @@ public final class H2Session {
         @exclusivity(unchecked) var unconsumed = 0
         /// The final head arrived (a request, or a non-1xx response): a later header block is trailers.
         @exclusivity(unchecked) var finalHeadSeen = false
-        /// The body's end was framed (DATA with END_STREAM, or the trailers submitted).
-        @exclusivity(unchecked) var endFramed = false
-        /// RST_STREAM(NO_ERROR) goes out right after the body's end (`resetWhenResponseEnds`).
+        /// RST_STREAM(NO_ERROR) goes out once our END_STREAM has been sent (`resetWhenResponseEnds`).
         @exclusivity(unchecked) var resetOnEnd = false
     }
 
@@ -188,7 +186,9 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
             guard frame != nil, let user, let name, let value else { return 0 }
             let session = H2Session.from(user)
-            guard session.incoming.bytes.count + nameLength + valueLength <= session.maxHeaderListSize else {
+            // Counted as SETTINGS_MAX_HEADER_LIST_SIZE is (RFC 9113 §6.5.2): 32 bytes per field on top.
+            let size = session.incoming.bytes.count + 32 * (session.incoming.count + 1) + nameLength + valueLength
+            guard size <= session.maxHeaderListSize else {
                 session.incomingTooLarge = true
                 return 0
             }
@@ -214,6 +214,11 @@ public final class H2Session {
             }
             state.unconsumed += length
             delegate.h2Data(session, stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, user in
+            guard let frame, let user else { return 0 }
+            H2Session.from(user).frameSent(frame)
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, code, user in
@@ -462,13 +467,30 @@ public final class H2Session {
     /// Server: once the response's last frame is queued, reset `stream` with NO_ERROR, which tells the client to
     /// stop sending a request body nobody will read (RFC 9113 §8.1; Go's server does the same). Without it the
     /// stream would stay half-open for as long as the client kept uploading.
+    /// (A RST_STREAM submitted earlier would not wait: nghttp2 marks the stream closing at once and drops the
+    /// response frames still queued. So it is submitted from the frame-sent callback.)
     public func resetWhenResponseEnds(stream: Int32) {
         guard let state = streams[stream] else { return }
-        if state.sending && !state.endFramed {
-            state.resetOnEnd = true
+        if nghttp2_session_get_stream_local_close(session, stream) == 1 {
+            resetIfStillReceiving(stream)  // the END_STREAM already went
         } else {
-            reset(stream: stream, code: 0)  // queued behind the response's frames (same queue, in order)
+            state.resetOnEnd = true
         }
+    }
+
+    private func resetIfStillReceiving(_ stream: Int32) {
+        if nghttp2_session_get_stream_remote_close(session, stream) == 0 { reset(stream: stream, code: 0) }
+    }
+
+    /// A frame went out: the END_STREAM of a stream marked `resetOnEnd` is followed by the reset.
+    private func frameSent(_ frame: UnsafePointer<nghttp2_frame>) {
+        guard frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return }
+        let type = frame.pointee.hd.type
+        guard type == UInt8(NGHTTP2_DATA.rawValue) || type == UInt8(NGHTTP2_HEADERS.rawValue) else { return }
+        let stream = frame.pointee.hd.stream_id
+        guard let state = streams[stream], state.resetOnEnd else { return }
+        state.resetOnEnd = false
+        resetIfStillReceiving(stream)
     }
 
     /// Graceful shutdown (drain): GOAWAY with the last stream id we accepted; open streams may finish.
@@ -511,14 +533,10 @@ public final class H2Session {
         if out.offset == out.pending.count {
             if out.ended {
                 flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
-                out.endFramed = true
                 if let trailers = out.trailers,
                     withNV(trailers, { nv in nghttp2_submit_trailer(session, stream, nv.baseAddress, nv.count) }) == 0 {
                     // END_STREAM goes with the trailers; had they failed, the DATA frame ends the stream instead.
                     flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
-                }
-                if out.resetOnEnd {
-                    _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, 0)
                 }
             } else if n == 0 {
                 out.deferred = true
