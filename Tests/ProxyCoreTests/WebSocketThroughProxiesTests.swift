@@ -65,4 +65,23 @@ struct WebSocketThroughProxiesTests {
         #expect(answer.status == 200 && answer.bodyText == "plain")
         #expect(qp.proxy.waitForExit(seconds: 10) == 0)
     }
+
+    @Test func theOverallTimeoutEndsAWebsocket() throws {
+        // Upstream tears the proxied connection down when the request context ends (timeoutSeconds), websockets
+        // included (spec §1.7): a tunnel that is still talking is cut at the revision timeout.
+        let qp = try QueueProxyFixture(env: ["REVISION_TIMEOUT_SECONDS": "1", "CONTAINER_CONCURRENCY": "0"], app: Self.echoApp())
+        let client = try TestSocket.connect(port: qp.port)
+        try client.send("GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        let (status, _) = try client.readHead()
+        #expect(status.hasPrefix("HTTP/1.1 101"), "\(status)")
+        let started = Date()
+        try client.send("ping")
+        #expect(String(decoding: try client.read(count: 4), as: UTF8.self) == "ping")
+        client.setTimeout(seconds: 5)
+        _ = try? client.readToEnd()
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(client.isClosedByPeer())
+        #expect(elapsed > 0.7 && elapsed < 3, "closed after \(elapsed) s, timeout 1 s")
+    }
 }
