@@ -350,80 +350,63 @@ public final class H2Session {
 
     // MARK: - Streams
 
+    // The public submit calls differ only in where the header fields come from (owned fields, a reused list,
+    // a received block); each turns them into nghttp2_nv and calls one implementation.
+
     /// Client: opens a stream with `fields` (pseudo-headers first). - Returns: the stream id.
     public func submitRequest(_ fields: [H2Field], endStream: Bool) throws(H2Error) -> Int32 {
-        let id = try withNV(fields) { nv throws(H2Error) -> Int32 in
-            if endStream {
-                let id = nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, nil, nil)
-                try Self.check(id)
-                return id
-            }
-            var provider = dataProvider()
-            let id = nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, &provider, nil)
-            try Self.check(id)
-            return id
-        }
-        let state = StreamState()
-        state.sending = !endStream
-        streams[id] = state
-        return id
+        try withNV(fields) { nv throws(H2Error) in try submitRequest(nv, endStream: endStream) }
     }
 
     /// Client: opens a stream with the fields of `list` (pseudo-headers first). - Returns: the stream id.
     public func submitRequest(_ list: H2HeaderList, endStream: Bool) throws(H2Error) -> Int32 {
-        let id = try withNV(list) { nv throws(H2Error) -> Int32 in
-            var provider = dataProvider()
-            let id = endStream
-                ? nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, nil, nil)
-                : nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, &provider, nil)
-            try Self.check(id)
-            return id
-        }
+        try withNV(list) { nv throws(H2Error) in try submitRequest(nv, endStream: endStream) }
+    }
+
+    private func submitRequest(_ nv: UnsafeMutableBufferPointer<nghttp2_nv>, endStream: Bool) throws(H2Error) -> Int32 {
+        var provider = dataProvider()
+        let id = endStream
+            ? nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, nil, nil)
+            : nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, &provider, nil)
+        try Self.check(id)
         let state = StreamState()
         state.sending = !endStream
         streams[id] = state
         return id
     }
 
-    /// Server: answers `stream` with a received block (a proxied response head), without copying it.
-    public func submitResponse(stream: Int32, _ block: H2HeaderBlock, endStream: Bool) throws(H2Error) {
-        guard nghttp2_session_find_stream(session, stream) != nil else { return }
-        if !endStream { startSending(stream) }
-        try withNV(block) { nv throws(H2Error) in
-            var provider = dataProvider()
-            try Self.check(endStream
-                ? nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, nil)
-                : nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, &provider))
-        }
-    }
-
-    /// Server: a non-final (1xx) header block passed on as received.
-    public func submitInformational(stream: Int32, _ block: H2HeaderBlock) throws(H2Error) {
-        try withNV(block) { nv throws(H2Error) in
-            try Self.check(nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nv.baseAddress, nv.count, nil))
-        }
-    }
-
     /// Server: answers `stream` with `fields` (":status" first); a body follows through `send` unless `endStream`.
     public func submitResponse(stream: Int32, _ fields: [H2Field], endStream: Bool) throws(H2Error) {
+        try withNV(fields) { nv throws(H2Error) in try submitResponse(stream, nv, endStream: endStream) }
+    }
+
+    /// Server: answers `stream` with a received block (a proxied response head), without copying it.
+    public func submitResponse(stream: Int32, _ block: H2HeaderBlock, endStream: Bool) throws(H2Error) {
+        try withNV(block) { nv throws(H2Error) in try submitResponse(stream, nv, endStream: endStream) }
+    }
+
+    private func submitResponse(_ stream: Int32, _ nv: UnsafeMutableBufferPointer<nghttp2_nv>, endStream: Bool) throws(H2Error) {
         // A stream the client already reset is gone: queueing a body for it would leak the queue.
         guard nghttp2_session_find_stream(session, stream) != nil else { return }
         if !endStream { startSending(stream) }
-        try withNV(fields) { nv throws(H2Error) in
-            if endStream {
-                try Self.check(nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, nil))
-            } else {
-                var provider = dataProvider()
-                try Self.check(nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, &provider))
-            }
-        }
+        var provider = dataProvider()
+        try Self.check(endStream
+            ? nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, nil)
+            : nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, &provider))
     }
 
     /// Server: a non-final (1xx) header block.
     public func submitInformational(stream: Int32, _ fields: [H2Field]) throws(H2Error) {
-        try withNV(fields) { nv throws(H2Error) in
-            try Self.check(nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nv.baseAddress, nv.count, nil))
-        }
+        try withNV(fields) { nv throws(H2Error) in try submitInformational(stream, nv) }
+    }
+
+    /// Server: a non-final (1xx) header block passed on as received.
+    public func submitInformational(stream: Int32, _ block: H2HeaderBlock) throws(H2Error) {
+        try withNV(block) { nv throws(H2Error) in try submitInformational(stream, nv) }
+    }
+
+    private func submitInformational(_ stream: Int32, _ nv: UnsafeMutableBufferPointer<nghttp2_nv>) throws(H2Error) {
+        try Self.check(nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nv.baseAddress, nv.count, nil))
     }
 
     /// Queues body bytes for `stream`; `end` finishes the body (then trailers, when given, end the stream).
