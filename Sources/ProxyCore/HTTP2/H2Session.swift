@@ -3,10 +3,13 @@
 // `HTTP1ServerConnection` does with `HTTP1Parser`. Both roles (server: downstream h2c; client: upstream h2c).
 // This is the only file that touches libnghttp2 (1.52 API: mem_recv/mem_send, nghttp2_data_provider).
 //
-// Flow control is manual (NGHTTP2_OPT_NO_AUTO_WINDOW_UPDATE): received DATA is acknowledged with
-// `consume(stream:count:)` only once the bytes have been passed on, so a slow reader on the far side stops
-// the sender instead of growing our buffers. Outgoing bodies are queued per stream and pulled by nghttp2
+// Flow control is manual (NGHTTP2_OPT_NO_AUTO_WINDOW_UPDATE) and per stream: a stream's DATA is acknowledged
+// with `consume(stream:count:)` only once the bytes have been passed on, so a slow reader on the far side
+// stops that stream's sender instead of growing our buffers. The connection window is acknowledged on arrival
+// (one stalled stream must not stop the others). Outgoing bodies are queued per stream and pulled by nghttp2
 // within the peer's windows; an empty queue defers the stream until `send` adds more.
+// Exclusivity: stored properties are `@exclusivity(unchecked)`, as in the loop's other per-connection classes:
+// confined to one loop thread, touched only by short, non-overlapping accesses.
 import CNghttp2
 
 /// One header field as bytes (names are lower-case on the wire in HTTP/2).
