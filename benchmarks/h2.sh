@@ -39,20 +39,8 @@ done
 [[ "$(id -u)" == 0 ]] || die "must run as root (network namespace, package installation)"
 
 if [[ "${BENCH_PHASE1_DONE:-}" != 1 ]]; then
-  missing=()
-  command -v h2load >/dev/null || missing+=(nghttp2-client)
-  command -v nginx >/dev/null || missing+=(nginx-light)
-  command -v haproxy >/dev/null || missing+=(haproxy)
-  command -v curl >/dev/null || missing+=(curl)
-  command -v unshare >/dev/null || missing+=(util-linux)
-  command -v ip >/dev/null || missing+=(iproute2)
-  if ((${#missing[@]})); then
-    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  fi
-  if ((BUILD)); then
-    log "building: swift build -c release -Xswiftc -static-executable"
-    (cd "$REPO_ROOT" && swift build -c release -Xswiftc -static-executable)
-  fi
+  install_missing h2load:nghttp2-client nginx:nginx-light haproxy:haproxy curl:curl unshare:util-linux ip:iproute2
+  ((BUILD)) && build_release
   export BENCH_PHASE1_DONE=1
 fi
 enter_private_netns

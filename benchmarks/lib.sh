@@ -5,6 +5,23 @@
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# install_missing COMMAND:PACKAGE ...: apt-get installs the packages whose command is missing.
+install_missing() {
+  local pair missing=()
+  for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}"); done
+  if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# The static release build the benchmarks measure (REPO_ROOT set by the caller).
+build_release() {
+  log "building: swift build -c release -Xswiftc -static-executable (in $REPO_ROOT)"
+  (cd "$REPO_ROOT" && swift build -c release -Xswiftc -static-executable)
+}
+
 in_private_netns() {
   [[ "${BENCH_IN_NETNS:-}" == 1 ]] && return 0
   # Already isolated by the caller (e.g. `unshare -n ...`): no interface but lo.

@@ -124,19 +124,7 @@ done
 
 # -------------------------------------------- phase 1: outside the netns ---
 ensure_packages() {
-  local missing=()
-  command -v wrk >/dev/null || missing+=(wrk)
-  command -v nginx >/dev/null || missing+=(nginx-light)
-  command -v haproxy >/dev/null || missing+=(haproxy)
-  command -v ip >/dev/null || missing+=(iproute2)
-  command -v unshare >/dev/null || missing+=(util-linux)
-  command -v curl >/dev/null || missing+=(curl)
-  command -v python3 >/dev/null || missing+=(python3)
-  if ((${#missing[@]})); then
-    log "installing: ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  fi
+  install_missing wrk:wrk nginx:nginx-light haproxy:haproxy ip:iproute2 unshare:util-linux curl:curl python3:python3
 }
 
 if [[ "$(id -u)" != 0 ]]; then
@@ -145,10 +133,7 @@ fi
 
 if [[ "${BENCH_PHASE1_DONE:-}" != 1 ]]; then
   ensure_packages
-  if ((BUILD)); then
-    log "building: swift build -c release -Xswiftc -static-executable (in $REPO_ROOT)"
-    (cd "$REPO_ROOT" && swift build -c release -Xswiftc -static-executable)
-  fi
+  ((BUILD)) && build_release
   export BENCH_PHASE1_DONE=1
 fi
 

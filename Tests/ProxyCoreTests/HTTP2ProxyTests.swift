@@ -57,6 +57,14 @@ enum GRPCPeer {
     }
 }
 
+/// Our `helloworld` (HTTP/1.1 and h2c on one port) on a free port.
+func startHelloworld() throws -> (ChildProcess, UInt16) {
+    let port = freePort()
+    let app = try ChildProcess("helloworld", environment: ["PORT": "\(port)"])
+    guard app.waitForPort(port) else { throw TestError("helloworld did not start: \(app.stderr)") }
+    return (app, port)
+}
+
 /// Debian's nghttp client, run to the end. - Returns: its verbose output.
 func nghttp(_ arguments: [String]) throws -> String {
     let url = URL(fileURLWithPath: "/usr/bin/nghttp")
@@ -150,10 +158,8 @@ struct HTTP2ProxyTests {
     }
 
     @Test func h2cPriorKnowledgeAndUpgradeThroughBothProxies() throws {
-        let appPort = freePort()
-        let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)"])
+        let (app, appPort) = try startHelloworld()
         defer { app.signal(SIGKILL) }
-        #expect(app.waitForPort(appPort))
         let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0"], app: nil)
         let activator = try ActivatorFixture()
         try activator.revision("hello-00001", cc: 0)
@@ -349,10 +355,8 @@ struct HTTP2ProxyTests {
         // The queue-proxy answers a kubelet probe itself; the client announced a body it never sends. Go's server
         // resets such a stream (NO_ERROR) once the response is out; so do we, or it would stay open (and hold
         // whatever it holds) for as long as the client waits.
-        let appPort = freePort()
-        let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)"])
+        let (app, appPort) = try startHelloworld()
         defer { app.signal(SIGKILL) }
-        #expect(app.waitForPort(appPort))
         let qp = try QueueProxyFixture(env: ["USER_PORT": "\(appPort)"], app: nil)
         let client = try RawH2Client(port: qp.port)
         try client.request(
@@ -372,10 +376,8 @@ struct HTTP2ProxyTests {
     }
 
     @Test func streamsAreCountedAndLoggedAsHTTP2Requests() throws {
-        let appPort = freePort()
-        let app = try ChildProcess("helloworld", environment: ["PORT": "\(appPort)"])
+        let (app, appPort) = try startHelloworld()
         defer { app.signal(SIGKILL) }
-        #expect(app.waitForPort(appPort))
         let template = RequestLogTemplate.known[0].replacingOccurrences(of: "\"", with: "\\\"")
         let qp = try QueueProxyFixture(env: [
             "USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0",

@@ -122,7 +122,8 @@ final class H2ServerConnection: H2Connection {
     unowned(unsafe) let responder: HTTPResponder
     let peer: SocketAddress
     @exclusivity(unchecked) var streams: [Int32: H2ProxyStream] = [:]
-    @exclusivity(unchecked) private var peerIPBytes: [UInt8]?
+    /// `peer`'s IP as bytes (X-Forwarded-For), taken over from the HTTP/1 connection that made it.
+    let peerIP: [UInt8]
     @exclusivity(unchecked) private var sentGoAway = false
     /// Write side shut after the last output; reading until EOF (`outputDrained`).
     @exclusivity(unchecked) private var lingering = false
@@ -132,20 +133,14 @@ final class H2ServerConnection: H2Connection {
     /// also what a waiting stream can make us hold (the activator counts it in its queue's byte budget).
     static let initialWindowSize: UInt32 = 65_535
 
-    init(config: ServerConfig, responder: HTTPResponder, peer: SocketAddress) {
+    init(config: ServerConfig, responder: HTTPResponder, peer: SocketAddress, peerIP: [UInt8]) {
+        self.peerIP = peerIP
         self.config = config
         self.responder = responder
         self.peer = peer
     }
 
     override var role: StaticString { "client" }
-
-    var peerIP: [UInt8] {
-        if let bytes = peerIPBytes { return bytes }
-        let bytes = Array(peer.ipString.utf8)
-        peerIPBytes = bytes
-        return bytes
-    }
 
     /// Starts serving on a connection taken over from HTTP/1 (its input may already hold the preface).
     /// `upgrade`: the request of an `Upgrade: h2c`, which becomes stream 1.

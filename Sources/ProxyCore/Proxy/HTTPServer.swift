@@ -438,7 +438,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
 
     /// Hands the socket and its buffers to an HTTP/2 connection; this object is done afterwards.
     private func switchToH2(upgrade: (head: [UInt8], settings: [UInt8])?) {
-        let h2 = H2ServerConnection(config: config, responder: responder, peer: peer)
+        let h2 = H2ServerConnection(config: config, responder: responder, peer: peer, peerIP: peerIP)
         loop.replace(self, with: h2)
         h2.input = input
         h2.output = output
