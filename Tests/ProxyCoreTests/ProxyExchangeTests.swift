@@ -219,25 +219,62 @@ struct ProxyExchangeTests {
         #expect(response.status == 502 && response.bodyText == "EOF\n")
     }
 
-    @Test func deadReusedConnectionIsRetriedOnceOnAFreshOne() throws {
-        // Connection 0 answers one request, then takes the second and drops it without a byte: the race of an
-        // upstream closing an idle keep-alive connection just as the proxy reuses it.
-        let upstream = try ScriptedUpstream { conn, index in
-            if index == 0 {
-                _ = try conn.readHead()
-                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
-                _ = try conn.readHead()
-                shutdown(conn.fd, Int32(SHUT_RDWR))
-            } else {
-                try Scripts.hello("fresh")(conn, index)
+    /// An upstream that answers its first request, then reads the second one whole (head and body) and closes
+    /// without a byte: the race of a keep-alive connection closing as it is reused, or an app that died
+    /// after acting on the request. Connections after the first answer "fresh". Records every request.
+    private static func droppingSecondRequest(_ seen: Seen<String>) throws -> ScriptedUpstream {
+        try ScriptedUpstream { conn, index in
+            while true {
+                let (start, fields) = try conn.readHead()
+                _ = try conn.readBody(fields: fields, untilClose: false)
+                seen.add("conn\(index) \(start)")
+                if index == 0 && seen.all.count > 1 {
+                    shutdown(conn.fd, Int32(SHUT_RDWR))
+                    return
+                }
+                let body = index == 0 ? "first" : "fresh"
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n\(body)")
             }
         }
+    }
+
+    @Test(arguments: [
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nIdempotency-Key: k1\r\nContent-Length: 2\r\n\r\nhi",
+        "POST / HTTP/1.1\r\nHost: h\r\nX-Idempotency-Key: k1\r\n\r\n",
+    ])
+    func aSafeRequestOnADeadReusedConnectionIsRetriedOnceOnAFreshOne(_ request: String) throws {
+        let seen = Seen<String>()
+        let upstream = try Self.droppingSecondRequest(seen)
         let proxy = try ProxyHarness(upstreamPort: upstream.port)
         let client = try TestSocket.connect(port: proxy.port)
-        #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").bodyText == "first")
-        let second = try client.exchange("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+        #expect(try client.exchange("GET /warm HTTP/1.1\r\nHost: h\r\n\r\n").bodyText == "first")
+        let second = try client.exchange(request)
         #expect(second.status == 200 && second.bodyText == "fresh")
         #expect(upstream.acceptedCount == 2)
+        #expect(seen.all.count == 3)
+    }
+
+    /// Issue 11 item 1: a POST read by the app on a reused connection that then closed must not be sent again
+    /// (Go's transport never replays it): the client gets Go's 502 and the app saw the request once.
+    @Test(arguments: [
+        "POST /charge-card HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\namount=100",
+        "POST /charge-card HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\na=100",
+        "POST /charge-card HTTP/1.1\r\nHost: h\r\n\r\n",
+        "PATCH /charge-card HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\na=1\r\n0\r\n\r\n",
+        "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi",
+    ])
+    func anUnsafeRequestIsNeverSentTwice(_ request: String) throws {
+        let seen = Seen<String>()
+        let upstream = try Self.droppingSecondRequest(seen)
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        #expect(try client.exchange("GET /warm HTTP/1.1\r\nHost: h\r\n\r\n").bodyText == "first")
+        let second = try client.exchange(request)
+        #expect(second.status == 502 && second.bodyText == "EOF\n")
+        #expect(seen.all.count == 2, "\(seen.all)")  // the warm-up and the request, once
+        #expect(upstream.acceptedCount == 1)
     }
 
     @Test func idleUpstreamClosedByPeerIsNotReused() throws {
@@ -365,6 +402,15 @@ struct ProxyExchangeTests {
         ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nx", 400),
         ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", 400),
         ("GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", 400),
+        // Ambiguous request framing is refused, never passed on (issue 11 item 5).
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400),
+        // Host (RFC 9112 §3.2, issue 11 item 4): required in HTTP/1.1, never twice.
+        ("GET / HTTP/1.1\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: hello.default.example.com\r\nHost: evil\r\n\r\n", 400),
+        ("GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", 400),
         ("BAD\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 70_000) + "\r\n\r\n", 431),
@@ -382,12 +428,64 @@ struct ProxyExchangeTests {
         #expect(try bystander.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200)
     }
 
-    @Test func invalidChunkSizeMidBodyClosesTheConnection() throws {
-        let upstream = try ScriptedUpstream(script: Scripts.hello())
+    /// A bad chunk after the head went upstream (issue 11 item 6): no response byte was sent, so the client
+    /// gets 400 with `Connection: close`, then the close; the proxy stays up.
+    @Test(arguments: [
+        "zz\r\n", "ffffffffffffffffff\r\n", "-3\r\n", "5\nhello\n",
+        "5;" + String(repeating: "x", count: 200_000) + "\r\nhello\r\n",
+    ])
+    func aBadChunkMidBodyIs400AndACloseWhenNothingWasAnswered(_ chunk: String) throws {
+        let upstreamSawHead = Gate()
+        let upstream = try ScriptedUpstream { conn, _ in
+            _ = try conn.readHead()
+            upstreamSawHead.open()
+            _ = conn.isClosedByPeer()
+        }
         let proxy = try ProxyHarness(upstreamPort: upstream.port)
         let client = try TestSocket.connect(port: proxy.port)
-        try client.send("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        try client.send("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(upstreamSawHead.wait())
+        try client.send(chunk)
+        let response = try client.readResponse()
+        #expect(response.status == 400 && response.bodyText == "400 Bad Request\n")
+        #expect(response.header("Connection") == "close")
         #expect(client.isClosedByPeer())
+        let other = try TestSocket.connect(port: proxy.port)
+        try other.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(upstreamSawHead.wait())
+    }
+
+    @Test func hostAndAmbiguousLengthsReachTheAppNormalised() throws {
+        let heads = Seen<[(String, String)]>()
+        let upstream = try ScriptedUpstream { conn, _ in
+            while true {
+                let (start, fields) = try conn.readHead()
+                let (body, _, _) = try conn.readBody(fields: fields, untilClose: false)
+                heads.add([("start", start), ("body", String(decoding: body, as: UTF8.self))] + fields)
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok")
+            }
+        }
+        let proxy = try ProxyHarness(upstreamPort: upstream.port)
+        let client = try TestSocket.connect(port: proxy.port)
+        func seen(_ request: String) throws -> [(String, String)] {
+            let response = try client.exchange(request)
+            #expect(response.status == 200 && response.bodyText == "ok")
+            #expect(response.headers("Content-Length") == ["2"])  // responses are normalised too
+            return try #require(heads.all.last)
+        }
+        func values(_ head: [(String, String)], _ name: String) -> [String] {
+            head.filter { $0.0.lowercased() == name }.map(\.1)
+        }
+        // Absolute form: the URI's authority wins over Host and the target goes on in origin form (Go does so).
+        var head = try seen("GET http://other.example/x?q=1 HTTP/1.1\r\nHost: good.example\r\n\r\n")
+        #expect(head[0].1 == "GET /x?q=1 HTTP/1.1" && values(head, "host") == ["other.example"])
+        head = try seen("GET HTTP://other.example:8080?q=1 HTTP/1.1\r\nHost: good.example\r\n\r\n")
+        #expect(head[0].1 == "GET /?q=1 HTTP/1.1" && values(head, "host") == ["other.example:8080"])
+        // Repeated identical lengths go on as one.
+        head = try seen("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\nhello")
+        #expect(values(head, "content-length") == ["5"] && head[1].1 == "hello")
+        head = try seen("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello")
+        #expect(values(head, "content-length") == ["5"] && head[1].1 == "hello")
     }
 
     @Test func aTricklingHeadDoesNotExtendTheHeaderTimeout() throws {

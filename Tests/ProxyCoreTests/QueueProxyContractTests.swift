@@ -325,9 +325,9 @@ struct QueueProxyContractTests {
                 try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n")
                 _ = conn.isClosedByPeer()
             })
-        let cut = try stall.get()
-        #expect(cut.status == 200 && cut.bodyText == "foorequest timeout")
-        #expect(!cut.isComplete)  // deliberately cut: the client can tell (README, differences)
+        let ended = try stall.get()
+        #expect(ended.status == 200 && ended.bodyText == "foorequest timeout")
+        #expect(ended.isComplete)  // the final chunk follows the text, as upstream's Go server writes it
         let steady = try QueueProxyFixture(
             env: ["REVISION_IDLE_TIMEOUT_SECONDS": "1"],
             app: { conn, _ in
@@ -341,6 +341,21 @@ struct QueueProxyContractTests {
             })
         let whole = try steady.get()
         #expect(whole.status == 200 && whole.bodyText == "foobarbaztest" && whole.isComplete)
+    }
+
+    /// Conformance's TestRevisionTimeout, "writes first byte before timeout": the app writes its first bytes,
+    /// then stalls past `timeoutSeconds`; the client reads the whole body: status 200, the bytes, the text,
+    /// and a complete response.
+    @Test func q13b_overallTimeoutAfterFirstByteEndsTheResponse() throws {
+        let qp = try QueueProxyFixture(
+            env: ["REVISION_TIMEOUT_SECONDS": "1"],
+            app: { conn, _ in
+                _ = try conn.readHead()
+                try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                _ = conn.isClosedByPeer()  // stalls until the queue-proxy gives up on it
+            })
+        let response = try qp.get()
+        #expect(response.status == 200 && response.bodyText == "firstrequest timeout" && response.isComplete)
     }
 
     @Test func q16_deadAppIs502WithGoText() throws {

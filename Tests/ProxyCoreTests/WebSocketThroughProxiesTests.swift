@@ -84,4 +84,28 @@ struct WebSocketThroughProxiesTests {
         #expect(client.isClosedByPeer())
         #expect(elapsed > 0.7 && elapsed < 3, "closed after \(elapsed) s, timeout 1 s")
     }
+    /// Issue 11 item 3: activator → queue-proxy with the same revision timeout, the app writes its first bytes
+    /// then stalls. Whichever proxy times out first, the client gets one complete response with the timeout
+    /// text once (as behind upstream's Go proxies), for the overall and the idle timer alike.
+    @Test(arguments: [("REVISION_TIMEOUT_SECONDS", "timeoutSeconds"), ("REVISION_IDLE_TIMEOUT_SECONDS", "idleTimeoutSeconds")])
+    func aTimeoutThroughBothProxiesEndsTheResponseWithTheTextOnce(_ env: String, _ field: String) throws {
+        let qp = try QueueProxyFixture(env: [env: "1", "CONTAINER_CONCURRENCY": "0"]) { conn, _ in
+            let (_, fields) = try conn.readHead()
+            if fields.contains(where: { $0.0 == "K-Network-Probe" }) {
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nqueue")
+                return
+            }
+            try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            _ = conn.isClosedByPeer()
+        }
+        let activator = try ActivatorFixture()
+        let put = try activator.admin("PUT", "/v1/revisions/default/slow", #"{"containerConcurrency": 0, "\#(field)": 1}"#)
+        #expect(put.status == 200, "\(put.bodyText)")
+        _ = try activator.admin("PUT", "/v1/revisions/default/slow/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
+        let response = try activator.toRevision("slow")
+        #expect(response.status == 200 && response.isComplete, "\(response)")
+        let body = response.bodyText
+        #expect(body.hasPrefix("first") && body.hasSuffix("request timeout"), "\(body)")
+        #expect(body.components(separatedBy: "request timeout").count == 2, "\(body)")
+    }
 }

@@ -20,6 +20,8 @@ public struct ChunkedDecoder {
     public init() {}
 
     public var isDone: Bool { state == .done }
+    /// Between chunks: what was consumed ends with a complete chunk (or nothing), so a new chunk may follow.
+    public var isAtChunkBoundary: Bool { state == .size }
 
     public mutating func reset() {
         self = ChunkedDecoder()

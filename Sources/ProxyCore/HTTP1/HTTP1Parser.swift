@@ -93,6 +93,33 @@ public struct HTTP1Parser {
         try Self.expectLineEnd(bytes, &i)
         try parseFields(bytes, from: i, into: &head)
         try Self.validateRequestFraming(&head)
+        if bytes[head.target.lowerBound] != 0x2F,  // origin form, the common case, is decided by one byte
+            Self.hasPrefixLower(bytes, head.target, "http://") || Self.hasPrefixLower(bytes, head.target, "https://")
+        {
+            try Self.takeAbsoluteForm(bytes, &head)
+        }
+    }
+
+    /// Absolute-form target (RFC 9112 §3.2.2): the URI's authority replaces `Host` (in `head.host` and in the
+    /// Host field's value range) and `target` becomes the path and query, as Go's server does.
+    private static func takeAbsoluteForm(_ b: UnsafeRawBufferPointer, _ head: inout HTTPHead) throws(HTTPParseError) {
+        var i = head.target.lowerBound
+        while b[i] != 0x3A { i += 1 }  // the scheme's colon (the prefix test found it)
+        i += 3  // "://"
+        var start = i
+        let end = head.target.upperBound
+        while i < end && b[i] != 0x2F && b[i] != 0x3F && b[i] != 0x23 {
+            if b[i] == 0x40 { start = i + 1 }  // userinfo@ is not part of the host
+            i += 1
+        }
+        guard i > start else { throw .badAuthority }
+        let authority = start..<i
+        head.target = i..<end
+        head.isAbsoluteForm = true
+        // No Host field is reported by the caller (HTTP/1.1 requires one even with absolute form, as in Go).
+        guard head.host != nil else { return }
+        head.host = authority
+        for k in head.fields.indices where head.fields[k].kind == .host { head.fields[k].value = authority }
     }
 
     /// Parses a complete response head.
@@ -203,11 +230,15 @@ public struct HTTP1Parser {
     ) throws(HTTPParseError) {
         switch kind {
         case .contentLength:
-            // A list of identical values is tolerated (RFC 9110 §8.6); anything else is an attack or a bug.
+            // A list of identical values is tolerated (RFC 9110 §8.6) and forwarded as one; anything else is
+            // an attack or a bug.
             var any = false
             try forEachListElement(b, value) { (element) throws(HTTPParseError) in
                 guard let n = parseDecimal(b, element) else { throw .badContentLength }
-                if let previous = head.contentLength, previous != n { throw .badContentLength }
+                if let previous = head.contentLength {
+                    if previous != n { throw .badContentLength }
+                    head.contentLengthRepeated = true
+                }
                 head.contentLength = n
                 any = true
             }
@@ -221,6 +252,7 @@ public struct HTTP1Parser {
                 if chunkedSeen { throw .badTransferEncoding }
                 if equalsLower(b, element, "chunked") { chunkedSeen = true }
                 last = element
+                head.transferCodingCount += 1
             }
             if last == nil { throw .badTransferEncoding }
             head.isChunked = chunkedSeen
@@ -236,6 +268,9 @@ public struct HTTP1Parser {
                     head.connectionTokens.append(element)
                 }
             }
+        case .host:
+            if head.host != nil { throw .duplicateHost }
+            head.host = value
         case .upgrade:
             head.hasUpgradeField = true
         case .expect:
@@ -245,12 +280,15 @@ public struct HTTP1Parser {
         }
     }
 
-    /// Request framing rules of RFC 9112 §6.1 and §6.3, and the marking of `Connection`-listed fields.
+    /// Request framing rules of RFC 9112 §6.1 and §6.3. A request's `Transfer-Encoding` must be exactly one
+    /// `chunked` (one field, one coding): `chunked` twice, `identity, chunked` or `gzip, chunked` are refused,
+    /// never passed on for a backend to read its own way (Go refuses them too, with 501 for an unknown coding;
+    /// we answer 400 for all, as for every other framing error).
     private static func validateRequestFraming(_ head: inout HTTPHead) throws(HTTPParseError) {
         if head.hasTransferEncoding {
             if head.contentLength != nil { throw .contentLengthWithTransferEncoding }
             if head.minorVersion == 0 { throw .badTransferEncoding }  // §6.1: HTTP/1.0 framing is faulty
-            if !head.isChunked { throw .badTransferEncoding }
+            if !head.isChunked || head.transferCodingCount != 1 { throw .badTransferEncoding }
         }
     }
 

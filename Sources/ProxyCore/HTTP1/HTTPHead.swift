@@ -70,6 +70,18 @@ public struct HTTPHead: Sendable {
     public var connectionUpgrade = false
     public var hasUpgradeField = false
     public var expectsContinue = false
+    /// The one `Host` value (requests). For an absolute-form target this is the URI's authority, and the
+    /// `Host` field's value range is moved to it too (RFC 9112 §3.2.2: the authority in the URI wins), so
+    /// every reader of the field (routing, the head written upstream) sees one host.
+    public var host: Range<Int>? = nil
+    /// The request target was absolute-form (`http://authority/path`): `target` is now the path and query
+    /// (possibly empty or starting with `?`), written upstream in origin form.
+    public var isAbsoluteForm = false
+    /// More than one `Content-Length` value (identical, else the parse failed): the head is forwarded with a
+    /// single `Content-Length` so that no peer sees the ambiguous original.
+    public var contentLengthRepeated = false
+    /// How many transfer codings the `Transfer-Encoding` fields list in all.
+    public var transferCodingCount = 0
     /// Token ranges from `Connection` values, to mark the fields they name.
     public var connectionTokens: [Range<Int>] = []
 
@@ -95,6 +107,10 @@ public struct HTTPHead: Sendable {
         connectionUpgrade = false
         hasUpgradeField = false
         expectsContinue = false
+        host = nil
+        isAbsoluteForm = false
+        contentLengthRepeated = false
+        transferCodingCount = 0
         connectionTokens.removeAll(keepingCapacity: true)
     }
 
@@ -144,12 +160,29 @@ public enum HTTPParseError: Error, Equatable, Sendable {
     case contentLengthWithTransferEncoding
     case badTransferEncoding
     case badChunk
+    /// HTTP/1.1 without `Host` (RFC 9112 §3.2).
+    case missingHost
+    /// More than one `Host` field.
+    case duplicateHost
+    /// An absolute-form target without an authority (`http:///x`).
+    case badAuthority
 
     /// The status a server answers a request with this error: 431 for size limits, 400 otherwise.
     public var status: Int {
         switch self {
         case .headTooLarge, .tooManyFields: return 431
         default: return 400
+        }
+    }
+
+    /// The body Go's server writes for this error (its `badRequestError` texts where it has one).
+    public var responseText: String {
+        switch self {
+        case .headTooLarge, .tooManyFields: return "431 Request Header Fields Too Large"
+        case .missingHost: return "400 Bad Request: missing required Host header"
+        case .duplicateHost: return "400 Bad Request: too many Host headers"
+        case .badAuthority: return "400 Bad Request: malformed Host header"
+        default: return "400 Bad Request"
         }
     }
 }

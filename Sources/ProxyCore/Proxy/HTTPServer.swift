@@ -387,14 +387,17 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             }
         }
         let length: Int
-        do {
+        do throws(HTTPParseError) {
             // No deadline extension per partial read: the head must be complete within the header timeout
             // armed when the connection became idle (a byte a minute must not keep it alive).
             guard let found = try parser.findHeadEnd(buffer.readable) else { return false }
             length = found
             try parser.parseRequest(UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length]), into: &head)
+            // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused (as Go does; HTTP/2 streams are exempt,
+            // `:authority` is optional there, so the check lives here rather than in the parser).
+            if head.host == nil && head.minorVersion >= 1 && head.methodKind != .connect { throw .missingHost }
         } catch {
-            respondError(error.status, close: true)
+            respondError(error)
             return true
         }
         let bytes = UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length])
@@ -405,10 +408,10 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             case .complete(let collected): body = collected
             case .incomplete: return false
             case .tooLarge:
-                respondError(413, close: true)
+                respond(.error(413, "413 Request Entity Too Large"))
                 return true
             case .malformed:
-                respondError(400, close: true)
+                respondError(.badChunk)
                 return true
             }
         }
@@ -571,16 +574,14 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
 
     // MARK: - Called by the exchange
 
-    /// Writes a locally generated answer (errors); closes afterwards when `close` or the request is malformed.
-    func respondError(_ status: Int, close: Bool) {
-        let text: String
-        switch status {
-        case 431: text = "431 Request Header Fields Too Large"
-        case 413: text = "413 Request Entity Too Large"
-        default: text = "400 Bad Request"
-        }
-        // Go's server answers malformed requests with a bare status line and this short body.
-        LocalResponse.error(status, text).write(into: outputBuffer(), headOnly: false, close: true)
+    /// Answers a malformed request (Go's short texts) and closes: nothing after it can be framed reliably.
+    func respondError(_ error: HTTPParseError) {
+        respond(.error(error.status, error.responseText))
+    }
+
+    /// Writes a locally generated error answer and closes the connection after it.
+    private func respond(_ response: LocalResponse) {
+        response.write(into: outputBuffer(), headOnly: false, close: true)
         input?.clear()
         state = .closing
     }

@@ -10,6 +10,8 @@ enum HeadRewriter {
     ) {
         out.append(UnsafeRawBufferPointer(rebasing: bytes[head.method]))
         out.append(byte: 0x20)
+        // Absolute form goes on in origin form (the authority became the Host): `http://h` → `/`, `http://h?q` → `/?q`.
+        if head.isAbsoluteForm && (head.target.isEmpty || bytes[head.target.lowerBound] != 0x2F) { out.append(byte: 0x2F) }
         out.append(UnsafeRawBufferPointer(rebasing: bytes[head.target]))
         out.append(" HTTP/1.1\r\n")
         var hasForwardedFor = false
@@ -34,6 +36,8 @@ enum HeadRewriter {
                     out.append("\r\n")
                 }
                 continue
+            case .contentLength where head.contentLengthRepeated:
+                continue  // written once below
             default:
                 if field.isHopByHop { continue }
             }
@@ -53,6 +57,7 @@ enum HeadRewriter {
             defaultHost.withUnsafeBytes { out.append($0) }
             out.append("\r\n")
         }
+        if head.contentLengthRepeated { writeContentLength(head, out) }
         if let lines = rewrite.extraLines { lines.withUnsafeBytes { out.append($0) } }
         if rewrite.synthesizeForwarded { writeForwarded(rewrite, bytes, out) }
         // X-Forwarded-For: prior values (all fields, joined), then the peer (Go's httputil.ReverseProxy).
@@ -145,13 +150,24 @@ enum HeadRewriter {
                 break
             case .transferEncoding where dropFraming:
                 continue
+            case .contentLength where head.contentLengthRepeated:
+                continue  // written once below
             default:
                 if field.isHopByHop { continue }
             }
             writeField(field, bytes, out)
         }
+        if head.contentLengthRepeated { writeContentLength(head, out) }
         if upgrade { out.append("Connection: Upgrade\r\n") }
         out.append(close ? "Connection: close\r\n\r\n" : "\r\n")
+    }
+
+    /// One `Content-Length` for a head that listed the same length several times (`5, 5`, or two fields).
+    private static func writeContentLength(_ head: HTTPHead, _ out: ByteBuffer) {
+        guard let length = head.contentLength else { return }
+        out.append("Content-Length: ")
+        out.append(decimal: length)
+        out.append("\r\n")
     }
 
     @inline(__always)

@@ -75,9 +75,12 @@ final class ProxyExchange {
     @exclusivity(unchecked) private var responseBytesSeen = false
     @exclusivity(unchecked) private var closeDownstreamAfter = false
     @exclusivity(unchecked) private var upstreamKeepAlive = true
-    /// Bytes of a complete request still intact at the front of the upstream output buffer: replayable once
-    /// on a fresh connection if a reused one turns out dead before answering. 0 = not replayable.
+    /// Bytes of a complete request still intact at the front of the upstream output buffer: sent again if the
+    /// connect fails (nothing was sent) or, when `replaySafe`, if a reused connection dies before answering.
+    /// 0 = not held whole.
     @exclusivity(unchecked) private var replayLength = 0
+    /// Whether the request may reach the app twice (`isReplayable`).
+    @exclusivity(unchecked) private var replaySafe = false
     @exclusivity(unchecked) private var hasRetried = false
     @exclusivity(unchecked) private var downstreamEOF = false
     /// In a tunnel, a FIN to pass on once the queued bytes ahead of it are written.
@@ -132,6 +135,7 @@ final class ProxyExchange {
         closeDownstreamAfter = false
         upstreamKeepAlive = true
         replayLength = 0
+        replaySafe = Self.isReplayable(head, headBytes)
         hasRetried = false
         downstreamEOF = false
         upstreamEOF = false
@@ -256,9 +260,11 @@ final class ProxyExchange {
         armTimer()
     }
 
-    /// Knative's timeout handler: 504 `request timeout` before the response started; after, the text is
-    /// appended to the body and the response is cut without completing its framing (deliberately unlike
-    /// upstream, which ends it cleanly and so hides the truncation; README "Differences").
+    /// Knative's timeout handler (spec §1.7): 504 `request timeout` before the response started; after, the
+    /// text is appended to the body and the response is ended cleanly, as upstream's Go server does (final
+    /// chunk; close for a close-delimited body), so that a client reading the whole body gets it all
+    /// (conformance's TestRevisionTimeout). A declared length cannot take more bytes: that response is cut
+    /// (Go drops the write too).
     private func timedOut() {
         if !responseStarted {
             closeUpstream()
@@ -266,20 +272,48 @@ final class ProxyExchange {
             downstream.exchangeTimedOut(message: options.timeoutMessage)
             return
         }
+        // Body bytes already read and verified count as written by the app: they go first, so the framing
+        // we end is the one the client sees.
+        if responsePending > 0, let input = upstream?.input, !dechunkMode {
+            downstream.outputBuffer().append(UnsafeRawBufferPointer(rebasing: input.readable[0..<responsePending]))
+            input.moveReader(by: responsePending)
+            responseBytes += responsePending
+            responsePending = 0
+        }
         let text = options.timeoutMessage
         let output = downstream.outputBuffer()
         switch responseFraming {
         case .chunked where !dechunkMode:
+            if responseDecoder.isDone {
+                // The app's last chunk is already on its way (an upstream proxy timed out first and ended the
+                // response): the response is complete, the text is not written twice.
+                endTimedOut(complete: true)
+                return
+            }
+            // Mid-chunk (the app's chunk arrived in part) nothing can be inserted: the response is cut.
+            guard responseDecoder.isAtChunkBoundary else { break }
             output.append(hex: text.utf8CodeUnitCount)
             output.append("\r\n")
             output.append(text)
-            output.append("\r\n")
+            output.append("\r\n0\r\n\r\n")
+            endTimedOut(complete: true)
+            return
         case .chunked, .untilClose:
             output.append(text)
+            endTimedOut(complete: false)  // the close that follows ends the body
+            return
         case .length, .none:
-            break  // a declared length cannot take more bytes (Go drops the write too)
+            break
         }
         truncateResponse()
+    }
+
+    /// Ends a timed-out response whose framing is complete (`complete`) or ends with the close.
+    private func endTimedOut(complete: Bool) {
+        phase = .idle
+        closeUpstream()
+        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
+        downstream.exchangeFinished(reusable: complete && requestDone && !closeDownstreamAfter)
     }
 
     private func closeUpstream() {
@@ -309,7 +343,7 @@ final class ProxyExchange {
         while !requestDone {
             let input = downstream.inputBuffer()
             if requestPending == 0 && !requestBodyEnded && !input.isEmpty {
-                try verifyRequestBytes(input)
+                guard verifyRequestBytes(input) else { return }
             }
             if requestPending > 0 {
                 let bytes = UnsafeRawBufferPointer(rebasing: input.readable[0..<requestPending])
@@ -340,7 +374,8 @@ final class ProxyExchange {
     }
 
     /// Finds how many of the input's bytes belong to the request body (walking chunk framing).
-    private func verifyRequestBytes(_ input: ByteBuffer) throws(SysError) {
+    /// - Returns: false when the body is malformed; the exchange has then ended (`requestBodyMalformed`).
+    private func verifyRequestBytes(_ input: ByteBuffer) -> Bool {
         switch requestFraming {
         case .length:
             let n = min(requestRemaining, input.readableCount)
@@ -351,9 +386,8 @@ final class ProxyExchange {
             do {
                 requestPending = try requestDecoder.consume(input.readable) { _ in }
             } catch {
-                // A bad chunk mid-stream: the upstream got a partial body; nothing sane can follow.
-                abort()
-                throw SysError(code: EPROTO, call: "chunked")
+                requestBodyMalformed()
+                return false
             }
             if requestDecoder.isDone { requestBodyEnded = true }
         case .untilClose:  // the tunnel: everything until EOF
@@ -361,6 +395,7 @@ final class ProxyExchange {
         case .none:
             requestBodyEnded = true
         }
+        return true
     }
 
     /// After the request is complete: read on so that a client disconnect is noticed (Go cancels the request
@@ -665,11 +700,14 @@ final class ProxyExchange {
     }
 
     /// The upstream failed. Before any response byte: retry once on a fresh connection if the failed one was
-    /// a reused idle connection (it may have been closed under us) and the request is replayable; else 502.
+    /// a reused idle connection (it may have been closed under us) and the request is safe to send twice
+    /// (`isReplayable`); else 502 with Go's text: the app may have read and acted on it.
     /// After the response started: cut the downstream response (its framing stays incomplete on purpose).
     private func upstreamFailed(_ error: ProxyError) {
         guard let connection = upstream else { return }
-        if !responseBytesSeen, connection.isReused, replayLength > 0, !hasRetried, let output = connection.output {
+        if !responseBytesSeen, connection.isReused, replayLength > 0, replaySafe, !hasRetried,
+            let output = connection.output
+        {
             hasRetried = true
             connection.output = nil  // the request bytes move to the new connection
             connection.exchange = nil
@@ -727,6 +765,45 @@ final class ProxyExchange {
         downstream.respondInstead(response, close: !requestBodyEnded)
         downstream.endRequest(status: 502, responseBytes: response.body.count)
         downstream.exchangeFinished(reusable: requestBodyEnded && requestFraming == .none && downstreamKeepAlive)
+    }
+
+    /// A malformed chunk in the request body after the head went upstream. No response byte sent yet: the
+    /// client gets 400 and the connection closes (the upstream request is dropped with its connection).
+    /// Otherwise nothing can be said: both sides close.
+    private func requestBodyMalformed() {
+        guard !responseStarted else {
+            abort()
+            return
+        }
+        phase = .idle
+        closeUpstream()
+        let response = LocalResponse.error(400, HTTPParseError.badChunk.responseText)
+        downstream.respondInstead(response, close: true)
+        downstream.endRequest(status: 400, responseBytes: response.body.count)
+        downstream.exchangeFinished(reusable: false)
+    }
+
+    /// Whether a request may be sent again after a reused connection died before answering. Go's transport
+    /// replays bodiless GET, HEAD, OPTIONS and TRACE, and any request with `Idempotency-Key` or
+    /// `X-Idempotency-Key`; we add bodiless PUT and DELETE (idempotent by RFC 9110 §9.2.2). A keyed request
+    /// with a body is replayed too: its bytes are held whole (`replayLength`), which Go cannot rewind, and the
+    /// key is the client's word that a repeat is harmless. Anything else (a POST) is never sent twice.
+    static func isReplayable(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        if head.requestFraming == .none {
+            switch head.methodKind {
+            case .get, .head, .options, .put, .delete: return true
+            case .other where HTTP1Parser.equalsExact(bytes, head.method, "TRACE"): return true
+            default: break
+            }
+        }
+        for field in head.fields where field.kind == .other {
+            switch field.name.count {
+            case 15 where HTTP1Parser.equalsLower(bytes, field.name, "idempotency-key"): return true
+            case 17 where HTTP1Parser.equalsLower(bytes, field.name, "x-idempotency-key"): return true
+            default: continue
+            }
+        }
+        return false
     }
 
     /// Tears down both sides at once.
