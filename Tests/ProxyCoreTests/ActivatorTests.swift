@@ -169,6 +169,24 @@ struct ActivatorTests {
         #expect(!last.contains("knative-serving-revision") && !last.contains("knative-serving-namespace"))
     }
 
+    /// Issue 11 item 4: the route is decided by the one Host there is. Two Host fields are refused (the first
+    /// no longer decides), and an absolute-form target routes by its authority, which reaches the pod as
+    /// K-Original-Host while the target goes on in origin form.
+    @Test func hostIsOneAndAnAbsoluteTargetRoutesByItsAuthority() throws {
+        let pod = try FakePod(name: "p")
+        let activator = try ActivatorFixture()
+        try activator.revision("good", pods: [pod])
+        let twice = try activator.get(headers: ["Host: good.default.svc.cluster.local", "Host: evil"])
+        #expect(twice.status == 400 && twice.bodyText == "400 Bad Request: too many Host headers\n")
+        let client = try TestSocket.connect(port: activator.port)
+        let absolute = try client.exchange(
+            "GET http://good.default.svc.cluster.local/x?q=1 HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n")
+        #expect(absolute.status == 200 && absolute.bodyText == "p /x?q=1")
+        let seen = try #require(pod.requests.all.last)
+        #expect(seen.first { $0.0.lowercased() == "k-original-host" }?.1 == "good.default.svc.cluster.local")
+        #expect(pod.requests.all.count == 1)
+    }
+
     @Test func a8_transportErrorIs502AfterOneAttempt() throws {
         let attempts = Seen<Int>()
         let pod = try ScriptedUpstream { conn, index in
