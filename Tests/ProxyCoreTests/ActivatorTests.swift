@@ -117,12 +117,39 @@ struct ActivatorTests {
         #expect(after.status == 500 && after.bodyText == "received SIGTERM from kubelet\n")
         #expect(activator.process.waitForExit() == 0)
 
-        let unreachable = try ActivatorFixture(flags: ["--autoscaler-url", "ws://127.0.0.1:\(freePort())/"])
-        let down = try unreachable.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
-        #expect(down.status == 500)
-        #expect(down.bodyText.hasPrefix("dial tcp") || down.bodyText == "connection has not yet been established\n")
         let noAutoscaler = try ActivatorFixture()
         #expect(try noAutoscaler.get(headers: ["Host: h", "K-Kubelet-Probe: 1"]).status == 200)
+    }
+
+    /// Upstream's health check returns the websocket's `ErrConnectionNotEstablished` whenever there is no
+    /// connection (never dialled, refused, or lost): 500 with exactly that text through `http.Error`.
+    @Test func a1_healthWhileTheAutoscalerIsUnreachableSaysNotEstablished() throws {
+        func expectNotEstablished(_ response: TestResponse) {
+            #expect(response.status == 500)
+            #expect(response.bodyText == "connection has not yet been established\n")
+            #expect(response.header("Content-Type") == "text/plain; charset=utf-8")
+            #expect(response.header("X-Content-Type-Options") == "nosniff")
+        }
+        // Refused: the same answer whether the dial is still in flight or already failed.
+        let unreachable = try ActivatorFixture(flags: ["--autoscaler-url", "ws://127.0.0.1:\(freePort())/"])
+        expectNotEstablished(try unreachable.get(headers: ["Host: h", "User-Agent: kube-probe/x"]))
+
+        // Lost: connected once, then the autoscaler goes away.
+        let autoscaler = try FakeAutoscaler()
+        let activator = try ActivatorFixture(autoscaler: autoscaler)
+        var health = try activator.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
+        let deadline = Date().addingTimeInterval(5)
+        while health.status != 200 && Date() < deadline {
+            usleep(20_000)
+            health = try activator.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
+        }
+        #expect(health.status == 200)
+        autoscaler.stop()
+        while health.status == 200 && Date() < deadline.addingTimeInterval(5) {
+            usleep(20_000)
+            health = try activator.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
+        }
+        expectNotEstablished(health)
     }
 
     @Test func a2_a3_activatorAndNetworkProbes() throws {

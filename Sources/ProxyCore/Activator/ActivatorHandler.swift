@@ -40,6 +40,9 @@ public final class Activator: HTTPResponder {
     private static let proxyRequestLine = Array("K-Proxy-Request: activator\r\n".utf8)
     private let healthOK = LocalResponse(status: 200)
     private let sigtermAnswer = LocalResponse.error(500, "received SIGTERM from kubelet")
+    /// Upstream's health check is the websocket's `Status()`: `ErrConnectionNotEstablished` whenever there is no
+    /// connection, whatever made it fail (spec §2.9, vector A1). The cause goes to the log instead.
+    private let notEstablishedAnswer = LocalResponse.error(500, "connection has not yet been established")
     private let activatorAnswer = LocalResponse.text(200, "activator")
     private let hashMissing = LocalResponse.error(400, "a probe request must contain a non-empty \"K-Network-Hash\" header")
     private let queueFull = LocalResponse(
@@ -187,7 +190,10 @@ public final class Activator: HTTPResponder {
         // 1. Health (kubelet): answered here, never forwarded.
         if fields.isKubeletProbe(b) {
             if isShuttingDown { return .respond(sigtermAnswer) }
-            if let reporter, !reporter.isEstablished { return .respond(.error(500, reporter.lastError)) }
+            if let reporter, !reporter.isEstablished {
+                Log.rateLimited("health check failed: autoscaler connection: \(reporter.lastError)")
+                return .respond(notEstablishedAnswer)
+            }
             return .respond(healthOK)
         }
         // 2. Network (ingress) probe.
