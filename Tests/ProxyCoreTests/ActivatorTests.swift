@@ -368,6 +368,38 @@ struct ActivatorTests {
         #expect(broken.status == 400 && broken.bodyText.contains("revision.containerConcurrency"))
     }
 
+    /// Issue 11 §7: wrong types are named, an empty PUT is refused (not a reset), a taken host is 409 naming the
+    /// route that has it, names are DNS-1035 labels.
+    @Test func adminRefusesWrongTypesEmptyBodiesTakenHostsAndBadNames() throws {
+        let activator = try ActivatorFixture()
+        try activator.revision("svc-00001", cc: 3, timeout: 42)
+        let fifty = try activator.admin(
+            "PUT", "/v1/routes/default/svc", #"{"hosts": ["svc.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": "fifty"}]}"#)
+        #expect(fifty.status == 400)
+        #expect(fifty.bodyText == "route.traffic[0].percent: expected an integer 0-100, got a string (\"fifty\")\n")
+
+        let empty = try activator.admin("PUT", "/v1/revisions/default/svc-00001", "")
+        #expect(empty.status == 400 && empty.bodyText == "empty body: expected a JSON object\n")
+        let state = try activator.admin("GET", "/v1/state").bodyText
+        #expect(state.contains(#""containerConcurrency":3,"timeoutSeconds":42"#), "\(state)")  // not reset to defaults
+
+        let route = #"{"hosts": ["svc.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": 100}]}"#
+        #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)
+        #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)  // replacing itself is fine
+        let taken = try activator.admin("PUT", "/v1/routes/team-b/thief", route)
+        #expect(taken.status == 409)
+        #expect(taken.bodyText == "route \"team-b/thief\": host \"svc.example.com\" is already claimed by route \"default/svc\"\n")
+        #expect(!(try activator.admin("GET", "/v1/state").bodyText.contains("thief")))
+
+        for (path, field) in [("/v1/revisions/default/a%2Fb", "revision.name"), ("/v1/routes/default/a%2Fb", "route.name"),
+                              ("/v1/revisions/Default/a", "revision.namespace")] {
+            let bad = try activator.admin("PUT", path, route)
+            #expect(bad.status == 400)
+            #expect(bad.bodyText.hasPrefix("\(field) (from the URL): invalid name "), "\(bad.bodyText)")
+        }
+        #expect(!(try activator.admin("GET", "/v1/state").bodyText.contains("a%2Fb")))
+    }
+
     @Test func aRefusedPodIsLeftForAnotherBeforeAnythingIsSent() throws {
         let good = try FakePod(name: "good")
         let doomed = try FakePod(name: "doomed")
