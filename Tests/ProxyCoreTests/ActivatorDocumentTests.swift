@@ -63,6 +63,8 @@ import Testing
         (#"{"hosts": ["h"], "traffic": [{"revisionName": "a", "percent": 60}]}"#,
          "route.traffic: traffic targets sum to 60, want 100"),
         (#"[]"#, "route: expected an object, got an array"),
+        (#"{"hosts": ["h"], "notReady": 1}"#, "route.notReady: expected a string, got 1"),
+        (#"{"hosts": ["h"], "notReady": ""}"#, "route.notReady: expected a non-empty message"),
     ])
     func routeFieldsOfTheWrongTypeOrFormAreNamed(_ body: String, _ message: String) {
         let text = failure(route(body))

@@ -400,6 +400,22 @@ struct ActivatorTests {
         #expect(!(try activator.admin("GET", "/v1/state").bodyText.contains("a%2Fb")))
     }
 
+    @Test func routesThatAreNotReadyOrLackTheirRevisionSaySo() throws {
+        let activator = try ActivatorFixture()
+        let waiting = #"{"hosts": ["w.example.com"], "notReady": "revision \"w-00001\" is not ready yet"}"#
+        #expect(try activator.admin("PUT", "/v1/routes/default/w", waiting).status == 200)
+        let answer = try activator.get(headers: ["Host: w.example.com:8080"])
+        #expect(answer.status == 404 && answer.bodyText == "revision \"w-00001\" is not ready yet\n")
+        let orphan = #"{"hosts": ["o.example.com"], "traffic": [{"revisionName": "o-00001", "percent": 100}]}"#
+        #expect(try activator.admin("PUT", "/v1/routes/default/o", orphan).status == 200)
+        let missing = try activator.get(headers: ["Host: o.example.com"])
+        #expect(missing.status == 404)
+        #expect(missing.bodyText == "Error getting active endpoint: revision.serving.knative.dev \"o-00001\" not found\n")
+        let both = #"{"hosts": ["x.example.com"], "notReady": "x", "traffic": [{"revisionName": "o-00001", "percent": 100}]}"#
+        let refused = try activator.admin("PUT", "/v1/routes/default/x", both)
+        #expect(refused.status == 400 && refused.bodyText == "route.traffic: expected no traffic targets with notReady\n")
+    }
+
     @Test func aRefusedPodIsLeftForAnotherBeforeAnythingIsSent() throws {
         let good = try FakePod(name: "good")
         let doomed = try FakePod(name: "doomed")

@@ -44,17 +44,22 @@ public struct TrafficTarget: Sendable, Equatable {
 }
 
 /// A route: host names → revisions by percent (beyond upstream: the activator acting as the ingress).
+/// A route that is not ready has no traffic, only a message for its hosts' requests (kn-local: a Service whose
+/// revision never became ready; see `Activator.dispose`).
 public struct RouteSpec: Sendable, Equatable {
     public var namespace: String
     public var name: String
     public var hosts: [String]
     public var traffic: [TrafficTarget]
+    /// Why the route serves nothing yet, e.g. `revision "hello-00001" is not ready yet`.
+    public var notReady: String?
 
-    public init(namespace: String, name: String, hosts: [String], traffic: [TrafficTarget]) {
+    public init(namespace: String, name: String, hosts: [String], traffic: [TrafficTarget], notReady: String? = nil) {
         self.namespace = namespace
         self.name = name
         self.hosts = hosts
         self.traffic = traffic
+        self.notReady = notReady
     }
 
     public var key: String { namespace + "/" + name }
@@ -86,7 +91,7 @@ public struct RouteSpec: Sendable, Equatable {
                 if let tag = t.tag { members.append(("tag", .string(tag))) }
                 return .object(members)
             })),
-        ])
+        ] + (notReady.map { [("notReady", JSON.string($0))] } ?? []))
     }
 }
 
@@ -222,6 +227,14 @@ public struct ActivatorDocument: Sendable, Equatable {
             let host = text.lowercased()
             try checkName(host, at: "\(reader.path("hosts"))[\(i)]", DNSName.dns1123SubdomainProblem)
             if !hosts.contains(host) { hosts.append(host) }
+        }
+        // A route that is not ready: hosts and a message, no traffic.
+        if let notReady = try reader.string("notReady") {
+            guard !notReady.isEmpty else { throw Invalid("\(reader.path("notReady")): expected a non-empty message") }
+            guard (try reader.array("traffic", expected: "no traffic targets with notReady") ?? []).isEmpty else {
+                throw Invalid("\(reader.path("traffic")): expected no traffic targets with notReady")
+            }
+            return RouteSpec(namespace: id.namespace, name: id.name, hosts: hosts, traffic: [], notReady: notReady)
         }
         guard let trafficList = try reader.array("traffic", expected: "a non-empty list of traffic targets"),
             !trafficList.isEmpty
