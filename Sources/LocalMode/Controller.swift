@@ -237,6 +237,9 @@ public final class Controller {
                     service.routeCondition = Condition(status: "Unknown", reason: "RevisionMissing",
                         message: "Configuration \"\(m.name)\" is waiting for a Revision to become ready.")
                 }
+                // A route that served before keeps its traffic (Knative leaves the ingress as it was); one that
+                // never served answers its hosts with why (programRoute).
+                if service.routedTraffic.isEmpty { programRoute(service) }
                 return
             }
             targets.append(TrafficTarget(revisionName: name, percent: entry.percent ?? 0, tag: entry.tag))
@@ -250,17 +253,41 @@ public final class Controller {
         programRoute(service)
     }
 
+    /// Programs the service's route: its resolved traffic, or — while it has none — a not-ready route whose
+    /// requests get 404 naming the revision and why (Knative's gateway answers 404 for a Route that is not ready,
+    /// because it has no ingress rule yet; we keep the status and say why instead of an empty body).
     private func programRoute(_ service: ServiceObject) {
-        guard !service.routedTraffic.isEmpty else { return }
         let m = service.manifest
         let hosts = [service.host(domain: settings.domain), "\(m.name).\(m.namespace)", "\(m.name).\(m.namespace).svc", "\(m.name).\(m.namespace).svc.cluster.local"]
-        let traffic: [JSON] = service.routedTraffic.map { t in
-            var members: [(String, JSON)] = [("revisionName", .string(t.revisionName)), ("percent", .number(Double(t.percent)))]
-            if let tag = t.tag { members.append(("tag", .string(tag))) }
-            return .object(members)
+        var members: [(String, JSON)] = [("hosts", .array(hosts.map { .string($0) }))]
+        if service.routedTraffic.isEmpty {
+            members.append(("notReady", .string(notReadyMessage(service))))
+        } else {
+            let traffic: [JSON] = service.routedTraffic.map { t in
+                var members: [(String, JSON)] = [("revisionName", .string(t.revisionName)), ("percent", .number(Double(t.percent)))]
+                if let tag = t.tag { members.append(("tag", .string(tag))) }
+                return .object(members)
+            }
+            members.append(("traffic", .array(traffic)))
         }
-        let body = JSON.object([("hosts", .array(hosts.map { .string($0) })), ("traffic", .array(traffic))])
-        admin("PUT", "/v1/routes/\(m.namespace)/\(m.name)", body)
+        admin("PUT", "/v1/routes/\(m.namespace)/\(m.name)", .object(members))
+    }
+
+    /// Why a service that never served has no traffic, naming the revision:
+    /// `service "default/hello" is not ready: revision "hello-00001" is not ready yet (Deploying)`.
+    func notReadyMessage(_ service: ServiceObject) -> String {
+        let prefix = "service \"\(service.key)\" is not ready: "
+        let m = service.manifest
+        // A traffic entry naming a revision that does not exist: the route's own message names it.
+        let namesMissing = m.traffic.contains { entry in entry.revisionName.map { revisions[m.namespace + "/" + $0] == nil } ?? false }
+        guard !namesMissing, let name = service.latestCreated, let revision = revisions[m.namespace + "/" + name] else {
+            return prefix + service.routeCondition.message
+        }
+        let c = revision.condition
+        if c.status == "False" {
+            return prefix + "revision \"\(name)\" failed: \(c.reason)" + (c.message.isEmpty ? "" : ": \(c.message)")
+        }
+        return prefix + "revision \"\(name)\" is not ready yet" + (c.reason.isEmpty ? "" : " (\(c.reason))")
     }
 
     private func programRevision(_ revision: RevisionObject) {

@@ -263,21 +263,9 @@ public enum Manifest {
         return errors.sorted()
     }
 
-    static func dns1035Problem(_ name: String) -> String? {
-        let bytes = Array(name.utf8)
-        let ok = !bytes.isEmpty && bytes.count <= 63 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[0])
-            && bytes.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 } && bytes.last != 45
-        if ok { return nil }
-        if bytes.count > 63 { return "must be no more than 63 characters" }
-        return "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-    }
+    static func dns1035Problem(_ name: String) -> String? { DNSName.dns1035LabelProblem(name) }
 
-    static func dns1123Problem(_ name: String) -> String? {
-        let bytes = Array(name.utf8)
-        let ok = !bytes.isEmpty && bytes.count <= 63 && bytes.first != 45 && bytes.last != 45
-            && bytes.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }
-        return ok ? nil : "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
-    }
+    static func dns1123Problem(_ name: String) -> String? { DNSName.dns1123LabelProblem(name) }
 }
 
 public struct ManifestError: Error, CustomStringConvertible, Sendable {

@@ -41,7 +41,8 @@ struct QueueProxyConfig {
         Optional environment:
           REVISION_RESPONSE_START_TIMEOUT_SECONDS  int   0 = off
           REVISION_IDLE_TIMEOUT_SECONDS            int   0 = off
-          SERVING_READINESS_PROBE     JSON  Kubernetes Probe (tcpSocket, httpGet, grpc over h2c; exec fails)
+          SERVING_READINESS_PROBE     JSON  Kubernetes Probe (tcpSocket, httpGet, grpc over h2c); exec or no
+                                            handler: never ready, probes get 503 at once
           ENABLE_MULTI_CONTAINER_PROBES  bool  the probe JSON is an array
           ENABLE_HTTP_FULL_DUPLEX     bool  accepted (HTTP/1 is always full duplex)
           ENABLE_HTTP2_AUTO_DETECTION bool  HTTP readiness probes try h2c first (upstream's rule)

@@ -117,12 +117,39 @@ struct ActivatorTests {
         #expect(after.status == 500 && after.bodyText == "received SIGTERM from kubelet\n")
         #expect(activator.process.waitForExit() == 0)
 
-        let unreachable = try ActivatorFixture(flags: ["--autoscaler-url", "ws://127.0.0.1:\(freePort())/"])
-        let down = try unreachable.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
-        #expect(down.status == 500)
-        #expect(down.bodyText.hasPrefix("dial tcp") || down.bodyText == "connection has not yet been established\n")
         let noAutoscaler = try ActivatorFixture()
         #expect(try noAutoscaler.get(headers: ["Host: h", "K-Kubelet-Probe: 1"]).status == 200)
+    }
+
+    /// Upstream's health check returns the websocket's `ErrConnectionNotEstablished` whenever there is no
+    /// connection (never dialled, refused, or lost): 500 with exactly that text through `http.Error`.
+    @Test func a1_healthWhileTheAutoscalerIsUnreachableSaysNotEstablished() throws {
+        func expectNotEstablished(_ response: TestResponse) {
+            #expect(response.status == 500)
+            #expect(response.bodyText == "connection has not yet been established\n")
+            #expect(response.header("Content-Type") == "text/plain; charset=utf-8")
+            #expect(response.header("X-Content-Type-Options") == "nosniff")
+        }
+        // Refused: the same answer whether the dial is still in flight or already failed.
+        let unreachable = try ActivatorFixture(flags: ["--autoscaler-url", "ws://127.0.0.1:\(freePort())/"])
+        expectNotEstablished(try unreachable.get(headers: ["Host: h", "User-Agent: kube-probe/x"]))
+
+        // Lost: connected once, then the autoscaler goes away.
+        let autoscaler = try FakeAutoscaler()
+        let activator = try ActivatorFixture(autoscaler: autoscaler)
+        var health = try activator.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
+        let deadline = Date().addingTimeInterval(5)
+        while health.status != 200 && Date() < deadline {
+            usleep(20_000)
+            health = try activator.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
+        }
+        #expect(health.status == 200)
+        autoscaler.stop()
+        while health.status == 200 && Date() < deadline.addingTimeInterval(5) {
+            usleep(20_000)
+            health = try activator.get(headers: ["Host: h", "User-Agent: kube-probe/x"])
+        }
+        expectNotEstablished(health)
     }
 
     @Test func a2_a3_activatorAndNetworkProbes() throws {
@@ -357,6 +384,54 @@ struct ActivatorTests {
         #expect(bad.status == 400 && bad.bodyText.contains("traffic targets sum to 60, want 100"))
         let broken = try activator.admin("PUT", "/v1/revisions/default/x", #"{"containerConcurrency": -1}"#)
         #expect(broken.status == 400 && broken.bodyText.contains("revision.containerConcurrency"))
+    }
+
+    /// Issue 11 §7: wrong types are named, an empty PUT is refused (not a reset), a taken host is 409 naming the
+    /// route that has it, names are DNS-1035 labels.
+    @Test func adminRefusesWrongTypesEmptyBodiesTakenHostsAndBadNames() throws {
+        let activator = try ActivatorFixture()
+        try activator.revision("svc-00001", cc: 3, timeout: 42)
+        let fifty = try activator.admin(
+            "PUT", "/v1/routes/default/svc", #"{"hosts": ["svc.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": "fifty"}]}"#)
+        #expect(fifty.status == 400)
+        #expect(fifty.bodyText == "route.traffic[0].percent: expected an integer 0-100, got a string (\"fifty\")\n")
+
+        let empty = try activator.admin("PUT", "/v1/revisions/default/svc-00001", "")
+        #expect(empty.status == 400 && empty.bodyText == "empty body: expected a JSON object\n")
+        let state = try activator.admin("GET", "/v1/state").bodyText
+        #expect(state.contains(#""containerConcurrency":3,"timeoutSeconds":42"#), "\(state)")  // not reset to defaults
+
+        let route = #"{"hosts": ["svc.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": 100}]}"#
+        #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)
+        #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)  // replacing itself is fine
+        let taken = try activator.admin("PUT", "/v1/routes/team-b/thief", route)
+        #expect(taken.status == 409)
+        #expect(taken.bodyText == "route \"team-b/thief\": host \"svc.example.com\" is already claimed by route \"default/svc\"\n")
+        #expect(!(try activator.admin("GET", "/v1/state").bodyText.contains("thief")))
+
+        for (path, field) in [("/v1/revisions/default/a%2Fb", "revision.name"), ("/v1/routes/default/a%2Fb", "route.name"),
+                              ("/v1/revisions/Default/a", "revision.namespace")] {
+            let bad = try activator.admin("PUT", path, route)
+            #expect(bad.status == 400)
+            #expect(bad.bodyText.hasPrefix("\(field) (from the URL): invalid name "), "\(bad.bodyText)")
+        }
+        #expect(!(try activator.admin("GET", "/v1/state").bodyText.contains("a%2Fb")))
+    }
+
+    @Test func routesThatAreNotReadyOrLackTheirRevisionSaySo() throws {
+        let activator = try ActivatorFixture()
+        let waiting = #"{"hosts": ["w.example.com"], "notReady": "revision \"w-00001\" is not ready yet"}"#
+        #expect(try activator.admin("PUT", "/v1/routes/default/w", waiting).status == 200)
+        let answer = try activator.get(headers: ["Host: w.example.com:8080"])
+        #expect(answer.status == 404 && answer.bodyText == "revision \"w-00001\" is not ready yet\n")
+        let orphan = #"{"hosts": ["o.example.com"], "traffic": [{"revisionName": "o-00001", "percent": 100}]}"#
+        #expect(try activator.admin("PUT", "/v1/routes/default/o", orphan).status == 200)
+        let missing = try activator.get(headers: ["Host: o.example.com"])
+        #expect(missing.status == 404)
+        #expect(missing.bodyText == "Error getting active endpoint: revision.serving.knative.dev \"o-00001\" not found\n")
+        let both = #"{"hosts": ["x.example.com"], "notReady": "x", "traffic": [{"revisionName": "o-00001", "percent": 100}]}"#
+        let refused = try activator.admin("PUT", "/v1/routes/default/x", both)
+        #expect(refused.status == 400 && refused.bodyText == "route.traffic: expected no traffic targets with notReady\n")
     }
 
     @Test func aRefusedPodIsLeftForAnotherBeforeAnythingIsSent() throws {

@@ -299,4 +299,53 @@ struct KnLocalTests {
         #expect(row?["reason"] as? String == "RevisionMissing")
         #expect(try kn.cli(["delete", "ksvc", "ghost"]).1 == "service.serving.knative.dev \"ghost\" deleted\n")
     }
+
+    /// Issue 11 §6: a Service that has not served yet answers 404 (as Knative's gateway, which has no rule for a
+    /// Route that is not ready) naming its revision and why, not `revision.serving.knative.dev "" not found`.
+    @Test func aServiceThatIsNotReadyNamesItsRevision() throws {
+        let kn = try KnLocalInstance()
+        defer { kn.stop() }
+        func sleeper(_ name: String, traffic: String = "") -> String {
+            """
+            apiVersion: serving.knative.dev/v1
+            kind: Service
+            metadata:
+              name: \(name)
+            spec:
+              template:
+                spec:
+                  containers:
+                    - image: example.com/sleeper:1
+                      command:
+                        - sleep
+                        - "120"
+
+            """ + traffic
+        }
+        // Starting: the pod never listens, so the revision stays Deploying.
+        #expect(try kn.apply(sleeper("slow")).0 == 0)
+        let slow = try kn.get(host: "slow.default.example.com")
+        #expect(slow.status == 404)
+        #expect(slow.bodyText == "service \"default/slow\" is not ready: revision \"slow-00001\" is not ready yet (Deploying)\n")
+        // Failed: an image nobody maps.
+        let ghost = serviceYAML(name: "ghost", target: "X").replacingOccurrences(of: "ghcr.io/knative/helloworld-go:latest", with: "example.com/unknown:1")
+        #expect(try kn.apply(ghost).0 == 0)
+        let failed = try kn.get(host: "ghost.default.example.com")
+        #expect(failed.status == 404)
+        #expect(failed.bodyText.hasPrefix(
+            "service \"default/ghost\" is not ready: revision \"ghost-00001\" failed: ContainerMissing: Unable to fetch image \"example.com/unknown:1\""),
+            "\(failed.bodyText)")
+        // Traffic naming a revision that does not exist.
+        let traffic = """
+              traffic:
+                - revisionName: nope-00009
+                  percent: 100
+
+            """
+        #expect(try kn.apply(sleeper("nope", traffic: traffic)).0 == 0)
+        let nope = try kn.get(host: "nope.default.svc.cluster.local")
+        #expect(nope.status == 404)
+        #expect(nope.bodyText == "service \"default/nope\" is not ready: Revision \"nope-00009\" referenced in traffic not found.\n")
+        for name in ["slow", "ghost", "nope"] { _ = try kn.cli(["delete", "ksvc", name]) }
+    }
 }

@@ -114,6 +114,22 @@ struct QueueProxyContractTests {
         #expect(try exec.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"]).status == 503)
     }
 
+    /// A probe without a usable handler fails at once, in aggressive mode too (upstream's `ProbeContainer` returns
+    /// false before any polling: "no probe found", "exec probe not supported").
+    @Test(arguments: [#"{}"#, #"{"exec":{"command":["true"]}}"#, #"{"successThreshold":3}"#])
+    func q2_probeWithoutAHandlerIs503AtOnce(_ probe: String) throws {
+        let qp = try QueueProxyFixture(env: ["SERVING_READINESS_PROBE": probe], app: nil)
+        for _ in 0..<2 {  // the second round must not wait for a first one either
+            let started = Date()
+            let client = try TestSocket.connect(port: qp.port, timeoutSeconds: 5)
+            let response = try client.exchange(
+                "GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: kube-probe/1.30\r\nK-Network-Probe: queue\r\n\r\n")
+            #expect(response.status == 503)
+            #expect(response.body.isEmpty)
+            #expect(Date().timeIntervalSince(started) < 2, "answered after \(Date().timeIntervalSince(started)) s")
+        }
+    }
+
     @Test func q3_unexpectedProbeHeaderValues() throws {
         let qp = try QueueProxyFixture(app: Scripts.hello("ok"))
         let wrong = try qp.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: test-probe"])

@@ -1,5 +1,6 @@
 // The activator's admin API (our stand-in for the Kubernetes API): revisions, endpoints and routes,
-// changed live. Bound to 127.0.0.1 by default. Bodies are JSON; errors are 400 naming the field.
+// changed live. Bound to 127.0.0.1 by default. Bodies are JSON objects (an empty body is an error, never "all
+// defaults"); an invalid one is 400 naming the field; a host another route already claims is 409.
 
 public final class ActivatorAdmin: HTTPResponder {
     private unowned(unsafe) let activator: Activator
@@ -33,6 +34,9 @@ public final class ActivatorAdmin: HTTPResponder {
                 return json(.object([("addresses", .array(addresses.map { .string($0.description) }))]))
             case ("PUT", 4, "v1", "routes"):
                 let route = try ActivatorDocument.parseRoute(try parse(body), at: "route", namespace: path[2], name: path[3])
+                if let conflict = route.conflict(with: activator.routes.values) {
+                    return .respond(.error(409, "route \(JSON.quote(route.key)): \(conflict)"))
+                }
                 activator.putRoute(route)
                 return json(route.json)
             case ("DELETE", 4, "v1", "routes"):
@@ -46,8 +50,12 @@ public final class ActivatorAdmin: HTTPResponder {
         }
     }
 
+    /// The request body as JSON. - Throws: for an empty body (a PUT replaces the object; nothing is no object).
     private func parse(_ body: String) throws(ActivatorDocument.Invalid) -> JSON {
-        do { return try JSON.parse(body.isEmpty ? "{}" : body) } catch {
+        guard body.contains(where: { !$0.isWhitespace }) else {
+            throw ActivatorDocument.Invalid("empty body: expected a JSON object")
+        }
+        do { return try JSON.parse(body) } catch {
             throw ActivatorDocument.Invalid("invalid JSON: \(error)")
         }
     }

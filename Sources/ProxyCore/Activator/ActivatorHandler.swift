@@ -40,6 +40,9 @@ public final class Activator: HTTPResponder {
     private static let proxyRequestLine = Array("K-Proxy-Request: activator\r\n".utf8)
     private let healthOK = LocalResponse(status: 200)
     private let sigtermAnswer = LocalResponse.error(500, "received SIGTERM from kubelet")
+    /// Upstream's health check is the websocket's `Status()`: `ErrConnectionNotEstablished` whenever there is no
+    /// connection, whatever made it fail (spec §2.9, vector A1). The cause goes to the log instead.
+    private let notEstablishedAnswer = LocalResponse.error(500, "connection has not yet been established")
     private let activatorAnswer = LocalResponse.text(200, "activator")
     private let hashMissing = LocalResponse.error(400, "a probe request must contain a non-empty \"K-Network-Hash\" header")
     private let queueFull = LocalResponse(
@@ -187,7 +190,10 @@ public final class Activator: HTTPResponder {
         // 1. Health (kubelet): answered here, never forwarded.
         if fields.isKubeletProbe(b) {
             if isShuttingDown { return .respond(sigtermAnswer) }
-            if let reporter, !reporter.isEstablished { return .respond(.error(500, reporter.lastError)) }
+            if let reporter, !reporter.isEstablished {
+                Log.rateLimited("health check failed: autoscaler connection: \(reporter.lastError)")
+                return .respond(notEstablishedAnswer)
+            }
             return .respond(healthOK)
         }
         // 2. Network (ingress) probe.
@@ -201,9 +207,17 @@ public final class Activator: HTTPResponder {
             return .respond(.error(400, "unexpected probe header value: \"\(Self.htmlEscape(request.string(probe)))\""))
         }
         // 5. Which revision.
-        guard let throttler = resolve(request, fields) else {
-            let name = fields.revision.map(request.string) ?? ""
+        let throttler: RevisionThrottler
+        switch resolve(request, fields) {
+        case .revision(let found):
+            throttler = found
+        case .missing(let name):
+            let name = name ?? fields.revision.map(request.string) ?? ""
             return .respond(.error(404, "Error getting active endpoint: revision.serving.knative.dev \"\(name)\" not found"))
+        case .notReady(let route):
+            // Knative programs no ingress rule for a Route that is not ready, so its gateway answers 404; we keep
+            // that status and say which revision is not ready and why (the route's message, from kn-local).
+            return .respond(.error(404, route.notReady ?? "route \(route.key) is not ready"))
         }
         // 10. Concurrency reporter: the first request for a revision pokes the autoscaler at once.
         handle.context.flags |= ActivatorFlags.counted
@@ -312,12 +326,20 @@ public final class Activator: HTTPResponder {
 
     // MARK: - Routing (spec §2.4, plus routes)
 
-    private func resolve(_ request: RequestView, _ fields: ActivatorRequestFields) -> RevisionThrottler? {
+    /// Where a request goes: a revision's throttler; a revision that does not exist (named when a route names
+    /// it; nil: the request's own revision header or none); or a route that is not ready.
+    enum Resolution {
+        case revision(RevisionThrottler)
+        case missing(String?)
+        case notReady(RouteSpec)
+    }
+
+    private func resolve(_ request: RequestView, _ fields: ActivatorRequestFields) -> Resolution {
         let b = request.bytes
         if let ns = fields.namespace, let name = fields.revision, !ns.isEmpty, !name.isEmpty {
-            return throttlerIndex.lookup(slice(b, ns), slice(b, name), separator: 0x2F)
+            return found(throttlerIndex.lookup(slice(b, ns), slice(b, name), separator: 0x2F))
         }
-        guard let hostRange = fields.host else { return nil }
+        guard let hostRange = fields.host else { return .missing(nil) }
         // <rev>.<ns>.svc.<cluster-domain>[:port]: split on the first three dots.
         var host = hostRange
         if let colon = (host.lowerBound..<host.upperBound).first(where: { b[$0] == 0x3A }) { host = host.lowerBound..<colon }
@@ -328,20 +350,29 @@ public final class Activator: HTTPResponder {
         }
         if dots.count == 3,
             HTTP1Parser.equalsLower(b, (dots[1] + 1)..<dots[2], "svc"),
-            Self.equalsLower(b, (dots[2] + 1)..<host.upperBound, clusterDomainBytes)
-        {
-            return throttlerIndex.lookup(
+            Self.equalsLower(b, (dots[2] + 1)..<host.upperBound, clusterDomainBytes),
+            let throttler = throttlerIndex.lookup(
                 slice(b, (dots[0] + 1)..<dots[1]), slice(b, host.lowerBound..<dots[0]), separator: 0x2F, lowercase: true)
+        {
+            return .revision(throttler)
         }
+        // Not a revision's host (or no such revision: a route may claim the same form, as kn-local's
+        // `<service>.<ns>.svc.cluster.local`): the routes.
         if let box = routeIndex.lookup(slice(b, host), lowercase: true) {
-            return throttlers[box.targetKeys[pickTarget(box.route)]]
+            if box.route.notReady != nil || box.route.traffic.isEmpty { return .notReady(box.route) }
+            let index = pickTarget(box.route)
+            return found(throttlers[box.targetKeys[index]], name: box.route.traffic[index].revisionName)
         }
         if let box = tagIndex.lookup(slice(b, host), lowercase: true), let tag = box.tag,
             let index = box.route.traffic.firstIndex(where: { $0.tag == tag })
         {
-            return throttlers[box.targetKeys[index]]
+            return found(throttlers[box.targetKeys[index]], name: box.route.traffic[index].revisionName)
         }
-        return nil
+        return .missing(nil)
+    }
+
+    private func found(_ throttler: RevisionThrottler?, name: String? = nil) -> Resolution {
+        throttler.map { .revision($0) } ?? .missing(name)
     }
 
     private func slice(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> UnsafeRawBufferPointer {

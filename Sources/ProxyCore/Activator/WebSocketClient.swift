@@ -16,7 +16,9 @@ public final class WebSocketClient: Channel {
     private var reconnectTimer: LoopTimer?
     /// Called when the connection opens or closes.
     var onStateChange: (Bool) -> Void = { _ in }
-    /// The last error, for the activator's health answer (`connection has not yet been established`).
+    /// Why the connection is not open, for the log (e.g. `dial tcp 127.0.0.1:8080: connect: connection refused`).
+    /// The activator's health answer does not show it: upstream always says `connection has not yet been
+    /// established` there.
     public private(set) var lastError = "connection has not yet been established"
     public var isEstablished: Bool { state == .open }
 

@@ -10,8 +10,15 @@ public struct ProbeSpec: Sendable, Equatable {
         /// `target` is the path (with leading slash) and query.
         case http(port: UInt16, target: String, headers: [String])
         case grpc(port: UInt16, service: String)
-        /// exec, or no handler: always fails (upstream behaviour).
+        /// exec, or no handler: always fails, at once and without polling (upstream's `ProbeContainer` returns
+        /// false before any attempt).
         case unusable(String)
+    }
+
+    /// A handler that can never succeed: a round ends with "not ready" at once, even in aggressive mode.
+    public var isUnusable: Bool {
+        if case .unusable = handler { return true }
+        return false
     }
 
     public var handler: Handler
@@ -69,9 +76,9 @@ public struct ProbeSpec: Sendable, Equatable {
         } else if let grpc = json["grpc"] {
             handler = .grpc(port: try port(grpc), service: grpc["service"]?.stringValue ?? "")
         } else if json["exec"] != nil {
-            handler = .unusable("exec probes always fail in the queue-proxy")
+            handler = .unusable("exec probe not supported")  // upstream's words
         } else {
-            handler = .unusable("the probe has no handler")
+            handler = .unusable("no probe found")  // upstream's words: no httpGet, tcpSocket or grpc
         }
         var spec = ProbeSpec(handler: handler)
         spec.periodSeconds = json["periodSeconds"]?.intValue ?? 0
@@ -136,7 +143,7 @@ public final class ReadinessProber {
         if ok { consecutive[index] += 1 } else { consecutive[index] = 0 }
         if consecutive[index] >= spec.successThreshold {
             finish(index, true)
-        } else if !spec.isAggressive || loop.nowMs - roundStartMs >= Self.aggressiveLimitMs {
+        } else if !spec.isAggressive || spec.isUnusable || loop.nowMs - roundStartMs >= Self.aggressiveLimitMs {
             finish(index, false)
         } else {
             let timer = LoopTimer { [unowned self] _ in self.runAttempt(index, roundStartMs: roundStartMs) }
