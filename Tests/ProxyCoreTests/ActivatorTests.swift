@@ -405,7 +405,7 @@ struct ActivatorTests {
         #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)
         #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)  // replacing itself is fine
         let taken = try activator.admin("PUT", "/v1/routes/team-b/thief", route)
-        #expect(taken.status == 409)
+        #expect(taken.status == 409 && taken.reason == "Conflict")
         #expect(taken.bodyText == "route \"team-b/thief\": host \"svc.example.com\" is already claimed by route \"default/svc\"\n")
         #expect(!(try activator.admin("GET", "/v1/state").bodyText.contains("thief")))
 
