@@ -97,6 +97,9 @@ final class H1ToH2Bridge: H2UpstreamStream {
             return
         }
         upstream = connection
+        // The upstream session grants no window by default; one request per connection here, whose response
+        // is acknowledged as the client's socket takes it: one full window.
+        connection.session.setWindow(stream: upstreamID, H2ProxyStream.responseWindowTarget)
         do { try pumpRequest() } catch {
             abort()
             return

@@ -7,7 +7,10 @@
 // own work, and keeps one implementation of Knative's header rules.
 //
 // Flow control runs end to end: received DATA is acknowledged to its sender only when the other side's session
-// has framed it (`requestPulled` / `responsePulled`), so each direction holds at most one stream window.
+// has framed it (`requestPulled` / `responsePulled`), so each direction holds at most one stream window. The
+// upstream stream's window is granted here (`grantResponseWindow`), not by a default: none while the client's
+// window for the stream is closed, up to 64 KiB once the client can take bytes, within the connection's and
+// the loop's budgets. So 10,000 streams from clients that do not read hold (almost) nothing.
 // Exclusivity: stored properties here are marked `@exclusivity(unchecked)`. They are confined to one loop thread
 // and only ever touched by short, non-overlapping reads and writes, so the dynamic check (a TLS lookup and an
 // access-set insert per access, ~8 % of the proxy's CPU when measured) buys nothing. STYLE.md forbids the
@@ -46,6 +49,12 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     @exclusivity(unchecked) private var retriedRefused = false
     /// Our END_STREAM went (or is queued) to the upstream stream.
     @exclusivity(unchecked) private var requestEndForwarded = false
+    /// The receive window granted to the upstream stream: the response bytes it may make us hold.
+    @exclusivity(unchecked) private var responseWindow = 0
+    /// A response stream's window when budgets allow (the RFC's default window).
+    static let responseWindowTarget = 65_535
+    /// The window a stream whose client reads gets even when the budgets are spent (no stream starves).
+    static let minimumResponseWindow = 4_096
 
     init(connection: H2ServerConnection, id: Int32) {
         self.connection = connection
@@ -194,6 +203,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
         self.upstream = upstream
         requestEndForwarded = requestComplete
+        grantResponseWindow(upTo: min(Self.responseWindowTarget, session.sendWindow(stream: id)))
         if !bodyless {
             backlog.withUnsafeBytes { upstream.session.send(stream: upstreamID, $0, end: requestComplete, trailers: requestTrailers) }
             bodyForwarded = !backlog.isEmpty
@@ -234,6 +244,35 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     func requestPulled(_ count: Int) {
         session.consume(stream: id, count: count)
         connection.writeOut()
+    }
+
+    /// The client's windows let the response go on and nothing is queued: the upstream may send more.
+    func responseWanted() {
+        if responseWindow < Self.responseWindowTarget { grantResponseWindow(upTo: Self.responseWindowTarget) }
+    }
+
+    /// Raises the upstream stream's window towards `wanted`, within this connection's and this loop's budgets
+    /// (but to at least `minimumResponseWindow`).
+    private func grantResponseWindow(upTo wanted: Int) {
+        guard let upstream, upstreamID > 0, wanted > responseWindow, !responseEnded else { return }
+        let budget = connection.windowBudget!
+        let free = min(H2ServerConnection.responseWindowBudget - connection.responseWindows,
+                       H2WindowBudget.perLoop - budget.granted)
+        let size = min(wanted, max(responseWindow + free, Self.minimumResponseWindow))
+        guard size > responseWindow else { return }
+        connection.responseWindows += size - responseWindow
+        budget.granted += size - responseWindow
+        responseWindow = size
+        upstream.session.setWindow(stream: upstreamID, size)
+        upstream.writeOut()
+    }
+
+    /// The upstream stream is gone: its window goes back to the budgets.
+    private func releaseResponseWindow() {
+        guard responseWindow > 0 else { return }
+        connection.responseWindows -= responseWindow
+        connection.windowBudget.granted -= responseWindow
+        responseWindow = 0
     }
 
     /// The downstream session framed `count` response bytes: the upstream may send that much more.
@@ -300,6 +339,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         let stream = upstreamID
         upstream = nil
         upstreamID = -1
+        releaseResponseWindow()
         guard state == .proxying, !responseEnded else { return }
         if !responseStarted && code == 0x7 && !bodyForwarded && !retriedRefused, let pool {
             // REFUSED_STREAM: the upstream did not process it (a GOAWAY, its stream limit). Go's transport
@@ -319,6 +359,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     func upstreamFailed(_ error: ProxyError) {
         upstream = nil
         upstreamID = -1
+        releaseResponseWindow()
         guard state == .proxying, !responseEnded else { return }
         if !responseStarted, case .connect = error, !bodyForwarded, let pool,
             let next = connection.responder.connectFailed(self, pool: pool)
@@ -355,6 +396,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
         upstream = nil
         upstreamID = -1
+        releaseResponseWindow()
     }
 
     // MARK: - Timeouts (spec §1.7)
