@@ -463,6 +463,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// The downstream stream is gone (finished, reset by the client, or the connection closed).
     func closed() {
         let wasPending = state == .pending
+        loop.noteReleased()  // many streams end with few connections: they count towards a trim too
         state = .done
         loop.cancel(self)
         detachUpstream()
