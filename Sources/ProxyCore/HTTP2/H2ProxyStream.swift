@@ -43,8 +43,9 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     @exclusivity(unchecked) private var responseBytes = 0
     @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
     @exclusivity(unchecked) private var pendingDeadlineMs = Int64.max
-    /// A timed-out response: its text is queued; RST_STREAM follows once it is framed (truncation is visible).
-    @exclusivity(unchecked) private var resetWhenFlushed = false
+    /// A timed-out response: its text and END_STREAM are queued; a client that has not taken them within
+    /// `resetGraceMs` gets a reset instead (the stream would linger).
+    @exclusivity(unchecked) private var endingAfterTimeout = false
     @exclusivity(unchecked) private var owesEnd = false
     @exclusivity(unchecked) private var retriedRefused = false
     /// Our END_STREAM went (or is queued) to the upstream stream.
@@ -281,10 +282,6 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             upstream.session.consume(stream: upstreamID, count: count)
             upstream.writeOut()
         }
-        if resetWhenFlushed && session.queuedBytes(stream: id) == 0 {
-            resetWhenFlushed = false
-            session.reset(stream: id, code: 0x2)  // INTERNAL_ERROR: the client sees the response is cut
-        }
     }
 
     func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
@@ -422,17 +419,18 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         case .proxying:
             if responseEnded { return }
             if nextDeadlineMs <= nowMs { timedOut() } else { armTimer() }
-        case .local where resetWhenFlushed:
-            resetWhenFlushed = false
-            session.reset(stream: id, code: 0x2)
+        case .local where endingAfterTimeout:
+            endingAfterTimeout = false
+            session.reset(stream: id, code: 0x2)  // the END_STREAM has not left in time
         case .starting, .local, .done:
             return
         }
         connection.writeOut()
     }
 
-    /// 504 before the response started; after, the text goes into the body and the stream is reset
-    /// (README "Differences": the client sees the truncation).
+    /// 504 before the response started; after, the text ends the body and END_STREAM ends the stream, as
+    /// upstream's Go server does (spec §1.7: the client reads a complete response). The upstream stream is
+    /// cancelled either way.
     private func timedOut() {
         detachUpstream()
         if !responseStarted {
@@ -441,16 +439,17 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
         state = .local
         let text = options.timeoutMessage
-        session.send(stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
-        resetWhenFlushed = true
-        // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not read
-        // the text gets the reset anyway after a grace period.
+        session.send(stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount), end: true)
+        responseFinished()
+        endingAfterTimeout = true
+        // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not take
+        // the end of the response gets a reset after a grace period.
         endRequest()
         loop.schedule(self, at: loop.nowMs + Self.resetGraceMs)
     }
 
-    /// How long a timed-out stream's last text may take to leave before the reset goes regardless.
-    static let resetGraceMs: Int64 = 1_000
+    /// How long a timed-out stream's last bytes may take to leave before the stream is reset regardless.
+    static let resetGraceMs: Int64 = 10_000
 
     private func endRequest() {
         guard owesEnd else { return }

@@ -170,6 +170,8 @@ public final class H2Session {
     public let maxHeaderListSize: Int
     /// Our SETTINGS_INITIAL_WINDOW_SIZE (nghttp2 applies it to its own accounting once the peer acknowledges it).
     private let initialWindowSize: UInt32
+    /// The error code of the last GOAWAY received (nil: none).
+    @exclusivity(unchecked) public private(set) var lastGoAwayCode: UInt32?
     /// Open streams (either side).
     @exclusivity(unchecked) private var streams: [Int32: StreamState] = [:]
 
@@ -177,8 +179,10 @@ public final class H2Session {
     ///   - maxConcurrentStreams: advertised in our SETTINGS (the server's limit on client streams).
     ///   - initialWindowSize: our stream window: what the peer may send on a stream before we acknowledge it.
     ///   - maxHeaderListSize: the decoded size of a received header block we keep (advertised by servers).
+    ///   - maxSendHeaderBlock: the largest header block we send (nghttp2's default 64 KiB; tests send more).
     public init(role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
-                initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024) throws(H2Error) {
+                initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024,
+                maxSendHeaderBlock: Int = 64 * 1024) throws(H2Error) {
         self.role = role
         self.delegate = delegate
         self.maxHeaderListSize = maxHeaderListSize
@@ -245,6 +249,7 @@ public final class H2Session {
         try Self.check(nghttp2_option_new(&option))
         defer { nghttp2_option_del(option) }
         nghttp2_option_set_no_auto_window_update(option, 1)
+        nghttp2_option_set_max_send_header_block_length(option, maxSendHeaderBlock)
         let user = Unmanaged.passUnretained(self).toOpaque()
         switch role {
         case .server: try Self.check(nghttp2_session_server_new2(&session, callbacks, user, option))
@@ -303,6 +308,7 @@ public final class H2Session {
             for (id, state) in streams where state.window > 0 { applyWindow(id, state) }
         case UInt8(NGHTTP2_GOAWAY.rawValue):
             let g = frame.pointee.goaway
+            lastGoAwayCode = g.error_code
             if g.error_code != 0 {
                 let text = String(decoding: UnsafeBufferPointer(start: g.opaque_data, count: g.opaque_data_len), as: UTF8.self)
                 Log.debug("h2 GOAWAY received: \(H2ErrorCode.name(g.error_code)) \(text)")
