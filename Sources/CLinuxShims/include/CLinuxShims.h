@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/prctl.h>
 #include <signal.h>
+#include <malloc.h>
 
 int CLinuxShims_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 int CLinuxShims_pipe2(int fds[2], int flags);

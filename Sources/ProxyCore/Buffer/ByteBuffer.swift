@@ -180,4 +180,12 @@ public final class BufferPool {
         buffer.clear()
         if buffer.capacity == bufferSize && free.count < maxFree { free.append(buffer) }
     }
+
+    /// Drops spare buffers beyond `count` (after a burst: their memory can go back to the system).
+    public func shrink(keeping count: Int) {
+        if free.count > count { free.removeLast(free.count - count) }
+    }
+
+    /// Spare buffers held.
+    public var spareCount: Int { free.count }
 }

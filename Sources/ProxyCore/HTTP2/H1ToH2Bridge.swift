@@ -97,8 +97,11 @@ final class H1ToH2Bridge: H2UpstreamStream {
             return
         }
         upstream = connection
+        // The upstream session grants no window by default; one request per connection here, whose response
+        // is acknowledged as the client's socket takes it: one full window.
+        connection.session.setWindow(stream: upstreamID, H2ProxyStream.responseWindowTarget)
         do { try pumpRequest() } catch {
-            abort()
+            requestFailed(error)
             return
         }
         connection.writeOut()
@@ -116,7 +119,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
                 abort()  // the client left (Go cancels the request)
             }
         } catch {
-            abort()
+            requestFailed(error)
         }
     }
 
@@ -158,7 +161,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
                             session.send(stream: id, UnsafeRawBufferPointer(rebasing: readable[range]))
                         }
                     } catch {
-                        throw SysError(code: EPROTO, call: "chunked")
+                        throw SysError(code: EPROTO, call: "chunked")  // `requestFailed`: a 400
                     }
                     input.moveReader(by: taken)
                     if requestDecoder.isDone { requestDone = true }
@@ -182,7 +185,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
 
     func requestPulled(_ count: Int) {
         guard !requestDone, !isOver else { return }
-        do { try pumpRequest() } catch { abort() }
+        do { try pumpRequest() } catch { requestFailed(error) }
     }
 
     // MARK: - Response
@@ -342,6 +345,21 @@ final class H1ToH2Bridge: H2UpstreamStream {
         downstream.exchangeTruncated()
     }
 
+    /// Reading the request body failed: a malformed chunk is answered 400 (`Connection: close`) if no response
+    /// byte went out yet, and the upstream stream is reset; anything else (the client left) aborts.
+    private func requestFailed(_ error: SysError) {
+        guard error.code == EPROTO, !responseStarted, !isOver else {
+            abort()
+            return
+        }
+        isOver = true
+        detach()
+        let response = LocalResponse.error(400, "400 Bad Request")
+        downstream.respondInstead(response, close: true)
+        downstream.endRequest(status: 400, responseBytes: response.body.count)
+        downstream.exchangeFinished(reusable: false)
+    }
+
     private func abort() {
         guard !isOver else { return }
         isOver = true
@@ -374,13 +392,18 @@ final class H1ToH2Bridge: H2UpstreamStream {
             downstream.exchangeTimedOut(message: options.timeoutMessage)
             return
         }
+        // As upstream (spec §1.7): the text is appended and the response ends properly: the final chunk, or the
+        // close of a close-delimited body. A declared length (or no body) cannot take more bytes: cut and close.
         let text = options.timeoutMessage
-        // As `ProxyExchange`: a declared length (or no body) cannot take more bytes; chunks or a close-delimited
-        // body can.
-        if chunked || (closeAfter && !hasLength && !bodyless) {
-            writeBody(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        let bytes = UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)
+        if chunked {
+            detach()  // cancels the upstream stream (the response is not complete there)
+            writeBody(bytes)
+            responseComplete()
+        } else {
+            if closeAfter && !hasLength && !bodyless { writeBody(bytes) }
+            truncate()
         }
-        truncate()
     }
 
     static let contentLength = Array("content-length".utf8)

@@ -114,6 +114,23 @@ class H2Connection: StreamConnection, H2SessionDelegate {
     func h2EndStream(_ session: H2Session, stream: Int32) {}
     func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
     func h2DataSent(_ session: H2Session, stream: Int32, count: Int) {}
+    func h2DataWanted(_ session: H2Session, stream: Int32) {}
+}
+
+/// Response bytes that one loop's upstream h2c streams may make it hold for downstream HTTP/2 streams: the sum
+/// of the receive windows granted to them (`H2ProxyStream.grantResponseWindow`). Each downstream connection also
+/// has its own share (`H2ServerConnection.responseWindowBudget`), so one client cannot take a loop's all.
+final class H2WindowBudget {
+    static let perLoop = 16 << 20
+    @exclusivity(unchecked) var granted = 0
+
+    static func of(_ loop: EventLoop) -> H2WindowBudget {
+        let key = ObjectIdentifier(H2WindowBudget.self)
+        if let budget = loop.locals[key] as? H2WindowBudget { return budget }
+        let budget = H2WindowBudget()
+        loop.locals[key] = budget
+        return budget
+    }
 }
 
 /// A downstream h2c connection: each client stream is a request for the responder.
@@ -132,6 +149,12 @@ final class H2ServerConnection: H2Connection {
     /// Our stream window for clients (RFC 9113's default): what a stream may send before we pass it on, so
     /// also what a waiting stream can make us hold (the activator counts it in its queue's byte budget).
     static let initialWindowSize: UInt32 = 65_535
+    /// Most response bytes the upstream streams of this connection's requests may make us hold at once (their
+    /// granted windows together); streams beyond it get `H2ProxyStream.minimumResponseWindow`.
+    static let responseWindowBudget = 1 << 20
+    /// Windows granted to the upstream streams of this connection's requests, in bytes.
+    @exclusivity(unchecked) var responseWindows = 0
+    @exclusivity(unchecked) private(set) var windowBudget: H2WindowBudget!
 
     init(config: ServerConfig, responder: HTTPResponder, peer: SocketAddress, peerIP: [UInt8]) {
         self.peerIP = peerIP
@@ -145,6 +168,7 @@ final class H2ServerConnection: H2Connection {
     /// Starts serving on a connection taken over from HTTP/1 (its input may already hold the preface).
     /// `upgrade`: the request of an `Upgrade: h2c`, which becomes stream 1.
     func start(upgrade: (head: [UInt8], settings: [UInt8])?) {
+        windowBudget = H2WindowBudget.of(loop)
         do {
             session = try H2Session(
                 role: .server, delegate: self, maxConcurrentStreams: Self.maxConcurrentStreams,
@@ -285,6 +309,10 @@ final class H2ServerConnection: H2Connection {
     override func h2DataSent(_ session: H2Session, stream id: Int32, count: Int) {
         streams[id]?.responsePulled(count)
     }
+
+    override func h2DataWanted(_ session: H2Session, stream id: Int32) {
+        streams[id]?.responseWanted()
+    }
 }
 
 /// An upstream h2c connection, shared by the streams of one pool on one loop (Go's transport multiplexes the
@@ -300,7 +328,9 @@ final class H2UpstreamConnection: H2Connection {
     init(pool: UpstreamPool) throws(SysError) {
         self.pool = pool
         super.init()
-        do { session = try H2Session(role: .client, delegate: self) } catch {
+        // Windows start at zero: each stream's owner grants what it can hold (`H2Session.setWindow`), so a
+        // stream whose client does not read makes us hold nothing, not a default 64 KiB each.
+        do { session = try H2Session(role: .client, delegate: self, initialWindowSize: 0) } catch {
             throw SysError(code: ENOMEM, call: "nghttp2_session_client_new")
         }
     }

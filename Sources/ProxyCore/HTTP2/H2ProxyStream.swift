@@ -7,7 +7,10 @@
 // own work, and keeps one implementation of Knative's header rules.
 //
 // Flow control runs end to end: received DATA is acknowledged to its sender only when the other side's session
-// has framed it (`requestPulled` / `responsePulled`), so each direction holds at most one stream window.
+// has framed it (`requestPulled` / `responsePulled`), so each direction holds at most one stream window. The
+// upstream stream's window is granted here (`grantResponseWindow`), not by a default: none while the client's
+// window for the stream is closed, up to 64 KiB once the client can take bytes, within the connection's and
+// the loop's budgets. So 10,000 streams from clients that do not read hold (almost) nothing.
 // Exclusivity: stored properties here are marked `@exclusivity(unchecked)`. They are confined to one loop thread
 // and only ever touched by short, non-overlapping reads and writes, so the dynamic check (a TLS lookup and an
 // access-set insert per access, ~8 % of the proxy's CPU when measured) buys nothing. STYLE.md forbids the
@@ -40,12 +43,19 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     @exclusivity(unchecked) private var responseBytes = 0
     @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
     @exclusivity(unchecked) private var pendingDeadlineMs = Int64.max
-    /// A timed-out response: its text is queued; RST_STREAM follows once it is framed (truncation is visible).
-    @exclusivity(unchecked) private var resetWhenFlushed = false
+    /// A timed-out response: its text and END_STREAM are queued; a client that has not taken them within
+    /// `resetGraceMs` gets a reset instead (the stream would linger).
+    @exclusivity(unchecked) private var endingAfterTimeout = false
     @exclusivity(unchecked) private var owesEnd = false
     @exclusivity(unchecked) private var retriedRefused = false
     /// Our END_STREAM went (or is queued) to the upstream stream.
     @exclusivity(unchecked) private var requestEndForwarded = false
+    /// The receive window granted to the upstream stream: the response bytes it may make us hold.
+    @exclusivity(unchecked) private var responseWindow = 0
+    /// A response stream's window when budgets allow (the RFC's default window).
+    static let responseWindowTarget = 65_535
+    /// The window a stream whose client reads gets even when the budgets are spent (no stream starves).
+    static let minimumResponseWindow = 4_096
 
     init(connection: H2ServerConnection, id: Int32) {
         self.connection = connection
@@ -194,6 +204,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
         self.upstream = upstream
         requestEndForwarded = requestComplete
+        grantResponseWindow(upTo: min(Self.responseWindowTarget, session.sendWindow(stream: id)))
         if !bodyless {
             backlog.withUnsafeBytes { upstream.session.send(stream: upstreamID, $0, end: requestComplete, trailers: requestTrailers) }
             bodyForwarded = !backlog.isEmpty
@@ -236,15 +247,40 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         connection.writeOut()
     }
 
+    /// The client's windows let the response go on and nothing is queued: the upstream may send more.
+    func responseWanted() {
+        if responseWindow < Self.responseWindowTarget { grantResponseWindow(upTo: Self.responseWindowTarget) }
+    }
+
+    /// Raises the upstream stream's window towards `wanted`, within this connection's and this loop's budgets
+    /// (but to at least `minimumResponseWindow`).
+    private func grantResponseWindow(upTo wanted: Int) {
+        guard let upstream, upstreamID > 0, wanted > responseWindow, !responseEnded else { return }
+        let budget = connection.windowBudget!
+        let free = min(H2ServerConnection.responseWindowBudget - connection.responseWindows,
+                       H2WindowBudget.perLoop - budget.granted)
+        let size = min(wanted, max(responseWindow + free, Self.minimumResponseWindow))
+        guard size > responseWindow else { return }
+        connection.responseWindows += size - responseWindow
+        budget.granted += size - responseWindow
+        responseWindow = size
+        upstream.session.setWindow(stream: upstreamID, size)
+        upstream.writeOut()
+    }
+
+    /// The upstream stream is gone: its window goes back to the budgets.
+    private func releaseResponseWindow() {
+        guard responseWindow > 0 else { return }
+        connection.responseWindows -= responseWindow
+        connection.windowBudget.granted -= responseWindow
+        responseWindow = 0
+    }
+
     /// The downstream session framed `count` response bytes: the upstream may send that much more.
     func responsePulled(_ count: Int) {
         if let upstream, upstreamID > 0 {
             upstream.session.consume(stream: upstreamID, count: count)
             upstream.writeOut()
-        }
-        if resetWhenFlushed && session.queuedBytes(stream: id) == 0 {
-            resetWhenFlushed = false
-            session.reset(stream: id, code: 0x2)  // INTERNAL_ERROR: the client sees the response is cut
         }
     }
 
@@ -300,6 +336,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         let stream = upstreamID
         upstream = nil
         upstreamID = -1
+        releaseResponseWindow()
         guard state == .proxying, !responseEnded else { return }
         if !responseStarted && code == 0x7 && !bodyForwarded && !retriedRefused, let pool {
             // REFUSED_STREAM: the upstream did not process it (a GOAWAY, its stream limit). Go's transport
@@ -319,6 +356,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     func upstreamFailed(_ error: ProxyError) {
         upstream = nil
         upstreamID = -1
+        releaseResponseWindow()
         guard state == .proxying, !responseEnded else { return }
         if !responseStarted, case .connect = error, !bodyForwarded, let pool,
             let next = connection.responder.connectFailed(self, pool: pool)
@@ -355,6 +393,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
         upstream = nil
         upstreamID = -1
+        releaseResponseWindow()
     }
 
     // MARK: - Timeouts (spec §1.7)
@@ -380,17 +419,18 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         case .proxying:
             if responseEnded { return }
             if nextDeadlineMs <= nowMs { timedOut() } else { armTimer() }
-        case .local where resetWhenFlushed:
-            resetWhenFlushed = false
-            session.reset(stream: id, code: 0x2)
+        case .local where endingAfterTimeout:
+            endingAfterTimeout = false
+            session.reset(stream: id, code: 0x2)  // the END_STREAM has not left in time
         case .starting, .local, .done:
             return
         }
         connection.writeOut()
     }
 
-    /// 504 before the response started; after, the text goes into the body and the stream is reset
-    /// (README "Differences": the client sees the truncation).
+    /// 504 before the response started; after, the text ends the body and END_STREAM ends the stream, as
+    /// upstream's Go server does (spec §1.7: the client reads a complete response). The upstream stream is
+    /// cancelled either way.
     private func timedOut() {
         detachUpstream()
         if !responseStarted {
@@ -399,16 +439,17 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
         state = .local
         let text = options.timeoutMessage
-        session.send(stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
-        resetWhenFlushed = true
-        // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not read
-        // the text gets the reset anyway after a grace period.
+        session.send(stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount), end: true)
+        responseFinished()
+        endingAfterTimeout = true
+        // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not take
+        // the end of the response gets a reset after a grace period.
         endRequest()
         loop.schedule(self, at: loop.nowMs + Self.resetGraceMs)
     }
 
-    /// How long a timed-out stream's last text may take to leave before the reset goes regardless.
-    static let resetGraceMs: Int64 = 1_000
+    /// How long a timed-out stream's last bytes may take to leave before the stream is reset regardless.
+    static let resetGraceMs: Int64 = 10_000
 
     private func endRequest() {
         guard owesEnd else { return }
@@ -421,6 +462,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// The downstream stream is gone (finished, reset by the client, or the connection closed).
     func closed() {
         let wasPending = state == .pending
+        loop.noteReleased()  // many streams end with few connections: they count towards a trim too
         state = .done
         loop.cancel(self)
         detachUpstream()

@@ -7,7 +7,9 @@
 // with `consume(stream:count:)` only once the bytes have been passed on, so a slow reader on the far side
 // stops that stream's sender instead of growing our buffers. The connection window is acknowledged on arrival
 // (one stalled stream must not stop the others). Outgoing bodies are queued per stream and pulled by nghttp2
-// within the peer's windows; an empty queue defers the stream until `send` adds more.
+// within the peer's windows; an empty queue defers the stream until `send` adds more (`h2DataWanted` says so).
+// A client session made with `initialWindowSize: 0` grants each stream's window itself (`setWindow`): what a
+// stream may make us hold is then decided per stream, by whoever will pass its bytes on.
 // Exclusivity: stored properties are `@exclusivity(unchecked)`, as in the loop's other per-connection classes:
 // confined to one loop thread, touched only by short, non-overlapping accesses.
 import CNghttp2
@@ -121,10 +123,13 @@ public protocol H2SessionDelegate: AnyObject {
     func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32)
     /// `count` body bytes queued with `send` were framed for the wire: room for more (end-to-end flow control).
     func h2DataSent(_ session: H2Session, stream: Int32, count: Int)
+    /// The peer's windows let `stream` send and its queue is empty (it waits for `send`).
+    func h2DataWanted(_ session: H2Session, stream: Int32)
 }
 
 extension H2SessionDelegate {
     public func h2DataSent(_ session: H2Session, stream: Int32, count: Int) {}
+    public func h2DataWanted(_ session: H2Session, stream: Int32) {}
 }
 
 public final class H2Session {
@@ -147,6 +152,8 @@ public final class H2Session {
         @exclusivity(unchecked) var finalHeadSeen = false
         /// RST_STREAM(NO_ERROR) goes out once our END_STREAM has been sent (`resetWhenResponseEnds`).
         @exclusivity(unchecked) var resetOnEnd = false
+        /// The receive window granted with `setWindow` (-1: the session's initial window, left alone).
+        @exclusivity(unchecked) var window: Int32 = -1
     }
 
     public let role: Role
@@ -161,6 +168,10 @@ public final class H2Session {
     /// Most header bytes (names + values) kept of one received block: HPACK lets a few bytes on the wire stand
     /// for kilobytes, so the limit applies to what is decoded, as it arrives.
     public let maxHeaderListSize: Int
+    /// Our SETTINGS_INITIAL_WINDOW_SIZE (nghttp2 applies it to its own accounting once the peer acknowledges it).
+    private let initialWindowSize: UInt32
+    /// The error code of the last GOAWAY received (nil: none).
+    @exclusivity(unchecked) public private(set) var lastGoAwayCode: UInt32?
     /// Open streams (either side).
     @exclusivity(unchecked) private var streams: [Int32: StreamState] = [:]
 
@@ -168,11 +179,14 @@ public final class H2Session {
     ///   - maxConcurrentStreams: advertised in our SETTINGS (the server's limit on client streams).
     ///   - initialWindowSize: our stream window: what the peer may send on a stream before we acknowledge it.
     ///   - maxHeaderListSize: the decoded size of a received header block we keep (advertised by servers).
+    ///   - maxSendHeaderBlock: the largest header block we send (nghttp2's default 64 KiB; tests send more).
     public init(role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
-                initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024) throws(H2Error) {
+                initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024,
+                maxSendHeaderBlock: Int = 64 * 1024) throws(H2Error) {
         self.role = role
         self.delegate = delegate
         self.maxHeaderListSize = maxHeaderListSize
+        self.initialWindowSize = initialWindowSize
         var callbacks: OpaquePointer?
         try Self.check(nghttp2_session_callbacks_new(&callbacks))
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -235,6 +249,7 @@ public final class H2Session {
         try Self.check(nghttp2_option_new(&option))
         defer { nghttp2_option_del(option) }
         nghttp2_option_set_no_auto_window_update(option, 1)
+        nghttp2_option_set_max_send_header_block_length(option, maxSendHeaderBlock)
         let user = Unmanaged.passUnretained(self).toOpaque()
         switch role {
         case .server: try Self.check(nghttp2_session_server_new2(&session, callbacks, user, option))
@@ -288,8 +303,12 @@ public final class H2Session {
             }
         case UInt8(NGHTTP2_DATA.rawValue):
             if endStream { delegate?.h2EndStream(self, stream: stream) }
+        case UInt8(NGHTTP2_SETTINGS.rawValue) where frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0:
+            // Our initial window now counts in nghttp2's books: the windows granted before can go out.
+            for (id, state) in streams where state.window > 0 { applyWindow(id, state) }
         case UInt8(NGHTTP2_GOAWAY.rawValue):
             let g = frame.pointee.goaway
+            lastGoAwayCode = g.error_code
             if g.error_code != 0 {
                 let text = String(decoding: UnsafeBufferPointer(start: g.opaque_data, count: g.opaque_data_len), as: UTF8.self)
                 Log.debug("h2 GOAWAY received: \(H2ErrorCode.name(g.error_code)) \(text)")
@@ -445,6 +464,27 @@ public final class H2Session {
         if n > 0 { _ = nghttp2_session_consume_stream(session, stream, n) }
     }
 
+    /// Sets what the peer may send on `stream` before we `consume` it (only ever raised). For sessions made with
+    /// `initialWindowSize: 0`: the window goes out (WINDOW_UPDATE) once the stream is open on the wire and the
+    /// peer has acknowledged our settings (before that nghttp2 still counts the default window).
+    public func setWindow(stream: Int32, _ size: Int) {
+        guard let state = streams[stream], Int32(clamping: size) > state.window else { return }
+        state.window = Int32(clamping: size)
+        applyWindow(stream, state)
+    }
+
+    private func applyWindow(_ stream: Int32, _ state: StreamState) {
+        guard nghttp2_session_get_local_settings(session, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE) == initialWindowSize
+        else { return }  // the SETTINGS ACK applies it
+        // A stream not opened yet (its HEADERS still queued) is not found: a no-op, redone when HEADERS go.
+        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, state.window)
+    }
+
+    /// What the peer lets us send on `stream` now (its stream window; the connection window may be smaller).
+    public func sendWindow(stream: Int32) -> Int {
+        Int(nghttp2_session_get_stream_remote_window_size(session, stream))
+    }
+
     /// RST_STREAM with `code` (0x8 CANCEL, 0x2 INTERNAL_ERROR, …).
     public func reset(stream: Int32, code: UInt32) {
         _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code)
@@ -468,10 +508,16 @@ public final class H2Session {
         if nghttp2_session_get_stream_remote_close(session, stream) == 0 { reset(stream: stream, code: 0) }
     }
 
-    /// A frame went out: the END_STREAM of a stream marked `resetOnEnd` is followed by the reset.
+    /// A frame went out: a request's HEADERS opened the stream, so its granted window can go; the END_STREAM
+    /// of a stream marked `resetOnEnd` is followed by the reset.
     private func frameSent(_ frame: UnsafePointer<nghttp2_frame>) {
-        guard frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return }
         let type = frame.pointee.hd.type
+        if role == .client && type == UInt8(NGHTTP2_HEADERS.rawValue), let state = streams[frame.pointee.hd.stream_id],
+            state.window > 0
+        {
+            applyWindow(frame.pointee.hd.stream_id, state)
+        }
+        guard frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return }
         guard type == UInt8(NGHTTP2_DATA.rawValue) || type == UInt8(NGHTTP2_HEADERS.rawValue) else { return }
         let stream = frame.pointee.hd.stream_id
         guard let state = streams[stream], state.resetOnEnd else { return }
@@ -526,6 +572,7 @@ public final class H2Session {
                 }
             } else if n == 0 {
                 out.deferred = true
+                delegate?.h2DataWanted(self, stream: stream)
                 return Int(NGHTTP2_ERR_DEFERRED.rawValue)
             }
             out.pending.removeAll(keepingCapacity: true)

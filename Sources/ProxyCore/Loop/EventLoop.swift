@@ -97,6 +97,10 @@ public final class EventLoop {
     /// Channels that asked to write at the end of this pass (`deferFlush`).
     @exclusivity(unchecked) private var deferred: [Channel] = []
     private static let inboxToken = UInt64.max
+    /// Connections and streams ended since the last trim (`noteReleased`).
+    @exclusivity(unchecked) private var releasesSinceTrim = 0
+    @exclusivity(unchecked) private var trimScheduled = false
+    @exclusivity(unchecked) private var trimTimer: LoopTimer?
 
     public init(index: Int = 0) throws(SysError) {
         self.index = index
@@ -181,6 +185,38 @@ public final class EventLoop {
         channel.slot = -1
         liveCount -= 1
         wheel.cancel(channel)
+        noteReleased()
+    }
+
+    // MARK: - Memory
+
+    /// Releases (closed connections, ended streams) after which freed memory is handed back to the system.
+    static let trimAfterReleases = 1_000
+    /// The trim runs this long after the threshold is crossed: a burst ends first, and it runs at most this often.
+    static let trimDelayMs: Int64 = 1_000
+
+    /// Counts a released connection or stream. After a burst (`trimAfterReleases` of them) the loop calls
+    /// `malloc_trim(0)` a little later, off the request path: glibc keeps freed memory in its arenas otherwise,
+    /// so a process that once held 10,000 streams would keep their pages for good. The pool's spare buffers go
+    /// back first (down to a small reserve), so that their pages can go too.
+    @inline(__always)
+    func noteReleased(_ count: Int = 1) {
+        releasesSinceTrim &+= count
+        if releasesSinceTrim >= Self.trimAfterReleases && !trimScheduled { scheduleTrim() }
+    }
+
+    private func scheduleTrim() {
+        trimScheduled = true
+        let timer = trimTimer ?? LoopTimer { [unowned self] _ in self.trim() }
+        trimTimer = timer
+        wheel.schedule(timer, deadlineMs: nowMs + Self.trimDelayMs)
+    }
+
+    private func trim() {
+        trimScheduled = false
+        releasesSinceTrim = 0
+        buffers.shrink(keeping: 16)
+        _ = malloc_trim(0)
     }
 
     // MARK: - Timers
