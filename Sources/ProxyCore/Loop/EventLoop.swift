@@ -100,6 +100,7 @@ public final class EventLoop {
     /// Connections and streams ended since the last trim (`noteReleased`).
     @exclusivity(unchecked) private var releasesSinceTrim = 0
     @exclusivity(unchecked) private var trimScheduled = false
+    @exclusivity(unchecked) private var releasesAtSchedule = 0
     @exclusivity(unchecked) private var trimTimer: LoopTimer?
 
     public init(index: Int = 0) throws(SysError) {
@@ -192,7 +193,8 @@ public final class EventLoop {
 
     /// Releases (closed connections, ended streams) after which freed memory is handed back to the system.
     static let trimAfterReleases = 1_000
-    /// The trim runs this long after the threshold is crossed: a burst ends first, and it runs at most this often.
+    /// The trim runs this long after the threshold is crossed, once fewer than `trimAfterReleases` ended in that
+    /// time (the burst is over); so it runs at most this often, and never under steady load.
     static let trimDelayMs: Int64 = 1_000
 
     /// Counts a released connection or stream. After a burst (`trimAfterReleases` of them) the loop calls
@@ -207,12 +209,19 @@ public final class EventLoop {
 
     private func scheduleTrim() {
         trimScheduled = true
+        releasesAtSchedule = releasesSinceTrim
         let timer = trimTimer ?? LoopTimer { [unowned self] _ in self.trim() }
         trimTimer = timer
         wheel.schedule(timer, deadlineMs: nowMs + Self.trimDelayMs)
     }
 
     private func trim() {
+        if releasesSinceTrim - releasesAtSchedule >= Self.trimAfterReleases {
+            // Still busy (another burst's worth ended during the delay): the memory is in use, and trimming every
+            // second under steady load would only cost. Look again once it calms down.
+            scheduleTrim()
+            return
+        }
         trimScheduled = false
         releasesSinceTrim = 0
         buffers.shrink(keeping: 16)

@@ -306,6 +306,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         let length = pendingHeadLength
         pendingDeadlineMs = .max
         loop.cancel(self)
+        loop.noteReleased()  // a held request's bytes are freed: thousands resumed at once count as a burst
         apply(disposition, headBytes: UnsafeRawBufferPointer(rebasing: buffer.readable[0..<length]))
         drive()
     }
