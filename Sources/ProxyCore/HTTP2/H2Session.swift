@@ -174,16 +174,28 @@ public final class H2Session {
     @exclusivity(unchecked) public private(set) var lastGoAwayCode: UInt32?
     /// Open streams (either side).
     @exclusivity(unchecked) private var streams: [Int32: StreamState] = [:]
+    /// Most received body bytes, over all streams, held unconsumed before the connection window stops being
+    /// acknowledged on arrival (`Int.max`: never stops).
+    private let connectionHoldLimit: Int
+    /// Received body bytes of open streams not yet `consume`d.
+    @exclusivity(unchecked) private var held = 0
+    /// Connection-window bytes not acknowledged yet because `held` was over `connectionHoldLimit`.
+    @exclusivity(unchecked) private var connectionOwed = 0
 
     /// - Parameters:
     ///   - maxConcurrentStreams: advertised in our SETTINGS (the server's limit on client streams).
     ///   - initialWindowSize: our stream window: what the peer may send on a stream before we acknowledge it.
     ///   - maxHeaderListSize: the decoded size of a received header block we keep (advertised by servers).
     ///   - maxSendHeaderBlock: the largest header block we send (nghttp2's default 64 KiB; tests send more).
+    ///   - connectionHoldLimit: received body bytes held (not yet consumed) over all streams beyond which the
+    ///     connection window is no longer acknowledged on arrival, so that a peer opening many streams that
+    ///     nobody reads can make us hold at most this plus one connection window (Go's server: 1 MiB per
+    ///     connection, `MaxUploadBufferPerConnection`). Below it, one stalled stream cannot stop the others.
     public init(role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
                 initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024,
-                maxSendHeaderBlock: Int = 64 * 1024) throws(H2Error) {
+                maxSendHeaderBlock: Int = 64 * 1024, connectionHoldLimit: Int = .max) throws(H2Error) {
         self.role = role
+        self.connectionHoldLimit = connectionHoldLimit
         self.delegate = delegate
         self.maxHeaderListSize = maxHeaderListSize
         self.initialWindowSize = initialWindowSize
@@ -222,12 +234,20 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, data, length, user in
             guard let user, let data else { return 0 }
             let session = H2Session.from(user)
-            // The connection window is given back at once: holding it would let one slow stream stop every
-            // stream of the connection (an upstream connection is shared). Backpressure is per stream.
-            _ = nghttp2_session_consume_connection(session.session, length)
             guard let delegate = session.delegate, let state = session.streams[stream] else {
-                _ = nghttp2_session_consume_stream(session.session, stream, length)  // nobody will: give it back now
+                // Nobody will take them: give them back now.
+                _ = nghttp2_session_consume_connection(session.session, length)
+                _ = nghttp2_session_consume_stream(session.session, stream, length)
                 return 0
+            }
+            // The connection window is given back at once while little is held: holding it would let one slow
+            // stream stop every stream of the connection (an upstream connection is shared). Backpressure is per
+            // stream, up to `connectionHoldLimit` for them all.
+            session.held += length
+            if session.held <= session.connectionHoldLimit {
+                _ = nghttp2_session_consume_connection(session.session, length)
+            } else {
+                session.connectionOwed += length
             }
             state.unconsumed += length
             delegate.h2Data(session, stream: stream, bytes: UnsafeRawBufferPointer(start: data, count: length))
@@ -241,7 +261,9 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, code, user in
             guard let user else { return 0 }
             let session = H2Session.from(user)
-            session.streams.removeValue(forKey: stream)
+            if let state = session.streams.removeValue(forKey: stream), state.unconsumed > 0 {
+                session.released(state.unconsumed)  // nghttp2 forgets the stream window; ours is held no more
+            }
             session.delegate?.h2StreamClosed(session, stream: stream, errorCode: code)
             return 0
         }
@@ -460,8 +482,19 @@ public final class H2Session {
         guard count > 0 else { return }
         guard let state = streams[stream] else { return }  // closed: its window is gone with it
         let n = min(count, state.unconsumed)  // never acknowledge more than arrived
+        guard n > 0 else { return }
         state.unconsumed -= n
-        if n > 0 { _ = nghttp2_session_consume_stream(session, stream, n) }
+        _ = nghttp2_session_consume_stream(session, stream, n)
+        released(n)
+    }
+
+    /// `count` held bytes were passed on or dropped: once under the limit, the owed connection window goes out.
+    @inline(__always) private func released(_ count: Int) {
+        held -= count
+        if connectionOwed > 0 && held <= connectionHoldLimit {
+            _ = nghttp2_session_consume_connection(session, connectionOwed)
+            connectionOwed = 0
+        }
     }
 
     /// Sets what the peer may send on `stream` before we `consume` it (only ever raised). For sessions made with
@@ -479,6 +512,9 @@ public final class H2Session {
         // A stream not opened yet (its HEADERS still queued) is not found: a no-op, redone when HEADERS go.
         _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, state.window)
     }
+
+    /// What the peer lets us send on the connection now (all streams together).
+    public var connectionSendWindow: Int { Int(nghttp2_session_get_remote_window_size(session)) }
 
     /// What the peer lets us send on `stream` now (its stream window; the connection window may be smaller).
     public func sendWindow(stream: Int32) -> Int {
