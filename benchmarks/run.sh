@@ -524,8 +524,12 @@ if ((ACTIVATOR && HELD_REQUESTS > 0)); then
     else
       HELD_LINE="- $held_label: measurement failed (${res:-no output})"
     fi
-    sleep 1   # the connections are closed: the activator drops the requests
+    # The connections are closed: the activator drops the requests, and once the burst is over (a quiet
+    # second after the first one) its loop hands the freed memory back (malloc_trim).
+    sleep 1
     HELD_LINE+=$(awk -v k="$(status_kb "$ACT_PID" VmRSS)" 'BEGIN { printf "; %.1f MB 1 s after closing them", k / 1024 }')
+    sleep 2
+    HELD_LINE+=$(awk -v k="$(status_kb "$ACT_PID" VmRSS)" 'BEGIN { printf ", %.1f MB 3 s after", k / 1024 }')
   fi
 fi
 
