@@ -60,7 +60,7 @@ struct H2ProxyStreamTests {
         #expect(client.statuses[stream] == "200")
         #expect(client.text(stream) == "partialrequest timeout")
         #expect(client.ended.contains(stream), "the stream was not ended with END_STREAM")
-        #expect(client.closeCodes[stream] == 0, "stream closed with \(client.closeCodes[stream] ?? 99), not NO_ERROR")
+        #expect(client.closeCodes[stream] == .noError, "stream closed with \(client.closeCodes[stream].map(\.name) ?? "nothing"), not NO_ERROR")
         #expect(try waitUntilTrue(seconds: 5) { app.resets >= 1 }, "the upstream stream was not reset")
     }
 
@@ -147,7 +147,7 @@ struct H2ProxyStreamTests {
         _ = try other.get("/small", extra: [H2Field("x-big", String(repeating: "~", count: 70_000))])
         try other.flush()
         #expect(throws: TestError.self) { try other.pump(seconds: 10) { false } }
-        #expect(other.goAwayCode == 9, "GOAWAY \(other.goAwayCode.map(String.init) ?? "none")")
+        #expect(other.goAwayCode == .compressionError, "GOAWAY \(other.goAwayCode?.name ?? "none")")
     }
 }
 
@@ -162,12 +162,12 @@ final class WindowlessH2Client: H2SessionDelegate {
     var statuses: [Int32: String] = [:]
     var bodies: [Int32: Int] = [:]
     var ended: Set<Int32> = []
-    var closeCodes: [Int32: UInt32] = [:]
+    var closeCodes: [Int32: H2ErrorCode] = [:]
     /// Body bytes of the streams being read.
     var received: [Int32: [UInt8]] = [:]
     private var reading: Set<Int32> = []
     /// The error code of a GOAWAY received, if any.
-    var goAwayCode: UInt32? { session.lastGoAwayCode }
+    var goAwayCode: H2ErrorCode? { session.lastGoAwayCode }
 
     init(port: UInt16) throws {
         socket = try TestSocket.connect(port: port)
@@ -233,7 +233,7 @@ final class WindowlessH2Client: H2SessionDelegate {
         }
     }
     func h2EndStream(_ session: H2Session, stream: Int32) { ended.insert(stream) }
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) { closeCodes[stream] = errorCode }
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) { closeCodes[stream] = errorCode }
 }
 
 /// An h2c app: `/big` answers with `bodySize` bytes (no length), `/stall` with `partial` and then nothing,
@@ -287,8 +287,8 @@ final class BigBodyH2App: Sendable {
             if sent[stream] != nil { sent[stream]! += count }
         }
         func h2EndStream(_ session: H2Session, stream: Int32) {}
-        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {
-            if errorCode != 0 { record.state.withLock { $0.resets += 1 } }
+        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) {
+            if errorCode != .noError { record.state.withLock { $0.resets += 1 } }
         }
     }
 
@@ -320,7 +320,7 @@ final class SinkH2App: Sendable {
             record.state.withLock { $0.received += bytes.count }  // never consumed: the stream window closes
         }
         func h2EndStream(_ session: H2Session, stream: Int32) {}
-        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) {}
     }
 
     init() throws {

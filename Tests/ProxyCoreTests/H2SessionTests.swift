@@ -10,7 +10,7 @@ final class H2Recorder: H2SessionDelegate {
     var data: [Int32: [UInt8]] = [:]
     var chunks: [[UInt8]] = []
     var ended: [Int32] = []
-    var closed: [(Int32, UInt32)] = []
+    var closed: [(Int32, H2ErrorCode)] = []
     var autoConsume = true
 
     func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
@@ -23,7 +23,7 @@ final class H2Recorder: H2SessionDelegate {
         if autoConsume { session.consume(stream: stream, count: bytes.count) }
     }
     func h2EndStream(_ session: H2Session, stream: Int32) { ended.append(stream) }
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) { closed.append((stream, errorCode)) }
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) { closed.append((stream, errorCode)) }
 }
 
 /// A client and a server session joined by in-memory pumping.
@@ -79,7 +79,7 @@ func text(_ fields: [H2Field], _ name: String) -> String? {
         #expect(text(response.1, ":status") == "200" && !response.2)
         let trailers = try #require(pair.clientEvents.headers.last)
         #expect(trailers.2 && trailers.3 && text(trailers.1, "grpc-status") == "0")
-        #expect(pair.clientEvents.closed.map(\.1) == [0])
+        #expect(pair.clientEvents.closed.map(\.1) == [.noError])
         #expect(pair.client.openStreamCount == 0 && pair.server.openStreamCount == 0)
     }
 
@@ -127,20 +127,20 @@ func text(_ fields: [H2Field], _ name: String) -> String? {
         let first = try pair.client.submitRequest(Self.get, endStream: true)
         let second = try pair.client.submitRequest(Self.get, endStream: true)
         try pair.pump()
-        pair.client.reset(stream: first, code: 0x8)
+        pair.client.reset(stream: first, code: .cancel)
         try pair.pump()
-        #expect(pair.serverEvents.closed.contains { $0.0 == first && $0.1 == 0x8 })
+        #expect(pair.serverEvents.closed.contains { $0.0 == first && $0.1 == .cancel })
         // Drain: GOAWAY, and the open stream still completes.
         pair.server.goAway()
         try pair.server.submitResponse(stream: second, [H2Field(":status", "204")], endStream: true)
         try pair.pump()
         #expect(pair.clientEvents.headers.contains { $0.0 == second && text($0.1, ":status") == "204" })
-        #expect(pair.clientEvents.closed.contains { $0.0 == second && $0.1 == 0 })
+        #expect(pair.clientEvents.closed.contains { $0.0 == second && $0.1 == .noError })
         // A stream opened after the GOAWAY is refused, never served.
         let before = pair.serverEvents.headers.count
         if let late = try? pair.client.submitRequest(Self.get, endStream: true) {
             try pair.pump()
-            #expect(pair.clientEvents.closed.contains { $0.0 == late && $0.1 != 0 })
+            #expect(pair.clientEvents.closed.contains { $0.0 == late && $0.1 != .noError })
         }
         #expect(pair.serverEvents.headers.count == before)
     }
@@ -190,7 +190,7 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
             session.consume(stream: stream, count: bytes.count)
         }
         func h2EndStream(_ session: H2Session, stream: Int32) { answer(session, stream) }
-        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) {}
 
         func answer(_ session: H2Session, _ stream: Int32) {
             guard let request = requests[stream] else { return }

@@ -365,7 +365,7 @@ struct HTTP2ProxyTests {
             path: "/", body: nil, method: "GET",
             extra: [H2Field("user-agent", "kube-probe/1.30"), H2Field("k-network-probe", "queue")])
         try client.pump(seconds: 5, untilBytes: .max, untilClosed: true)
-        #expect(client.status == "200" && client.closedCode == 0, "status \(client.status), closed \(String(describing: client.closedCode))")
+        #expect(client.status == "200" && client.closedCode == .noError, "status \(client.status), closed \(String(describing: client.closedCode))")
         // The same with an answer that is only a head (END_STREAM on HEADERS): the head must still arrive
         // before the reset (a reset submitted too early makes nghttp2 drop it).
         let headOnly = try RawH2Client(port: qp.port)
@@ -373,7 +373,7 @@ struct HTTP2ProxyTests {
             path: "/", body: nil, method: "GET",
             extra: [H2Field("k-network-probe", "probe"), H2Field("k-network-hash", "h1")])
         try headOnly.pump(seconds: 5, untilBytes: .max, untilClosed: true)
-        #expect(headOnly.status == "200" && headOnly.closedCode == 0,
+        #expect(headOnly.status == "200" && headOnly.closedCode == .noError,
                 "status \(headOnly.status), closed \(String(describing: headOnly.closedCode))")
     }
 
@@ -445,7 +445,7 @@ final class RawH2Client: H2SessionDelegate {
     var received = 0
     var status = ""
     /// The stream's close code (nil while open).
-    var closedCode: UInt32?
+    var closedCode: H2ErrorCode?
     private var closed: Bool { closedCode != nil }
     private var consuming = false
     private var stream: Int32 = -1
@@ -466,7 +466,7 @@ final class RawH2Client: H2SessionDelegate {
     }
 
     func reset() throws {
-        session.reset(stream: stream, code: 0x8)
+        session.reset(stream: stream, code: .cancel)
         try flush()
     }
 
@@ -502,7 +502,7 @@ final class RawH2Client: H2SessionDelegate {
         if consuming { session.consume(stream: stream, count: bytes.count) }
     }
     func h2EndStream(_ session: H2Session, stream: Int32) {}
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) { closedCode = errorCode }
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) { closedCode = errorCode }
 }
 
 /// An HTTP/2-only server (prior knowledge) on our codec: answers every request 200 `ok` and records its fields.
@@ -525,7 +525,7 @@ final class FakeH2Server: @unchecked Sendable {
             session.consume(stream: stream, count: bytes.count)
         }
         func h2EndStream(_ session: H2Session, stream: Int32) {}
-        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+        func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) {}
     }
 
     init() throws {

@@ -20,7 +20,7 @@ protocol H2UpstreamStream: AnyObject {
     func upstreamData(_ bytes: UnsafeRawBufferPointer)
     func upstreamEnd()
     /// The stream closed (`code` ≠ 0: reset).
-    func upstreamClosed(_ code: UInt32)
+    func upstreamClosed(_ code: H2ErrorCode)
     /// The connection under the stream failed.
     func upstreamFailed(_ error: ProxyError)
     /// The upstream session framed `count` request bytes of this stream.
@@ -259,12 +259,12 @@ final class H1ToH2Bridge: H2UpstreamStream {
         responseComplete()
     }
 
-    func upstreamClosed(_ code: UInt32) {
+    func upstreamClosed(_ code: H2ErrorCode) {
         let stream = upstreamID
         upstream = nil
         upstreamID = -1
         guard !isOver, !responseEnded else { return }
-        if responseStarted { truncate() } else { fail(code == 0 ? .upstreamClosed : .streamReset(code: code, stream: stream)) }
+        if responseStarted { truncate() } else { fail(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream)) }
     }
 
     /// No retry on another pool here, unlike `ProxyExchange`: the bridge serves the queue-proxy, whose one

@@ -112,7 +112,7 @@ class H2Connection: StreamConnection, H2SessionDelegate {
     func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {}
     func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {}
     func h2EndStream(_ session: H2Session, stream: Int32) {}
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {}
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) {}
     func h2DataSent(_ session: H2Session, stream: Int32, count: Int) {}
     func h2DataWanted(_ session: H2Session, stream: Int32) {}
 }
@@ -279,7 +279,7 @@ final class H2ServerConnection: H2Connection {
     override func h2Headers(_ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
         if isTrailers {
             if block.isTruncated {
-                session.reset(stream: id, code: 0x2)  // trailers over our header limit: not passed on cut
+                session.reset(stream: id, code: .internalError)  // trailers over our header limit: not passed on cut
             } else {
                 streams[id]?.requestEnd(trailers: block.fields)
             }
@@ -301,7 +301,7 @@ final class H2ServerConnection: H2Connection {
         streams[id]?.requestEnd(trailers: nil)
     }
 
-    override func h2StreamClosed(_ session: H2Session, stream id: Int32, errorCode: UInt32) {
+    override func h2StreamClosed(_ session: H2Session, stream id: Int32, errorCode: H2ErrorCode) {
         guard let stream = streams.removeValue(forKey: id) else { return }
         stream.closed()
         if streams.isEmpty {
@@ -351,7 +351,7 @@ final class H2UpstreamConnection: H2Connection {
     /// A stream detached itself (its client left or timed out).
     func forget(_ id: Int32, reset: Bool) {
         guard streams.removeValue(forKey: id) != nil else { return }
-        if reset { session.reset(stream: id, code: 0x8) }  // CANCEL
+        if reset { session.reset(stream: id, code: .cancel) }  // CANCEL
         writeOut()
         if streams.isEmpty { armIdle() }
     }
@@ -412,7 +412,7 @@ final class H2UpstreamConnection: H2Connection {
         streams[id]?.upstreamEnd()
     }
 
-    override func h2StreamClosed(_ session: H2Session, stream id: Int32, errorCode: UInt32) {
+    override func h2StreamClosed(_ session: H2Session, stream id: Int32, errorCode: H2ErrorCode) {
         guard let stream = streams.removeValue(forKey: id) else { return }
         stream.upstreamClosed(errorCode)
         if streams.isEmpty { armIdle() }

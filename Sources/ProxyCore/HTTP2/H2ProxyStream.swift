@@ -153,7 +153,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             try session.submitResponse(stream: id, response.h2Fields(), endStream: bodyless)
             if !bodyless { response.body.withUnsafeBytes { session.send(stream: id, $0, end: true) } }
         } catch {
-            session.reset(stream: id, code: 0x2)
+            session.reset(stream: id, code: .internalError)
         }
         responseEnded = true
         if !backlog.isEmpty {
@@ -307,7 +307,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         lastWriteMs = loop.nowMs
         // The upstream's block goes on as it is: nghttp2 already refused connection-specific fields in it.
         do { try session.submitResponse(stream: id, block, endStream: endStream) } catch {
-            session.reset(stream: id, code: 0x2)
+            session.reset(stream: id, code: .internalError)
         }
         if endStream { responseFinished() }
         connection.writeOut()
@@ -332,22 +332,22 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     }
 
     /// The upstream stream closed (after its END_STREAM, or reset: `code` ≠ 0).
-    func upstreamClosed(_ code: UInt32) {
+    func upstreamClosed(_ code: H2ErrorCode) {
         let stream = upstreamID
         upstream = nil
         upstreamID = -1
         releaseResponseWindow()
         guard state == .proxying, !responseEnded else { return }
-        if !responseStarted && code == 0x7 && !bodyForwarded && !retriedRefused, let pool {
+        if !responseStarted && code == .refusedStream && !bodyForwarded && !retriedRefused, let pool {
             // REFUSED_STREAM: the upstream did not process it (a GOAWAY, its stream limit). Go's transport
             // retries such requests; so do we, once, on a connection that still takes streams.
             retriedRefused = true
             proxy(to: pool, options: options)
             connection.writeOut()
         } else if !responseStarted {
-            fail(code == 0 ? .upstreamClosed : .streamReset(code: code, stream: stream))
+            fail(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream))
         } else {
-            session.reset(stream: id, code: code == 0 ? 0x2 : code)
+            session.reset(stream: id, code: code == .noError ? .internalError : code)
             connection.writeOut()
         }
     }
@@ -373,7 +373,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         detachUpstream()
         if responseStarted {
             state = .local
-            session.reset(stream: id, code: 0x2)
+            session.reset(stream: id, code: .internalError)
             return
         }
         Log.debug("h2 upstream failed: \(error) → 502")
@@ -421,7 +421,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             if nextDeadlineMs <= nowMs { timedOut() } else { armTimer() }
         case .local where endingAfterTimeout:
             endingAfterTimeout = false
-            session.reset(stream: id, code: 0x2)  // the END_STREAM has not left in time
+            session.reset(stream: id, code: .internalError)  // the END_STREAM has not left in time
         case .starting, .local, .done:
             return
         }

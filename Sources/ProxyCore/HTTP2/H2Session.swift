@@ -96,14 +96,32 @@ public struct H2HeaderList {
     }
 }
 
-/// RFC 9113 §7 error codes by name (Go's spelling, for error texts).
-enum H2ErrorCode {
-    static func name(_ code: UInt32) -> String {
-        let names = ["NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT",
-                     "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR",
-                     "CONNECT_ERROR", "ENHANCE_YOUR_CALM", "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED"]
-        return code < names.count ? names[Int(code)] : "unknown error code 0x\(String(code, radix: 16))"
+/// An RFC 9113 §7 error code (RST_STREAM, GOAWAY). Named constants for the ones we send or act on; `name` is
+/// Go's spelling, for error texts.
+public struct H2ErrorCode: RawRepresentable, Equatable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let noError = H2ErrorCode(rawValue: 0x0)
+    public static let protocolError = H2ErrorCode(rawValue: 0x1)
+    public static let internalError = H2ErrorCode(rawValue: 0x2)
+    public static let flowControlError = H2ErrorCode(rawValue: 0x3)
+    public static let refusedStream = H2ErrorCode(rawValue: 0x7)
+    public static let cancel = H2ErrorCode(rawValue: 0x8)
+    public static let compressionError = H2ErrorCode(rawValue: 0x9)
+    public static let enhanceYourCalm = H2ErrorCode(rawValue: 0xb)
+
+    private static let names = [
+        "NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT", "STREAM_CLOSED",
+        "FRAME_SIZE_ERROR", "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM",
+        "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED",
+    ]
+
+    public var name: String {
+        rawValue < Self.names.count ? Self.names[Int(rawValue)] : "unknown error code 0x\(String(rawValue, radix: 16))"
     }
+
+    public var description: String { name }
 }
 
 public struct H2Error: Error, CustomStringConvertible, Sendable {
@@ -120,7 +138,7 @@ public protocol H2SessionDelegate: AnyObject {
     /// The peer's END_STREAM after DATA (the body is complete).
     func h2EndStream(_ session: H2Session, stream: Int32)
     /// The stream is gone (errorCode 0 = NO_ERROR; otherwise the RST_STREAM/GOAWAY code).
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32)
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode)
     /// `count` body bytes queued with `send` were framed for the wire: room for more (end-to-end flow control).
     func h2DataSent(_ session: H2Session, stream: Int32, count: Int)
     /// The peer's windows let `stream` send and its queue is empty (it waits for `send`).
@@ -171,7 +189,7 @@ public final class H2Session {
     /// Our SETTINGS_INITIAL_WINDOW_SIZE (nghttp2 applies it to its own accounting once the peer acknowledges it).
     private let initialWindowSize: UInt32
     /// The error code of the last GOAWAY received (nil: none).
-    @exclusivity(unchecked) public private(set) var lastGoAwayCode: UInt32?
+    @exclusivity(unchecked) public private(set) var lastGoAwayCode: H2ErrorCode?
     /// Open streams (either side).
     @exclusivity(unchecked) private var streams: [Int32: StreamState] = [:]
     /// Most received body bytes, over all streams, held unconsumed before the connection window stops being
@@ -264,7 +282,7 @@ public final class H2Session {
             if let state = session.streams.removeValue(forKey: stream), state.unconsumed > 0 {
                 session.released(state.unconsumed)  // nghttp2 forgets the stream window; ours is held no more
             }
-            session.delegate?.h2StreamClosed(session, stream: stream, errorCode: code)
+            session.delegate?.h2StreamClosed(session, stream: stream, errorCode: H2ErrorCode(rawValue: code))
             return 0
         }
         var option: OpaquePointer?
@@ -330,10 +348,10 @@ public final class H2Session {
             for (id, state) in streams where state.window > 0 { applyWindow(id, state) }
         case UInt8(NGHTTP2_GOAWAY.rawValue):
             let g = frame.pointee.goaway
-            lastGoAwayCode = g.error_code
+            lastGoAwayCode = H2ErrorCode(rawValue: g.error_code)
             if g.error_code != 0 {
                 let text = String(decoding: UnsafeBufferPointer(start: g.opaque_data, count: g.opaque_data_len), as: UTF8.self)
-                Log.debug("h2 GOAWAY received: \(H2ErrorCode.name(g.error_code)) \(text)")
+                Log.debug("h2 GOAWAY received: \(H2ErrorCode(rawValue: g.error_code).name) \(text)")
             }
         default:
             break
@@ -522,8 +540,8 @@ public final class H2Session {
     }
 
     /// RST_STREAM with `code` (0x8 CANCEL, 0x2 INTERNAL_ERROR, …).
-    public func reset(stream: Int32, code: UInt32) {
-        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code)
+    public func reset(stream: Int32, code: H2ErrorCode) {
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code.rawValue)
     }
 
     /// Server: once the response's last frame is queued, reset `stream` with NO_ERROR, which tells the client to
@@ -541,7 +559,7 @@ public final class H2Session {
     }
 
     private func resetIfStillReceiving(_ stream: Int32) {
-        if nghttp2_session_get_stream_remote_close(session, stream) == 0 { reset(stream: stream, code: 0) }
+        if nghttp2_session_get_stream_remote_close(session, stream) == 0 { reset(stream: stream, code: .noError) }
     }
 
     /// A frame went out: a request's HEADERS opened the stream, so its granted window can go; the END_STREAM

@@ -504,11 +504,11 @@ final class H2ProbeAttempt: ProbeConnection, H2SessionDelegate {
 
     func h2EndStream(_ session: H2Session, stream: Int32) {}
 
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: UInt32) {
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) {
         guard stream == self.stream else { return }
         switch kind {
-        case .grpc: done(errorCode == 0 && httpStatus == "200" && grpcStatus == "0" && Self.isServing(message))
-        case .http: done(errorCode == 0 && httpStatus.count == 3 && httpStatus >= "200" && httpStatus < "400")
+        case .grpc: done(errorCode == .noError && httpStatus == "200" && grpcStatus == "0" && Self.isServing(message))
+        case .http: done(errorCode == .noError && httpStatus.count == 3 && httpStatus >= "200" && httpStatus < "400")
         }
     }
 

@@ -14,7 +14,7 @@ enum ProxyError: Error {
     case upstreamIO(SysError)
     case badResponse
     /// An HTTP/2 upstream reset the stream before answering.
-    case streamReset(code: UInt32, stream: Int32)
+    case streamReset(code: H2ErrorCode, stream: Int32)
 
     /// Go's error text, as Knative's error handler writes it into the 502 body.
     func response(address: SocketAddress) -> LocalResponse {
@@ -28,7 +28,7 @@ enum ProxyError: Error {
         case .badResponse:
             return .error(502, "malformed HTTP response")
         case .streamReset(let code, let stream):
-            return .error(502, "stream error: stream ID \(stream); \(H2ErrorCode.name(code)); received from peer")
+            return .error(502, "stream error: stream ID \(stream); \(code.name); received from peer")
         }
     }
 }
