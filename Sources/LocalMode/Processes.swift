@@ -204,45 +204,13 @@ public enum BlockingHTTP {
     }
 
     static func parse(_ data: [UInt8], from address: SocketAddress) throws(Failure) -> Response {
-        guard let end = find(data, [13, 10, 13, 10]) else {
-            throw Failure(description: "malformed HTTP response from \(address)", refused: false)
+        let parsed: ResponseHead?
+        do { parsed = try ResponseHead.parse(data) } catch {
+            throw Failure(description: "malformed HTTP response from \(address): \(error)", refused: false)
         }
-        let lines = String(decoding: data[0..<end], as: UTF8.self).split(separator: "\r\n")
-        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1."),
-            let status = Int(statusLine.dropFirst(9).prefix(3))
-        else { throw Failure(description: "malformed status line from \(address)", refused: false) }
-        var headers: [(String, String)] = []
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers.append((String(line[..<colon]), String(line[line.index(after: colon)...].drop { $0 == " " })))
+        guard let head = parsed, let body = head.body(in: data) else {
+            throw Failure(description: "incomplete HTTP response from \(address)", refused: false)
         }
-        var body = Array(data[(end + 4)...])
-        let isChunked = headers.contains { $0.0.lowercased() == "transfer-encoding" && $0.1.lowercased().contains("chunked") }
-        if isChunked { body = dechunk(body) }
-        return Response(status: status, headers: headers, body: body)
-    }
-
-    /// The offset of `needle` in `data` (the end of a head: CRLF CRLF), or nil.
-    static func find(_ data: [UInt8], _ needle: [UInt8]) -> Int? {
-        guard data.count >= needle.count else { return nil }
-        for i in 0...(data.count - needle.count) where data[i] == needle[0] && Array(data[i..<(i + needle.count)]) == needle {
-            return i
-        }
-        return nil
-    }
-
-    private static func dechunk(_ data: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        var i = 0
-        while i < data.count {
-            guard let lineEnd = find(Array(data[i...]), [13, 10]) else { break }
-            let sizeText = String(decoding: data[i..<(i + lineEnd)], as: UTF8.self).prefix { $0 != ";" }
-            guard let size = Int(sizeText, radix: 16), size > 0 else { break }
-            let start = i + lineEnd + 2
-            guard start + size <= data.count else { break }
-            out += data[start..<(start + size)]
-            i = start + size + 2
-        }
-        return out
+        return Response(status: head.status, headers: head.fields.map { ($0.name, $0.value) }, body: body)
     }
 }

@@ -104,13 +104,18 @@ struct StatConnection {
     }
 
     private mutating func readHead() -> String? {
+        var parser = HTTP1Parser(maxHeadLength: 16384)
         while true {
-            if let end = BlockingHTTP.find(buffer, [13, 10, 13, 10]) {
+            let end: Int?
+            do { end = try buffer.withUnsafeBytes { (raw) throws(HTTPParseError) in try parser.findHeadEnd(raw) } } catch {
+                return nil  // over 16 KiB without an end
+            }
+            if let end {
                 let head = String(decoding: buffer[0..<end], as: UTF8.self)
-                buffer.removeFirst(end + 4)
+                buffer.removeFirst(end)
                 return head
             }
-            if buffer.count > 16384 || !fill() { return nil }
+            if !fill() { return nil }
         }
     }
 

@@ -211,3 +211,29 @@ struct ChunkedDecoderTests {
         #expect(throws: HTTPParseError.badChunk) { try decode(body, split: nil) }
     }
 }
+
+/// The client-side reader shared by the probes, the websocket handshake and kn-local's blocking client.
+struct ResponseHeadTests {
+    private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+    @Test func incompleteHeadIsNilAndMalformedThrows() throws {
+        #expect(try ResponseHead.parse(bytes("HTTP/1.1 200 OK\r\nContent-Le")) == nil)
+        #expect(throws: HTTPParseError.self) { try ResponseHead.parse(self.bytes("HTTX/1.1 200 OK\r\n\r\n")) }
+        #expect(throws: HTTPParseError.self) { try ResponseHead.parse(self.bytes("HTTP/1.1 2x0 OK\r\n\r\n")) }
+    }
+
+    @Test func bodiesByTheirFraming() throws {
+        let sized = bytes("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nqueue")
+        let head = try #require(try ResponseHead.parse(sized))
+        #expect(head.status == 200 && head.value("x-a") == "b" && head.body(in: sized) == bytes("queue"))
+        #expect(head.body(in: Array(sized.dropLast())) == nil)  // fewer bytes than declared
+        let chunked = bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        #expect(try ResponseHead.parse(chunked)?.body(in: chunked) == bytes("abcde"))
+        let cut = bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        #expect(try ResponseHead.parse(cut)?.body(in: cut) == nil)
+        let untilClose = bytes("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        #expect(try ResponseHead.parse(untilClose)?.status == 101)
+        let closeDelimited = bytes("HTTP/1.0 200 OK\r\n\r\nrest")
+        #expect(try ResponseHead.parse(closeDelimited)?.body(in: closeDelimited) == bytes("rest"))
+    }
+}

@@ -105,14 +105,14 @@ public final class WebSocketClient: Channel {
 
     private func processInbound() {
         if state == .handshaking {
-            guard let end = findHeadEnd() else { return }
-            let head = String(decoding: inbound[0..<end], as: UTF8.self)
-            inbound.removeFirst(end)
-            let expected = webSocketAccept(key: key)
-            let lines = head.split(separator: "\r\n")
-            guard lines.first?.split(separator: " ").dropFirst().first == "101",
-                lines.contains(where: { $0.lowercased().hasPrefix("sec-websocket-accept:") && $0.hasSuffix(expected) })
-            else {
+            let parsed: ResponseHead?
+            do { parsed = try ResponseHead.parse(inbound) } catch {
+                lastError = "websocket handshake failed: malformed response (\(error))"
+                return close()
+            }
+            guard let head = parsed else { return }
+            inbound.removeFirst(head.length)
+            guard head.status == 101, head.value("Sec-WebSocket-Accept") == webSocketAccept(key: key) else {
                 lastError = "websocket handshake failed"
                 return close()
             }
@@ -151,14 +151,6 @@ public final class WebSocketClient: Channel {
             default: break
             }
         }
-    }
-
-    private func findHeadEnd() -> Int? {
-        guard inbound.count >= 4 else { return nil }
-        for i in 0...(inbound.count - 4) where inbound[i] == 13 && inbound[i + 1] == 10 && inbound[i + 2] == 13 && inbound[i + 3] == 10 {
-            return i + 4
-        }
-        return nil
     }
 
     /// Sends one binary message. - Returns: false when not connected (the message is dropped, as upstream does).

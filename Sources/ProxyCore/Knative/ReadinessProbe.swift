@@ -292,37 +292,29 @@ final class ProbeAttempt: ProbeConnection {
         var chunk = [UInt8](repeating: 0, count: 1024)
         while true {
             let result = chunk.withUnsafeMutableBytes { try? Socket.read(fd, into: $0) }
-            guard let result else { return done(requiredBody == nil ? false : verdict()) }
+            guard let result else { return done(requiredBody == nil ? false : verdict(closed: true) ?? false) }
             switch result {
             case .wouldBlock: return
-            case .processed(0): return done(verdict())
+            case .processed(0): return done(verdict(closed: true) ?? false)
             case .processed(let n):
                 response.append(contentsOf: chunk[0..<n])
-                if requiredBody == nil && response.count >= 12 { return done(verdict()) }
+                if let known = verdict(closed: false) { return done(known) }
                 if response.count > 64 * 1024 { return done(false) }
             }
         }
     }
 
-    private func verdict() -> Bool {
-        // "HTTP/1.x NNN"
-        guard response.count >= 12, response[0..<5].elementsEqual("HTTP/".utf8) else { return false }
-        let digits = response[9..<12].map { Int($0) - 48 }
-        guard digits.allSatisfy({ (0...9).contains($0) }) else { return false }
-        let status = digits[0] * 100 + digits[1] * 10 + digits[2]
-        guard let requiredBody else { return status >= 200 && status < 400 }
-        guard status == 200, let end = Self.headEnd(response) else { return false }
-        return Array(response[end...]) == requiredBody
+    /// The verdict once the bytes read decide it (nil: not yet). Without a required body the status decides as soon
+    /// as the head is in; with one, status 200 and exactly that body, once the server closed.
+    private func verdict(closed: Bool) -> Bool? {
+        let head: ResponseHead?
+        do { head = try ResponseHead.parse(response) } catch { return false }
+        guard let head else { return closed ? false : nil }
+        guard let requiredBody else { return head.status >= 200 && head.status < 400 }
+        guard head.status == 200 else { return false }
+        guard closed else { return nil }
+        return head.body(in: response) == requiredBody
     }
-
-    private static func headEnd(_ bytes: [UInt8]) -> Int? {
-        guard bytes.count >= 4 else { return nil }
-        for i in 0...(bytes.count - 4) where bytes[i] == 0x0D && bytes[i + 1] == 0x0A && bytes[i + 2] == 0x0D && bytes[i + 3] == 0x0A {
-            return i + 4
-        }
-        return nil
-    }
-
 }
 
 /// A probe attempt over h2c (prior knowledge) to 127.0.0.1:port, UA `kube-probe//`:
