@@ -12,22 +12,20 @@ public final class StatServer: Sendable {
 
     /// Binds 127.0.0.1:`port` (0 = any free port) and starts accepting.
     public init(port: UInt16, deliver: @escaping @Sendable ([WireStatMessage]) -> Void) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ManifestError("stat server socket: \(SysError.text(errno))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let address = SocketAddress(ip: "127.0.0.1", port: port)!
-        guard address.withSockaddr({ bind(fd, $0, $1) }) == 0, listen(fd, 64) == 0 else {
-            let text = SysError.text(errno)
-            close(fd)
-            throw ManifestError("stat server: cannot listen on 127.0.0.1:\(port): \(text)")
+        let fd: Int32
+        do {
+            // The engine's listener (one bind/listen for every server here), made blocking for the accept thread.
+            fd = try Socket.listen(on: SocketAddress(ip: "127.0.0.1", port: port)!, reusePort: false, backlog: 64)
+            do {
+                try Socket.setBlocking(fd)
+                self.port = try Socket.localAddress(fd).port
+            } catch {
+                close(fd)
+                throw error
+            }
+        } catch {
+            throw ManifestError("stat server: cannot listen on 127.0.0.1:\(port): \(error)")
         }
-        var bound = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        self.port = UInt16(bigEndian: bound.sin_port)
         listenFD = fd
         Threads.detach {
             while true {

@@ -147,6 +147,12 @@ public enum Socket {
         _ = try sys("setsockopt") { setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
     }
 
+    /// Makes a descriptor blocking (helpers that serve on a thread of their own, e.g. kn-local's stat server).
+    public static func setBlocking(_ fd: Int32) throws(SysError) {
+        let flags = try sys("fcntl") { fcntl(fd, F_GETFL) }
+        _ = try sys("fcntl") { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+    }
+
     /// The local address a socket is bound to (used to learn an ephemeral port).
     public static func localAddress(_ fd: Int32) throws(SysError) -> SocketAddress {
         var storage = sockaddr_storage()
