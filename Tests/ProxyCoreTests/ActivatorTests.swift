@@ -64,7 +64,7 @@ final class ActivatorFixture: @unchecked Sendable {
         if let autoscaler { arguments += ["--autoscaler-url", autoscaler.url] }
         if let config { arguments += ["--config", config] }
         process = try ChildProcess("activator", environment: [:], arguments: arguments)
-        guard process.waitForPort(port) else { throw TestError("activator did not start: \(process.stderr)") }
+        guard process.waitForPort(port), process.waitForPort(adminPort) else { throw TestError("activator did not start: \(process.stderr)") }
     }
 
     func admin(_ method: String, _ path: String, _ body: String = "") throws -> TestResponse {

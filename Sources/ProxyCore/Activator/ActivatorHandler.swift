@@ -232,7 +232,9 @@ public final class Activator: HTTPResponder {
         options.idleTimeoutMs = Int64(spec.idleTimeoutSeconds) * 1000
         options.timeoutMessage = "activator request timeout"
         options.rewrite.dropped = fields.dropped
-        options.rewrite.moveHostToOriginalHost = !fields.hasOriginalHost
+        // The pod's address becomes Host (`proxy(_:to:)`); the client's Host goes on as K-Original-Host unless
+        // an earlier hop set one.
+        options.rewrite.originalHostField = fields.hasOriginalHost ? nil : "K-Original-Host: "
         options.rewrite.extraLines = Self.proxyRequestLine
         handle.context.options = options
         // 12. Throttle: a pod with a free slot now, or wait.

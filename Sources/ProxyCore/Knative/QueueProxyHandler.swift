@@ -153,6 +153,7 @@ public final class QueueProxyHandler: HTTPResponder {
     public private(set) var breaker: Breaker?
     public let prober: ReadinessProber
     private let baseOptions: ProxyOptions
+    private let forwardedShim = ForwardedShim()
 
     // Prepared answers: nothing is built per request on these paths.
     private let queueReady = LocalResponse.text(200, "queue")
@@ -172,6 +173,7 @@ public final class QueueProxyHandler: HTTPResponder {
         options.timeoutMs = settings.timeoutMs
         options.responseStartTimeoutMs = settings.responseStartTimeoutMs
         options.idleTimeoutMs = settings.idleTimeoutMs
+        options.timeoutMessage = "request timeout"  // upstream's timeout handler text (spec §1.7)
         baseOptions = options
         if settings.containerConcurrency > 0 {
             breaker = Breaker(capacity: settings.containerConcurrency, queueDepth: 10 * settings.containerConcurrency) {
@@ -226,10 +228,8 @@ public final class QueueProxyHandler: HTTPResponder {
         var options = baseOptions
         options.rewrite.dropped = fields.servingHeaders
         if !fields.forwarded && (fields.forwardedFor != nil || fields.forwardedHost != nil || fields.forwardedProto != nil) {
-            options.rewrite.synthesizeForwarded = true
-            options.rewrite.forwardedFor = fields.forwardedFor
-            options.rewrite.forwardedHost = fields.forwardedHost
-            options.rewrite.forwardedProto = fields.forwardedProto
+            options.rewrite.fieldWriter = forwardedShim
+            options.rewrite.writerValues = (fields.forwardedFor, fields.forwardedHost, fields.forwardedProto)
         }
         // A kubelet probe by header bypasses stats, Host restore and the breaker (spec §1.3 step 1).
         if let kubelet = fields.kubeletProbe, !kubelet.isEmpty {

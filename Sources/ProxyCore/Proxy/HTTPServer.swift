@@ -110,7 +110,9 @@ public protocol HTTPResponder: AnyObject {
 }
 
 extension HTTPResponder {
-    public func pendingExpired(_ request: RequestHandle) { request.resume(.respond(.text(504, "request timeout"))) }
+    public func pendingExpired(_ request: RequestHandle) {
+        request.resume(.respond(.text(504, String(describing: request.context.options.timeoutMessage))))
+    }
     public func pendingCancelled(_ request: RequestHandle) {}
     public func requestEnded(_ request: RequestHandle, status: Int, responseBytes: Int) {}
     public func connectFailed(_ request: RequestHandle, pool: UpstreamPool) -> Disposition? { nil }

@@ -1,5 +1,6 @@
 // Writes the heads the proxy sends on: hop-by-hop fields dropped (RFC 9110 §7.6.1), X-Forwarded-For
-// appended, chunked framing kept as is. Bytes are copied from the parsed head's ranges: no String work.
+// appended, chunked framing kept as is, and the product's edits (`RequestRewrite`). Bytes are copied from the
+// parsed head's ranges: no String work.
 
 enum HeadRewriter {
     /// The request head for the upstream: same method and target, HTTP/1.1, end-to-end fields only,
@@ -30,8 +31,8 @@ enum HeadRewriter {
             case .host where !replacesHost:
                 hasHost = true
             case .host where replacesHost:
-                if rewrite.moveHostToOriginalHost {
-                    out.append("K-Original-Host: ")
+                if let name = rewrite.originalHostField {
+                    out.append(name)
                     out.append(UnsafeRawBufferPointer(rebasing: bytes[field.value]))
                     out.append("\r\n")
                 }
@@ -59,7 +60,7 @@ enum HeadRewriter {
         }
         if head.contentLengthRepeated { writeContentLength(head, out) }
         if let lines = rewrite.extraLines { lines.withUnsafeBytes { out.append($0) } }
-        if rewrite.synthesizeForwarded { writeForwarded(rewrite, bytes, out) }
+        if let writer = rewrite.fieldWriter { writer.writeFields(rewrite, bytes: bytes, into: out) }
         // X-Forwarded-For: prior values (all fields, joined), then the peer (Go's httputil.ReverseProxy).
         out.append("X-Forwarded-For: ")
         if hasForwardedFor {
@@ -70,64 +71,6 @@ enum HeadRewriter {
         }
         peerIP.withUnsafeBytes { out.append($0) }
         out.append(upgrade ? "\r\nConnection: Upgrade\r\n\r\n" : "\r\n\r\n")
-    }
-
-    /// Knative's Forwarded shim (spec §1.8, §6): `for=<n1>[;host=<xfh>][;proto=<xfp>]`, then `, for=<n>` for
-    /// each further X-Forwarded-For node. Nodes are walked comma to comma (a trailing empty node after the
-    /// last comma does not count), trimmed, and a node with a colon is written as `"[node]"`.
-    static func writeForwarded(_ rewrite: RequestRewrite, _ bytes: UnsafeRawBufferPointer, _ out: ByteBuffer) {
-        out.append("Forwarded: ")
-        var wroteFirstPair = false
-        var cursor = 0
-        var end = 0
-        if let xff = rewrite.forwardedFor {
-            cursor = xff.lowerBound
-            end = xff.upperBound
-            let first = nextNode(bytes, from: &cursor, end: end)
-            out.append("for=")
-            writeNode(bytes, first, out)
-            wroteFirstPair = true
-        }
-        if let host = rewrite.forwardedHost {
-            if wroteFirstPair { out.append(byte: 0x3B) }
-            out.append("host=")
-            out.append(UnsafeRawBufferPointer(rebasing: bytes[host]))
-            wroteFirstPair = true
-        }
-        if let proto = rewrite.forwardedProto {
-            if wroteFirstPair { out.append(byte: 0x3B) }
-            out.append("proto=")
-            out.append(UnsafeRawBufferPointer(rebasing: bytes[proto]))
-        }
-        while cursor < end {
-            let node = nextNode(bytes, from: &cursor, end: end)
-            out.append(", for=")
-            writeNode(bytes, node, out)
-        }
-        out.append("\r\n")
-    }
-
-    /// The node from `cursor` to the next comma (or `end`), trimmed; moves `cursor` past the comma.
-    private static func nextNode(_ bytes: UnsafeRawBufferPointer, from cursor: inout Int, end: Int) -> Range<Int> {
-        var stop = cursor
-        while stop < end && bytes[stop] != 0x2C { stop += 1 }
-        var lower = cursor
-        var upper = stop
-        while lower < upper && (bytes[lower] == 0x20 || bytes[lower] == 0x09) { lower += 1 }
-        while upper > lower && (bytes[upper - 1] == 0x20 || bytes[upper - 1] == 0x09) { upper -= 1 }
-        cursor = stop < end ? stop + 1 : end
-        return lower..<upper
-    }
-
-    private static func writeNode(_ bytes: UnsafeRawBufferPointer, _ node: Range<Int>, _ out: ByteBuffer) {
-        let value = UnsafeRawBufferPointer(rebasing: bytes[node])
-        if value.contains(0x3A) {
-            out.append("\"[")
-            out.append(value)
-            out.append("]\"")
-        } else {
-            out.append(value)
-        }
     }
 
     /// The response head for the downstream.

@@ -31,24 +31,30 @@ public struct FieldSet: Sendable {
     public var isEmpty: Bool { words.0 | words.1 | words.2 | words.3 == 0 }
 }
 
+/// Writes product-specific fields into a request head on its way upstream (after its end-to-end fields), from
+/// values the product found while disposing of the request (`RequestRewrite.writerValues`). A long-lived object
+/// (the responder's), so that setting it per request allocates nothing.
+public protocol RequestFieldWriter: AnyObject, Sendable {
+    func writeFields(_ rewrite: RequestRewrite, bytes: UnsafeRawBufferPointer, into out: ByteBuffer)
+}
+
 /// Edits to the request head on its way upstream (beyond hop-by-hop removal and X-Forwarded-For,
 /// which always happen). Ranges point into the request's head bytes.
 public struct RequestRewrite: Sendable {
     /// Fields to leave out.
     public var dropped = FieldSet()
-    /// A replacement `Host` value (Knative's `K-Original-Host`); the original Host field is dropped.
+    /// A replacement `Host` value (a range of the head: another field's value); the original Host field is dropped.
     public var host: Range<Int>? = nil
-    /// Values for Knative's Forwarded shim: when set, a `Forwarded` field is synthesised from them.
-    public var forwardedFor: Range<Int>? = nil
-    public var forwardedHost: Range<Int>? = nil
-    public var forwardedProto: Range<Int>? = nil
-    public var synthesizeForwarded = false
-    /// A literal `Host` value (the activator sends the pod's address); wins over `host`.
+    /// A literal `Host` value (e.g. the upstream's address); wins over `host`.
     public var hostLiteral: [UInt8]? = nil
-    /// Copy the request's Host into `K-Original-Host` (the activator's move; skipped if one is present).
-    public var moveHostToOriginalHost = false
+    /// When `Host` is replaced: the name of a field (`Name: `, colon and space included) that carries the
+    /// original value on, or nil to drop it.
+    public var originalHostField: StaticString? = nil
     /// Complete header lines (`Name: value\r\n`…) to add, prepared once and shared (no per-request work).
     public var extraLines: [UInt8]? = nil
+    /// Fields computed per request by the product, and the head ranges it wants them computed from.
+    public var fieldWriter: (any RequestFieldWriter)? = nil
+    public var writerValues: (Range<Int>?, Range<Int>?, Range<Int>?) = (nil, nil, nil)
 
     public init() {}
 }
@@ -62,8 +68,9 @@ public struct ProxyOptions: Sendable {
     public var responseStartTimeoutMs: Int64 = 0
     /// Limit between writes to the client, 0 = none (`idleTimeoutSeconds`).
     public var idleTimeoutMs: Int64 = 0
-    /// The 504 body and appended text (queue-proxy: `request timeout`; activator: `activator request timeout`).
-    public var timeoutMessage: StaticString = "request timeout"
+    /// The 504 body before the response started, and the text appended to it after (the products set their own:
+    /// Knative's queue-proxy says `request timeout`, its activator `activator request timeout`).
+    public var timeoutMessage: StaticString = "gateway timeout"
 
     public init() {}
 
