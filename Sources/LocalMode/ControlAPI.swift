@@ -7,7 +7,7 @@
 import ProxyCore
 
 final class ControlAPI: HTTPResponder {
-    private unowned(unsafe) let controller: Controller
+    private unowned(unsafe) let controller: Controller  // the controller lives as long as kn-local serve
 
     init(controller: Controller) { self.controller = controller }
 

@@ -3,7 +3,7 @@
 // defaults"); an invalid one is 400 naming the field; a host another route already claims is 409.
 
 public final class ActivatorAdmin: HTTPResponder {
-    private unowned(unsafe) let activator: Activator
+    private unowned(unsafe) let activator: Activator  // both live for the process, on one loop
 
     public init(activator: Activator) {
         self.activator = activator

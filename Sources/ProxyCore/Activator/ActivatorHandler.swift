@@ -23,7 +23,7 @@ public struct ActivatorSettings: Sendable {
 /// per-pod slots and FIFO order are exact; see README).
 public final class Activator: HTTPResponder {
     public let settings: ActivatorSettings
-    unowned(unsafe) let loop: EventLoop
+    unowned(unsafe) let loop: EventLoop  // the loop keeps us in its locals and outlives us
     public private(set) var throttlers: [String: RevisionThrottler] = [:]
     public private(set) var routes: [String: RouteSpec] = [:]
     /// Byte-keyed views for the request path (no String per request): "ns/name" → throttler; host (lower-case,

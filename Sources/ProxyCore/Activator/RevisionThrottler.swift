@@ -29,7 +29,7 @@ public final class RevisionThrottler {
     public private(set) var pods: [PodTracker] = []
     /// The pods assigned to this activator (subsetting when several activators share a revision).
     public private(set) var assigned: [PodTracker] = []
-    unowned(unsafe) let loop: EventLoop
+    unowned(unsafe) let loop: EventLoop  // the activator on this loop owns us; the loop outlives both
     var activatorCount = 1
     var activatorIndex = 0
     private var roundRobinIndex = -1

@@ -136,7 +136,7 @@ final class H2WindowBudget {
 /// A downstream h2c connection: each client stream is a request for the responder.
 final class H2ServerConnection: H2Connection {
     let config: ServerConfig
-    unowned(unsafe) let responder: HTTPResponder
+    unowned(unsafe) let responder: HTTPResponder  // lives as long as the listener's loop (as HTTP/1's)
     let peer: SocketAddress
     @exclusivity(unchecked) var streams: [Int32: H2ProxyStream] = [:]
     /// `peer`'s IP as bytes (X-Forwarded-For), taken over from the HTTP/1 connection that made it.

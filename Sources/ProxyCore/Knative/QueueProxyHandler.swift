@@ -149,7 +149,7 @@ public final class QueueProxyHandler: HTTPResponder {
     let settings: QueueProxySettings
     let shared: QueueProxyShared
     let pool: UpstreamPool
-    unowned(unsafe) let loop: EventLoop
+    unowned(unsafe) let loop: EventLoop  // the loop keeps us in its locals and outlives us
     public private(set) var breaker: Breaker?
     public let prober: ReadinessProber
     private let baseOptions: ProxyOptions
@@ -314,7 +314,7 @@ public final class QueueProxyHandler: HTTPResponder {
 /// The admin port (spec §1.15): `/wait-for-drain` only.
 public final class QueueProxyAdminHandler: HTTPResponder {
     private let drainer: Drainer
-    private unowned(unsafe) let loop: EventLoop
+    private unowned(unsafe) let loop: EventLoop  // the loop keeps us (its listener's responder) and outlives us
     private var waiters: [RequestHandle] = []
     private var timer: LoopTimer?
     private var resetAtMs = Int64.max

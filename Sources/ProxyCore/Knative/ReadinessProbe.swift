@@ -96,7 +96,7 @@ public final class ReadinessProber {
     public static let aggressiveLimitMs: Int64 = 10_000
 
     private let specs: [ProbeSpec]
-    private unowned(unsafe) let loop: EventLoop
+    private unowned(unsafe) let loop: EventLoop  // the loop owns its responders and they own us
     /// Consecutive successes per probe; persists across rounds, reset by a failure (upstream's habit).
     private var consecutive: [Int]
     private var roundResults: [Bool?] = []

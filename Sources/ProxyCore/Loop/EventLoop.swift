@@ -15,7 +15,7 @@ import Synchronization
 public class Channel: TimerEntry {
     @exclusivity(unchecked) public internal(set) var fd: Int32 = -1
     /// The loop this channel lives on (set by `register`).
-    @exclusivity(unchecked) public internal(set) unowned(unsafe) var loop: EventLoop!
+    @exclusivity(unchecked) public internal(set) unowned(unsafe) var loop: EventLoop!  // the loop holds its channels
     @exclusivity(unchecked) var slot = -1
 
     public var isOpen: Bool { fd >= 0 }

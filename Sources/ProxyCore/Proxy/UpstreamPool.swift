@@ -30,7 +30,7 @@ public final class UpstreamPool {
     public let config: UpstreamConfig
     /// The address as a Host value, for requests that arrive without one (HTTP/1.0), as Go's transport does.
     let hostBytes: [UInt8]
-    unowned(unsafe) let loop: EventLoop
+    unowned(unsafe) let loop: EventLoop  // pools are made per loop by its responders; the loop outlives them
     @exclusivity(unchecked) private var idle: [UpstreamConnection] = []
     /// Upstream h2c connections (HTTP/2 requests), each multiplexing many streams.
     @exclusivity(unchecked) var h2Connections: [H2UpstreamConnection] = []
