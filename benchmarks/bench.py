@@ -343,6 +343,7 @@ class Bench:
         self.activator: Contender | None = None
         self.held_line = ""
         self.idle_line = ""
+        self.loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])  # before we add any load
 
     # -------------------------------------------------------------------------- processes ---
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -756,6 +757,8 @@ class Bench:
             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
             f"- commit: {commit}",
             f"- machine: nproc {len(os.sched_getaffinity(0))}, kernel {platform.release()}, Debian {debian}",
+            f"- load average before the run (1, 5, 15 min): {self.loadavg}; the machine is shared, and other "
+            "work raises every contender's µs/req: compare ratios",
             f"- tools: wrk {wrk_ver}, nginx {nginx_ver}, HAProxy {haproxy_ver}, cc {cc_ver}",
             f"- backend: nginx, 1 worker, `return 200 \"Hello World!\\n\";` on 127.0.0.1:{BACKEND_PORT}; "
             "all contenders proxy to it",
