@@ -1,5 +1,7 @@
-# Helpers shared by the benchmark scripts (run.sh, h2.sh): logging, the private network namespace, and
-# per-process-tree CPU and memory figures from /proc (BENCHMARKING.md's method). Sourced, not run.
+# shellcheck shell=bash
+# Helpers shared by the benchmark scripts (run.sh, h2.sh): logging, package installation, the release
+# build, the private network namespace, and per-process-tree CPU and memory figures from /proc
+# (BENCHMARKING.md's method; h2.sh uses them, run.sh's driver bench.py has its own). Sourced, not run.
 # The caller sets SCRIPT (its own path) and ORIG_ARGS (its arguments) before `enter_private_netns`.
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -35,9 +37,12 @@ enter_private_netns() {
   # A private PID namespace as well, when the kernel allows it: then no process
   # we start can outlive the script even if it is killed with SIGKILL.
   # --kill-child: if unshare itself is killed, the script gets SIGTERM and cleans up.
+  # The single quotes are meant: $0 and $@ expand in the inner sh, as the script and its arguments.
+  # shellcheck disable=SC2016
   if unshare -n -p -f --mount-proc --kill-child=SIGTERM true 2>/dev/null; then
     exec unshare -n -p -f --mount-proc --kill-child=SIGTERM sh -c 'ip link set lo up; exec env BENCH_IN_NETNS=1 bash "$0" "$@"' "$SCRIPT" "${ORIG_ARGS[@]}"
   fi
+  # shellcheck disable=SC2016
   exec unshare -n sh -c 'ip link set lo up; exec env BENCH_IN_NETNS=1 bash "$0" "$@"' "$SCRIPT" "${ORIG_ARGS[@]}"
 }
 
