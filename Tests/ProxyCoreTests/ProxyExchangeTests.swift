@@ -537,9 +537,14 @@ struct ProxyExchangeTests {
     @Test func severalLoopsShareThePort() throws {
         let upstream = try ScriptedUpstream(script: Scripts.hello())
         let proxy = try ProxyHarness(upstreamPort: upstream.port, loops: 2)
-        for _ in 0..<20 {
+        // SO_REUSEPORT spreads connections by a hash of the client's port: with both loops listening, the
+        // chance that 200 connections all land on one is 2^-199. With one listener, loop 1 serves none.
+        var connections = 0
+        while connections < 200 && proxy.requestsPerLoop.contains(where: { $0.value == 0 }) {
             let client = try TestSocket.connect(port: proxy.port)
             #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200)
+            connections += 1
         }
+        #expect(proxy.requestsPerLoop.map(\.value).allSatisfy { $0 > 0 }, "requests per loop after \(connections) connections")
     }
 }
