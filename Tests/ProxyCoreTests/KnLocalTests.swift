@@ -216,10 +216,12 @@ struct KnLocalTests {
         let failures = Atomic<Int>(0)
         let successes = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
+        let finished = Atomic<Int>(0)
         var threads: [Thread] = []
         for _ in 0..<8 {
             let port = kn.port
             let thread = Thread {
+                defer { finished.add(1, ordering: .relaxed) }
                 guard let socket = try? TestSocket.connect(port: port) else { failures.add(1, ordering: .relaxed); return }
                 while !stop.load(ordering: .relaxed) {
                     guard let r = try? socket.exchange("GET / HTTP/1.1\r\nHost: busy.default.example.com\r\n\r\n"), r.status == 200 else {
@@ -234,7 +236,7 @@ struct KnLocalTests {
         }
         let scaled = waitUntil(seconds: 20) { kn.pods().count >= 4 }
         stop.store(true, ordering: .relaxed)
-        usleep(300_000)  // let the clients finish their last exchange (each is < 10 ms)
+        #expect(waitUntil(seconds: 20) { finished.load(ordering: .relaxed) == 8 })  // their last exchanges ended
         #expect(scaled, "\(kn.process.stdout)")
         #expect(failures.load(ordering: .relaxed) == 0)
         #expect(successes.load(ordering: .relaxed) > 100)

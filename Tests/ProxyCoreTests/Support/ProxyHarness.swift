@@ -33,6 +33,19 @@ final class ProxyHarness: @unchecked Sendable {
         port = bound.withLock { $0 }
     }
 
+    /// Channels registered on all loops (listeners, downstream and upstream connections), each loop asked
+    /// on its own thread: how a test sees that a connection was closed or handed back.
+    func channelCount() -> Int {
+        let counts = Seen<Int>()
+        let answered = DispatchSemaphore(value: 0)
+        group.broadcast { loop in
+            counts.add(loop.channelCount)
+            answered.signal()
+        }
+        for _ in 0..<group.count { answered.wait() }
+        return counts.all.reduce(0, +)
+    }
+
     func stop() {
         group.stop()
         group.join()
