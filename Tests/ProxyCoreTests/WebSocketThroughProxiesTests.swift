@@ -49,6 +49,7 @@ struct WebSocketThroughProxiesTests {
         // The tunnel holds the only slot (cc = 1): a plain request straight to the queue-proxy waits for it.
         let waiting = try TestSocket.connect(port: qp.port)
         try waiting.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        // A negative check ("not answered"): there is no event to wait for, so give an answer 300 ms to show up.
         waiting.setTimeout(seconds: 0, microseconds: 300_000)
         #expect((try? waiting.readHead()) == nil, "answered while the websocket held the slot")
         waiting.setTimeout(seconds: 10)

@@ -14,14 +14,3 @@ func eventually(seconds: Double = 20, pollMs: UInt32 = 5, _ condition: () throws
         usleep(pollMs * 1_000)
     }
 }
-
-/// For properties of the form "X does NOT happen": gives X `seconds` to happen anyway. Only for negative
-/// checks; a positive check always waits for its event with `eventually`.
-func holdsThroughout(seconds: Double, pollMs: UInt32 = 10, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try !condition() { return false }
-        usleep(pollMs * 1_000)
-    }
-    return try condition()
-}
