@@ -56,15 +56,15 @@ final class ActivatorFixture: @unchecked Sendable {
     let metricsPort: UInt16
 
     init(autoscaler: FakeAutoscaler? = nil, flags: [String] = [], config: String? = nil) throws {
-        port = freePort()
-        adminPort = freePort()
-        metricsPort = freePort()
-        var arguments = ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "\(metricsPort)",
-            "--pod-name", "activator-0", "--drain-grace", "300ms"] + flags
-        if let autoscaler { arguments += ["--autoscaler-url", autoscaler.url] }
-        if let config { arguments += ["--config", config] }
-        process = try ChildProcess("activator", environment: [:], arguments: arguments)
-        guard process.waitForPort(port) else { throw TestError("activator did not start: \(process.stderr)") }
+        // The metrics port is bound last: once it listens, every port does.
+        (process, (port, adminPort, metricsPort)) = try ChildProcess.startServer("activator") {
+            let (port, adminPort, metricsPort) = (freePort(), freePort(), freePort())
+            var arguments = ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "\(metricsPort)",
+                "--pod-name", "activator-0", "--drain-grace", "300ms"] + flags
+            if let autoscaler { arguments += ["--autoscaler-url", autoscaler.url] }
+            if let config { arguments += ["--config", config] }
+            return ([port, metricsPort], [:], arguments, (port, adminPort, metricsPort))
+        }
     }
 
     func admin(_ method: String, _ path: String, _ body: String = "") throws -> TestResponse {
@@ -564,6 +564,21 @@ struct ActivatorTests {
         activator.process.signal(SIGHUP)
         #expect(eventually { activator.process.stderr.contains("revisions[0].containerConcurrency") })
         #expect(try activator.admin("GET", "/v1/state").bodyText.contains("\"two\""))  // old state kept
+    }
+
+    /// The harness itself: a port taken between `freePort` and the child's bind costs a restart, not a failure.
+    @Test func aServerWhosePortWasTakenIsStartedAgainOnFreshPorts() throws {
+        let squatter = try ScriptedUpstream { _, _ in }  // listens on its port: the first attempt cannot bind it
+        var attempt = 0
+        let (process, adminPort) = try ChildProcess.startServer("activator") {
+            attempt += 1
+            let port = freePort()
+            let adminPort = attempt == 1 ? squatter.port : freePort()
+            return ([port, adminPort], [:], ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "0"], adminPort)
+        }
+        defer { process.signal(SIGKILL) }
+        #expect(attempt == 2)
+        #expect(adminPort != squatter.port)
     }
 
     @Test func badFlagsNameTheFlag() throws {

@@ -21,20 +21,20 @@ final class QueueProxyFixture: @unchecked Sendable {
     ///   - app: the user container's script; nil = nothing listens on USER_PORT.
     init(env: [String: String] = [:], app script: (@Sendable (TestSocket, Int) throws -> Void)?) throws {
         app = try script.map { try ScriptedUpstream(script: $0) }
-        userPort = app?.port ?? freePort()
-        port = freePort()
-        adminPort = freePort()
-        metricsPort = freePort()
-        userMetricsPort = freePort()
-        var environment = queueProxyEnvironment(port: port, userPort: userPort)
-        environment["CONTAINER_CONCURRENCY"] = "1"
-        environment["QUEUE_ADMIN_PORT"] = "\(adminPort)"
-        environment["QUEUE_METRICS_PORT"] = "\(metricsPort)"
-        environment["QUEUE_USER_METRICS_PORT"] = "\(userMetricsPort)"
-        environment["SERVING_POD"] = "pod-1"
-        for (key, value) in env { environment[key] = value }
-        proxy = try ChildProcess("queue-proxy", environment: environment)
-        guard proxy.waitForPort(port) else { throw TestError("queue-proxy did not start: \(proxy.stderr)") }
+        let userPort = app?.port ?? freePort()
+        self.userPort = userPort
+        // The user metrics port is bound last: once it listens, every port does.
+        (proxy, (port, adminPort, metricsPort, userMetricsPort)) = try ChildProcess.startServer("queue-proxy") {
+            let (port, adminPort, metricsPort, userMetricsPort) = (freePort(), freePort(), freePort(), freePort())
+            var environment = queueProxyEnvironment(port: port, userPort: userPort)
+            environment["CONTAINER_CONCURRENCY"] = "1"
+            environment["QUEUE_ADMIN_PORT"] = "\(adminPort)"
+            environment["QUEUE_METRICS_PORT"] = "\(metricsPort)"
+            environment["QUEUE_USER_METRICS_PORT"] = "\(userMetricsPort)"
+            environment["SERVING_POD"] = "pod-1"
+            for (key, value) in env { environment[key] = value }
+            return ([port, userMetricsPort], environment, [], (port, adminPort, metricsPort, userMetricsPort))
+        }
     }
 
     /// Sends one request on a new connection and reads the answer.
