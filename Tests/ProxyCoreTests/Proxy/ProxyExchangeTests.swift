@@ -6,21 +6,6 @@ import Testing
 
 @testable import ProxyCore
 
-/// Thread-safe box for what an upstream script saw.
-final class Seen<T: Sendable>: Sendable {
-    private let storage: Mutex<[T]>
-    init() { storage = Mutex([]) }
-    func add(_ value: T) { storage.withLock { $0.append(value) } }
-    var all: [T] { storage.withLock { $0 } }
-}
-
-/// A one-shot signal between threads.
-final class Gate: Sendable {
-    private let semaphore = DispatchSemaphore(value: 0)
-    func open() { semaphore.signal() }
-    @discardableResult func wait(seconds: Double = 10) -> Bool { semaphore.wait(timeout: .now() + seconds) == .success }
-}
-
 @Suite(.timeLimit(.minutes(1)))
 struct ProxyExchangeTests {
     @Test func forwardsAndRewritesHeaders() throws {

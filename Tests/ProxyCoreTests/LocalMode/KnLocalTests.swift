@@ -104,7 +104,7 @@ func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
-let helloWorldYAML = (try? String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/ProxyCoreTests/KnLocalTests.swift", with: "examples/helloworld-go.yaml"), encoding: .utf8)) ?? ""
+let helloWorldYAML = (try? String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/ProxyCoreTests/LocalMode/KnLocalTests.swift", with: "examples/helloworld-go.yaml"), encoding: .utf8)) ?? ""
 
 func serviceYAML(name: String, target: String, cc: Int = 0, annotations: [String: String] = [:], traffic: String = "") -> String {
     var text = """

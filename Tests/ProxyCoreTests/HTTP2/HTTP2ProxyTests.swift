@@ -10,8 +10,9 @@ import Testing
 
 /// The gRPC peer: `Tests/grpc/echo.py` under the test virtualenv's python.
 enum GRPCPeer {
+    /// The package root: this file is Tests/ProxyCoreTests/HTTP2/HTTP2ProxyTests.swift.
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
 
     static var python: URL {
         if let path = ProcessInfo.processInfo.environment["KN_TEST_PYTHON"] { return URL(fileURLWithPath: path) }
