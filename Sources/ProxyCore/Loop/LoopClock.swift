@@ -10,8 +10,7 @@ public enum LoopClock: Sendable {
     /// Time moves only when a test says so (`ManualClock.advance(byMs:)`).
     case manual(ManualClock)
 
-    /// The current time in ms.
-    @inline(__always)
+    /// The current time in ms. (No `@inline(__always)`: one call per loop pass, STYLE.md §6.)
     public func nowMs() -> Int64 {
         switch self {
         case .monotonic: return monotonicMs()
@@ -21,6 +20,8 @@ public enum LoopClock: Sendable {
 }
 
 /// A clock that only a test moves. Sendable: the test thread advances it while a loop thread may read it.
+/// Advancing it does not wake a loop blocked in `epoll_wait`: drive manual-clock loops by hand
+/// (`EventLoop.runOnce()`, `advanceTime(byMs:)`), not with `run()` on a thread.
 public final class ManualClock: Sendable {
     private let storage: Atomic<Int64>
 
