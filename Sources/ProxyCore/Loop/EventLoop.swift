@@ -81,6 +81,8 @@ public final class EventLoop {
     public let index: Int
     public let inbox: LoopInbox
     public let buffers = BufferPool()
+    /// Where `nowMs` comes from: the monotonic clock, or a test's manual clock.
+    public let clock: LoopClock
     /// The time of this loop pass (read once per `epoll_wait`, never per request).
     @exclusivity(unchecked) public private(set) var nowMs: Int64
     /// Storage any subsystem can hang per-loop state on (pools, stats), keyed by a small integer.
@@ -103,11 +105,16 @@ public final class EventLoop {
     @exclusivity(unchecked) private var releasesAtSchedule = 0
     @exclusivity(unchecked) private var trimTimer: LoopTimer?
 
-    public init(index: Int = 0) throws(SysError) {
+    /// - Parameters:
+    ///   - index: the loop's number in its group.
+    ///   - clock: the time source (tests pass `.manual` and move time with `advanceTime(byMs:)`).
+    /// - Throws: `SysError` when the epoll or eventfd descriptor cannot be made.
+    public init(index: Int = 0, clock: LoopClock = .monotonic) throws(SysError) {
         self.index = index
+        self.clock = clock
         epollFD = try sys("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         inbox = try LoopInbox()
-        nowMs = monotonicMs()
+        nowMs = clock.nowMs()
         wheel = TimerWheel(nowMs: nowMs)
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
@@ -239,35 +246,62 @@ public final class EventLoop {
 
     /// Runs until `stop()` or until a drain has closed every channel.
     public func run() {
-        let capacity = 256
-        withUnsafeTemporaryAllocation(of: epoll_event.self, capacity: capacity) { events in
+        withUnsafeTemporaryAllocation(of: epoll_event.self, capacity: Self.eventCapacity) { events in
             while !isStopped {
-                let timeout = wheel.pollTimeoutMs(nowMs: nowMs)
-                let n = epoll_wait(epollFD, events.baseAddress, Int32(capacity), timeout)
-                nowMs = monotonicMs()
-                if n < 0 {
-                    precondition(errno == EINTR, "epoll_wait failed: \(errno)")
-                    continue
-                }
-                for i in 0..<Int(n) {
-                    let token = events[i].data.u64
-                    if token == EventLoop.inboxToken {
-                        for job in inbox.takeAll() { job(self) }
-                        continue
-                    }
-                    let slot = Int(token & 0xFFFF_FFFF)
-                    guard slot < channels.count, generations[slot] == UInt32(token >> 32),
-                        let channel = channels[slot]
-                    else { continue }  // stale: the slot's owner closed earlier in this batch
-                    channel.handleEvent(events[i].events)
-                }
-                wheel.advance(nowMs: nowMs)
-                runDeferred()
-                if isDraining && liveCount == 0 { isStopped = true }
+                pass(events, timeoutMs: wheel.pollTimeoutMs(nowMs: nowMs))
             }
         }
         for channel in channels { channel?.close() }
     }
+
+    private static let eventCapacity = 256
+
+    /// One pass: wait for events (at most `timeoutMs`, -1 = no limit), read the clock once, dispatch, fire due
+    /// timers, run the deferred flushes.
+    private func pass(_ events: UnsafeMutableBufferPointer<epoll_event>, timeoutMs: Int32) {
+        let n = epoll_wait(epollFD, events.baseAddress, Int32(events.count), timeoutMs)
+        nowMs = clock.nowMs()
+        if n < 0 {
+            precondition(errno == EINTR, "epoll_wait failed: \(errno)")
+            return
+        }
+        for i in 0..<Int(n) {
+            let token = events[i].data.u64
+            if token == EventLoop.inboxToken {
+                for job in inbox.takeAll() { job(self) }
+                continue
+            }
+            let slot = Int(token & 0xFFFF_FFFF)
+            guard slot < channels.count, generations[slot] == UInt32(token >> 32),
+                let channel = channels[slot]
+            else { continue }  // stale: the slot's owner closed earlier in this batch
+            channel.handleEvent(events[i].events)
+        }
+        wheel.advance(nowMs: nowMs)
+        runDeferred()
+        if isDraining && liveCount == 0 { isStopped = true }
+    }
+
+    // MARK: - Driving by hand (tests)
+
+    /// Runs one pass on the calling thread without blocking: ready events, inbox jobs, due timers, deferred
+    /// flushes. For tests that own the loop (no `run()` thread), as NIO's `EmbeddedEventLoop.run()`.
+    func runOnce() {
+        withUnsafeTemporaryAllocation(of: epoll_event.self, capacity: Self.eventCapacity) { events in
+            pass(events, timeoutMs: 0)
+        }
+    }
+
+    /// Moves a manual clock forward by `deltaMs` and runs one pass, so every timer due by then fires
+    /// (NIO's `EmbeddedEventLoop.advanceTime(by:)`). Only for loops made with `.manual` and driven by hand.
+    func advanceTime(byMs deltaMs: Int64) {
+        guard case .manual(let manual) = clock else { preconditionFailure("advanceTime needs a manual clock") }
+        manual.advance(byMs: deltaMs)
+        runOnce()
+    }
+
+    /// The loop's poll timeout as the next pass would use it (ms; -1 when no timer is armed).
+    var pollTimeoutMs: Int32 { wheel.pollTimeoutMs(nowMs: nowMs) }
 
     /// Asks for `channel.deferredFlush()` once every event of this pass has been handled: what the pass
     /// produced for that channel leaves in one write. The caller keeps its own "already asked" flag.

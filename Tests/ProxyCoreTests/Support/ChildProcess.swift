@@ -106,6 +106,31 @@ final class ChildProcess: @unchecked Sendable {
 
     func signal(_ signal: Int32) { kill(pid, signal) }
 
+    /// Starts server `name` on the ports `configure` picks and waits until it listens on every one of them.
+    /// A port `freePort` found free can still be taken by another process (a parallel test run elsewhere on the
+    /// machine) before the child binds it; the child then exits with "cannot listen", and it is started again
+    /// on fresh ports. Any other failure is thrown with the child's stderr.
+    /// - Parameters:
+    ///   - configure: returns the ports to wait for, the child's environment and arguments, and a value the
+    ///     caller keeps (its port numbers), called once per attempt.
+    /// - Returns: the running child and the value of the attempt that worked.
+    static func startServer<Config>(
+        _ name: String, attempts: Int = 3,
+        configure: () -> (ports: [UInt16], environment: [String: String], arguments: [String], config: Config)
+    ) throws -> (ChildProcess, Config) {
+        var lastError = ""
+        for _ in 0..<attempts {
+            let setup = configure()
+            let child = try ChildProcess(name, environment: setup.environment, arguments: setup.arguments)
+            if setup.ports.allSatisfy({ child.waitForPort($0) }) { return (child, setup.config) }
+            child.signal(SIGKILL)
+            _ = child.waitForExit()
+            lastError = child.stderr
+            guard lastError.contains("cannot listen") else { break }
+        }
+        throw TestError("\(name) did not start: \(lastError)")
+    }
+
     /// Waits for exit. - Returns: the exit status, or nil on timeout.
     func waitForExit(seconds: Double = 10) -> Int32? {
         let deadline = Date().addingTimeInterval(seconds)

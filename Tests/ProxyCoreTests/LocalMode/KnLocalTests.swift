@@ -15,22 +15,34 @@ final class KnLocalInstance {
     private static let podRangeIndex = Mutex(0)
 
     init(_ extra: [String] = []) throws {
-        port = freePort()
-        control = freePort()
-        stateDirectory = NSTemporaryDirectory() + "kn-local-test-\(getpid())-\(port)"
         // Each instance gets its own block of pod ports (10000–19999; the harness uses 20000–32000).
         let block = Self.podRangeIndex.withLock { i in
             defer { i = (i + 1) % 40 }
             return 10_000 + i * 250
         }
-        process = try ChildProcess("kn-local", environment: [:], arguments: [
-            "serve", "--port", "\(port)", "--control", "127.0.0.1:\(control)", "--pod-ports", "\(block)-\(block + 249)",
-            "--state-dir", stateDirectory, "--tick-interval=200ms", "--stable-window=3s", "--scale-to-zero-grace-period=1s",
-            "--drain-quiet-period=200ms",
-        ] + extra)
-        guard waitUntil(seconds: 20, { self.process.stdout.contains("kn-local serving") }) else {
-            throw TestError("kn-local did not start: \(process.stdout) \(process.stderr)")
+        // A port freePort() found free can be taken by another process before kn-local binds it: kn-local then
+        // exits saying so, and starts again on fresh ports (as ChildProcess.startServer does for the proxies).
+        var lastError = ""
+        for _ in 0..<3 {
+            let (port, control) = (freePort(), freePort())
+            let stateDirectory = NSTemporaryDirectory() + "kn-local-test-\(getpid())-\(port)"
+            let process = try ChildProcess("kn-local", environment: [:], arguments: [
+                "serve", "--port", "\(port)", "--control", "127.0.0.1:\(control)", "--pod-ports", "\(block)-\(block + 249)",
+                "--state-dir", stateDirectory, "--tick-interval=200ms", "--stable-window=3s", "--scale-to-zero-grace-period=1s",
+                "--drain-quiet-period=200ms",
+            ] + extra)
+            _ = waitUntil(seconds: 20) { process.stdout.contains("kn-local serving") || !process.process.isRunning }
+            if process.stdout.contains("kn-local serving") && process.process.isRunning {
+                (self.process, self.port, self.control, self.stateDirectory) = (process, port, control, stateDirectory)
+                return
+            }
+            process.signal(SIGKILL)
+            _ = process.waitForExit()
+            lastError = "\(process.stdout) \(process.stderr)"
+            try? FileManager.default.removeItem(atPath: stateDirectory)
+            guard lastError.contains("in use") || lastError.contains("cannot listen") else { break }
         }
+        throw TestError("kn-local did not start: \(lastError)")
     }
 
     /// Runs a client command; returns (exit status, stdout, stderr).
@@ -104,7 +116,7 @@ func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
-let helloWorldYAML = (try? String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/ProxyCoreTests/KnLocalTests.swift", with: "examples/helloworld-go.yaml"), encoding: .utf8)) ?? ""
+let helloWorldYAML = (try? String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/ProxyCoreTests/LocalMode/KnLocalTests.swift", with: "examples/helloworld-go.yaml"), encoding: .utf8)) ?? ""
 
 func serviceYAML(name: String, target: String, cc: Int = 0, annotations: [String: String] = [:], traffic: String = "") -> String {
     var text = """
@@ -216,10 +228,12 @@ struct KnLocalTests {
         let failures = Atomic<Int>(0)
         let successes = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
+        let finished = Atomic<Int>(0)
         var threads: [Thread] = []
         for _ in 0..<8 {
             let port = kn.port
             let thread = Thread {
+                defer { finished.add(1, ordering: .relaxed) }
                 guard let socket = try? TestSocket.connect(port: port) else { failures.add(1, ordering: .relaxed); return }
                 while !stop.load(ordering: .relaxed) {
                     guard let r = try? socket.exchange("GET / HTTP/1.1\r\nHost: busy.default.example.com\r\n\r\n"), r.status == 200 else {
@@ -234,7 +248,7 @@ struct KnLocalTests {
         }
         let scaled = waitUntil(seconds: 20) { kn.pods().count >= 4 }
         stop.store(true, ordering: .relaxed)
-        usleep(300_000)  // let the clients finish their last exchange (each is < 10 ms)
+        #expect(waitUntil(seconds: 20) { finished.load(ordering: .relaxed) == 8 })  // their last exchanges ended
         #expect(scaled, "\(kn.process.stdout)")
         #expect(failures.load(ordering: .relaxed) == 0)
         #expect(successes.load(ordering: .relaxed) > 100)

@@ -68,11 +68,15 @@ struct QueueProxyProcessTests {
 
     @Test func slowReaderGetsBackpressureNotBuffering() throws {
         let size = 32 * 1024 * 1024
+        let blocksSent = Counter()
         let upstream = try ScriptedUpstream { conn, _ in
             _ = try conn.readHead()
             try conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(size)\r\n\r\n")
             let block = [UInt8](repeating: 0x62, count: 1024 * 1024)
-            for _ in 0..<32 { try conn.send(block) }
+            for _ in 0..<32 {
+                try conn.send(block)
+                blocksSent.increment()
+            }
         }
         let port = freePort()
         let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
@@ -82,7 +86,14 @@ struct QueueProxyProcessTests {
         var small: Int32 = 64 * 1024
         setsockopt(client.fd, SOL_SOCKET, SO_RCVBUF, &small, 4)
         try client.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
-        usleep(500_000)  // the client reads nothing while the upstream pushes 32 MB
+        // The client reads nothing while the upstream pushes 32 MB, until backpressure stops the upstream.
+        // A stall has no event to wait for; it shows as the upstream making no progress for 300 ms.
+        #expect(
+            eventually {
+                let before = blocksSent.value
+                usleep(300_000)
+                return before > 0 && blocksSent.value == before
+            })
         let stalled = proxy.memoryKB()
         #expect(stalled.peak - baseline < 8 * 1024, "peak \(stalled.peak) kB while stalled, baseline \(baseline) kB")
         let response = try client.readResponse()
@@ -95,7 +106,7 @@ struct QueueProxyProcessTests {
         let upstream = try ScriptedUpstream { conn, index in
             _ = try conn.readHead()
             arrived.add(index)
-            usleep(500_000)  // longer than the drain's quiet period (200 ms)
+            usleep(500_000)  // the app's work: longer than the drain's quiet period (200 ms)
             try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
         }
         let port = freePort()
@@ -103,7 +114,7 @@ struct QueueProxyProcessTests {
         #expect(proxy.waitForPort(port))
         let clients = try (0..<20).map { _ in try TestSocket.connect(port: port) }
         for client in clients { try client.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n") }
-        while arrived.all.count < 20 { usleep(2_000) }
+        #expect(eventually { arrived.all.count == 20 })
         proxy.signal(SIGTERM)
         for client in clients {
             let response = try client.readResponse()
