@@ -23,6 +23,8 @@ let package = Package(
         .target(name: "LocalMode", dependencies: ["ProxyCore", "CLinuxShims"]),
         .executableTarget(name: "KnLocal", dependencies: ["LocalMode"]),
         // The executables are dependencies so that `swift test` builds them: tests run the real binaries.
-        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "LocalMode", "QueueProxy", "HelloWorld", "Activator", "KnLocal"]),
+        .testTarget(
+            name: "ProxyCoreTests",
+            dependencies: ["ProxyCore", "LocalMode", "QueueProxy", "HelloWorld", "Activator", "KnLocal"]),
     ]
 )

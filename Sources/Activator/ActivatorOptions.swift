@@ -62,7 +62,9 @@ struct ActivatorOptions {
         var i = 0
         while i < arguments.count {
             let argument = arguments[i]
-            guard argument.hasPrefix("--") else { throw OptionsError(description: "unexpected argument \(argument) (try --help)") }
+            guard argument.hasPrefix("--") else {
+                throw OptionsError(description: "unexpected argument \(argument) (try --help)")
+            }
             if let eq = argument.firstIndex(of: "=") {
                 values[String(argument[..<eq])] = String(argument[argument.index(after: eq)...])
             } else {
@@ -75,16 +77,22 @@ struct ActivatorOptions {
         let known: Set<String> = Set(envNames.keys).union([
             "--config", "--activator-count", "--activator-index", "--max-queued", "--max-queued-bytes", "--log-level",
         ])
-        for key in values.keys where !known.contains(key) { throw OptionsError(description: "unknown flag \(key) (try --help)") }
+        for key in values.keys where !known.contains(key) {
+            throw OptionsError(description: "unknown flag \(key) (try --help)")
+        }
 
         func port(_ flag: String, allowZero: Bool = false) throws(OptionsError) -> UInt16? {
             guard let text = values[flag] else { return nil }
-            guard let p = UInt16(text), p > 0 || allowZero else { throw OptionsError(description: "\(flag)=\(text): expected a port number") }
+            guard let p = UInt16(text), p > 0 || allowZero else {
+                throw OptionsError(description: "\(flag)=\(text): expected a port number")
+            }
             return p
         }
         func int(_ flag: String, min: Int) throws(OptionsError) -> Int? {
             guard let text = values[flag] else { return nil }
-            guard let v = Int(text), v >= min else { throw OptionsError(description: "\(flag)=\(text): expected an integer ≥ \(min)") }
+            guard let v = Int(text), v >= min else {
+                throw OptionsError(description: "\(flag)=\(text): expected an integer ≥ \(min)")
+            }
             return v
         }
         func duration(_ flag: String) throws(OptionsError) -> Int64? {

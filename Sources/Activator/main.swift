@@ -20,7 +20,9 @@ Log.configure(level: options.logLevel, logger: "activator", fields: [("knative.d
 /// Reads and validates the config file (main thread: never on the loop).
 func loadDocument(_ path: String) -> Result<ActivatorDocument, ActivatorDocument.Invalid> {
     let text: String
-    do { text = try Files.readText(path) } catch { return .failure(ActivatorDocument.Invalid("cannot open \(path): \(SysError.text(error.code))")) }
+    do { text = try Files.readText(path) } catch {
+        return .failure(ActivatorDocument.Invalid("cannot open \(path): \(SysError.text(error.code))"))
+    }
     do { return .success(try ActivatorDocument.parse(text)) } catch { return .failure(error) }
 }
 

@@ -60,7 +60,8 @@ public struct AutoscalerConfig: Sendable, Equatable {
     public mutating func set(_ key: String, _ value: String) throws(Invalid) {
         func number(_ range: ClosedRange<Double>) throws(Invalid) -> Double {
             guard let v = Double(value), range.contains(v) else {
-                throw Invalid(description: "--\(key)=\(value): expected a number in \(range.lowerBound)...\(range.upperBound)")
+                throw Invalid(
+                    description: "--\(key)=\(value): expected a number in \(range.lowerBound)...\(range.upperBound)")
             }
             return v
         }
@@ -71,7 +72,9 @@ public struct AutoscalerConfig: Sendable, Equatable {
             return ms
         }
         func integer() throws(Invalid) -> Int {
-            guard let v = Int(value), v >= 0 else { throw Invalid(description: "--\(key)=\(value): expected an integer ≥ 0") }
+            guard let v = Int(value), v >= 0 else {
+                throw Invalid(description: "--\(key)=\(value): expected an integer ≥ 0")
+            }
             return v
         }
         func boolean() throws(Invalid) -> Bool {
@@ -148,7 +151,10 @@ public struct MetricBuckets: Sendable {
         } else if second > lastSecond {
             // Clear the seconds skipped since the last write.
             var s = lastSecond + 1
-            while s <= second { buckets[index(s)] = 0; s += 1 }
+            while s <= second {
+                buckets[index(s)] = 0
+                s += 1
+            }
         }
         if second < lastSecond && lastSecond - second >= Int64(buckets.count) { return }
         buckets[index(second)] += value
@@ -168,7 +174,10 @@ public struct MetricBuckets: Sendable {
         guard start <= lastSecond else { return 0 }
         var sum = 0.0
         var s = start
-        while s <= lastSecond { sum += buckets[index(s)]; s += 1 }
+        while s <= lastSecond {
+            sum += buckets[index(s)]
+            s += 1
+        }
         let divisor = min(lastSecond - firstSecond + 1, window - gap)
         guard divisor > 0 else { return 0 }
         return (sum / Double(divisor) * 1e6).rounded() / 1e6
@@ -343,7 +352,10 @@ public struct RevisionAutoscaler: Sendable {
     /// period (and the pod retention period since the last demand).
     private mutating func scaleToZero(_ want: Int, atMs nowMs: Int64) -> Int {
         if want != 0 {
-            if inactiveSinceMs != nil { inactiveSinceMs = nil; activeSinceMs = nowMs }
+            if inactiveSinceMs != nil {
+                inactiveSinceMs = nil
+                activeSinceMs = nowMs
+            }
             return want
         }
         guard lastScale > 0 else { return 0 }

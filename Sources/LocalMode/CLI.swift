@@ -21,7 +21,8 @@ public enum KnLocal {
         case "serve": return serve(rest)
         case "apply", "get", "delete": return client(command, rest)
         default:
-            Log.writeStderr("kn-local: unknown command \"\(command)\"; use serve, apply, get or delete (kn-local --help)\n")
+            Log.writeStderr(
+                "kn-local: unknown command \"\(command)\"; use serve, apply, get or delete (kn-local --help)\n")
             return 2
         }
     }
@@ -35,7 +36,8 @@ public enum KnLocal {
             return 2
         }
         if !PortAllocator.isFree(settings.ingressPort) {
-            Log.writeStderr("kn-local serve: port \(settings.ingressPort) is in use; stop what uses it or pass --port\n")
+            Log.writeStderr(
+                "kn-local serve: port \(settings.ingressPort) is in use; stop what uses it or pass --port\n")
             return 1
         }
         Log.configure(level: settings.verbose ? .info : .warn, logger: "kn-local")
@@ -59,12 +61,14 @@ public enum KnLocal {
         do {
             group = try LoopGroup(count: 1) { loop in
                 // Children are forked from this thread, which lives until the end (PR_SET_PDEATHSIG is per thread).
-                let controller = Controller(loop: loop, settings: settings, statPort: statPort, scrapeBoard: board, events: events)
+                let controller = Controller(
+                    loop: loop, settings: settings, statPort: statPort, scrapeBoard: board, events: events)
                 loop.locals[ObjectIdentifier(Controller.self)] = controller
                 let api = ControlAPI(controller: controller)
                 loop.locals[ObjectIdentifier(ControlAPI.self)] = api
                 do {
-                    try HTTPServer.listen(on: settings.controlAddress, loop: loop, config: ServerConfig(), responder: api)
+                    try HTTPServer.listen(
+                        on: settings.controlAddress, loop: loop, config: ServerConfig(), responder: api)
                 } catch {
                     throw ManifestError("cannot listen on --control \(settings.controlAddress): \(error)")
                 }
@@ -78,7 +82,9 @@ public enum KnLocal {
         }
         inbox.set(group)
         Scraper.start(board: board, inbox: inbox)
-        events.emit("kn-local serving: ingress http://127.0.0.1:\(settings.ingressPort), control \(settings.controlAddress), pod logs under \(settings.stateDirectory)")
+        events.emit(
+            "kn-local serving: ingress http://127.0.0.1:\(settings.ingressPort), control \(settings.controlAddress), pod logs under \(settings.stateDirectory)"
+        )
         var status: Int32 = 0
         for file in settings.applyFiles {
             let (code, text) = clientApply(file: file, namespace: nil, control: settings.controlAddress)
@@ -89,7 +95,9 @@ public enum KnLocal {
             events.emit("stopping: a file given with -f did not apply")
             group.broadcast { Controller.on($0)?.shutdown() }
         } else if let first = settings.applyFiles.first, let name = firstServiceName(first) {
-            events.emit("try: curl -H \"Host: \(name.0).\(name.1).\(settings.domain)\" http://127.0.0.1:\(settings.ingressPort)")
+            events.emit(
+                "try: curl -H \"Host: \(name.0).\(name.1).\(settings.domain)\" http://127.0.0.1:\(settings.ingressPort)"
+            )
         }
         let signalFD: Int32
         do { signalFD = try Signals.makeDescriptor([SIGTERM, SIGINT, SIGCHLD]) } catch {
@@ -127,7 +135,8 @@ public enum KnLocal {
 
     private static func firstServiceName(_ file: String) -> (String, String)? {
         guard let text = try? readFile(file), let manifests = try? Manifest.parse(text, allowZeroInitialScale: true),
-            let first = manifests.first else { return nil }
+            let first = manifests.first
+        else { return nil }
         return (first.name, first.namespace)
     }
 
@@ -174,20 +183,29 @@ public enum KnLocal {
             var status: Int32 = 0
             for file in files {
                 let (code, text) = clientApply(file: file, namespace: namespace, control: control)
-                if code == 0 { print(text, terminator: "") } else { Log.writeStderr(text); status = 1 }
+                if code == 0 {
+                    print(text, terminator: "")
+                } else {
+                    Log.writeStderr(text)
+                    status = 1
+                }
             }
             return status
         case "get":
-            guard let kind = positional.first else { return usage("get needs a kind: ksvc, revisions, routes, configurations or pods") }
+            guard let kind = positional.first else {
+                return usage("get needs a kind: ksvc, revisions, routes, configurations or pods")
+            }
             var target = "/v1/get?kind=\(escaped(kind))&namespace=\(escaped(namespace ?? "default"))"
             if positional.count > 1 { target += "&name=\(escaped(positional[1]))" }
             if output == "json" { target += "&output=json" }
             return call("GET", target, [], control)
         case "delete":
-            guard positional.count == 2, ["ksvc", "ksvcs", "service", "services", "kservice"].contains(positional[0]) else {
+            guard positional.count == 2, ["ksvc", "ksvcs", "service", "services", "kservice"].contains(positional[0])
+            else {
                 return usage("delete needs: ksvc NAME")
             }
-            return call("DELETE", "/v1/services/\(escaped(namespace ?? "default"))/\(escaped(positional[1]))", [], control)
+            return call(
+                "DELETE", "/v1/services/\(escaped(namespace ?? "default"))/\(escaped(positional[1]))", [], control)
         default:
             return 2
         }
@@ -201,7 +219,8 @@ public enum KnLocal {
         var target = "/v1/apply"
         if let namespace { target += "?namespace=\(escaped(namespace))" }
         do {
-            let response = try BlockingHTTP.request("POST", control, target, headers: [("Content-Type", "application/yaml")],
+            let response = try BlockingHTTP.request(
+                "POST", control, target, headers: [("Content-Type", "application/yaml")],
                 body: Array(text.utf8), timeoutMs: 30_000)
             let body = String(decoding: response.body, as: UTF8.self)
             switch response.status {
@@ -239,8 +258,9 @@ public enum KnLocal {
         var out = ""
         for b in text.utf8 {
             switch b {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
                 out.unicodeScalars.append(Unicode.Scalar(b))
             default:
                 let hex = String(b, radix: 16, uppercase: true)

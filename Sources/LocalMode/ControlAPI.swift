@@ -42,10 +42,15 @@ final class ControlAPI: HTTPResponder {
                 let kind = query["kind"] ?? ""
                 let name = query["name"].flatMap { $0.isEmpty ? nil : $0 }
                 let namespace = query["namespace"].flatMap { $0.isEmpty ? nil : $0 } ?? "default"
-                let text = try controller.table(kind: kind, namespace: namespace, name: name, json: query["output"] == "json")
+                let text = try controller.table(
+                    kind: kind, namespace: namespace, name: name, json: query["output"] == "json")
                 if query["output"] != "json" && text.split(separator: "\n").count <= 1 {
                     if let name {
-                        return .respond(.text(404, "Error from server (NotFound): \(Controller.resourceName(kind)) \"\(name)\" not found\n"))
+                        return .respond(
+                            .text(
+                                404,
+                                "Error from server (NotFound): \(Controller.resourceName(kind)) \"\(name)\" not found\n"
+                            ))
                     }
                     return text200("No resources found in \(namespace) namespace.\n")
                 }
@@ -57,7 +62,8 @@ final class ControlAPI: HTTPResponder {
             if controller.deleteService(namespace: parts[1], name: parts[2]) {
                 return text200("service.serving.knative.dev \"\(parts[2])\" deleted\n")
             }
-            return .respond(.text(404, "Error from server (NotFound): services.serving.knative.dev \"\(parts[2])\" not found\n"))
+            return .respond(
+                .text(404, "Error from server (NotFound): services.serving.knative.dev \"\(parts[2])\" not found\n"))
         default:
             return .respond(.text(404, "404 page not found\n"))
         }
@@ -72,7 +78,8 @@ final class ControlAPI: HTTPResponder {
         while i < utf8.endIndex {
             let b = utf8[i]
             if b == UInt8(ascii: "%"), let end = utf8.index(i, offsetBy: 3, limitedBy: utf8.endIndex),
-                let v = UInt8(String(decoding: utf8[utf8.index(after: i)..<end], as: UTF8.self), radix: 16) {
+                let v = UInt8(String(decoding: utf8[utf8.index(after: i)..<end], as: UTF8.self), radix: 16)
+            {
                 bytes.append(v)
                 i = end
                 continue

@@ -7,11 +7,15 @@ extension Controller {
     func recordActivatorStats(_ messages: [WireStatMessage]) {
         let t = now
         for message in messages {
-            guard let stat = message.stat, let revision = revisions[message.namespace + "/" + message.name] else { continue }
+            guard let stat = message.stat, let revision = revisions[message.namespace + "/" + message.name] else {
+                continue
+            }
             let poke = revision.scaler.wantsPoke(concurrency: stat.averageConcurrentRequests)
             revision.scaler.record(concurrency: stat.averageConcurrentRequests, requests: stat.requestCount, atMs: t)
             if settings.verbose {
-                events.emit("stat \(revision.key) from activator: concurrency \(stat.averageConcurrentRequests), requests \(stat.requestCount)")
+                events.emit(
+                    "stat \(revision.key) from activator: concurrency \(stat.averageConcurrentRequests), requests \(stat.requestCount)"
+                )
             }
             if poke { decide(revision, reason: "activation") }
         }
@@ -44,7 +48,9 @@ extension Controller {
         var targets: [ScrapeTarget] = []
         for revision in revisions.values {
             for pod in revision.readyPods {
-                targets.append(ScrapeTarget(revisionKey: revision.key, metrics: SocketAddress(ip: "127.0.0.1", port: pod.metricsPort)!))
+                targets.append(
+                    ScrapeTarget(
+                        revisionKey: revision.key, metrics: SocketAddress(ip: "127.0.0.1", port: pod.metricsPort)!))
             }
         }
         scrapeBoard.set(targets)

@@ -16,13 +16,17 @@ extension Controller {
 
     func merged(_ base: [String], _ extra: [(String, String)]) -> [String] {
         let names = Set(extra.map(\.0))
-        return base.filter { entry in !names.contains(String(entry.prefix { $0 != "=" })) } + extra.map { "\($0.0)=\($0.1)" }
+        return base.filter { entry in !names.contains(String(entry.prefix { $0 != "=" })) }
+            + extra.map { "\($0.0)=\($0.1)" }
     }
 
     func userEnvironment(_ pod: PodObject) -> [String] {
         let r = pod.revision
         var extra: [(String, String)] = r.template.container.env.map { ($0.name, $0.value) }
-        extra += [("PORT", "\(pod.userPort)"), ("K_REVISION", r.name), ("K_CONFIGURATION", r.serviceName), ("K_SERVICE", r.serviceName)]
+        extra += [
+            ("PORT", "\(pod.userPort)"), ("K_REVISION", r.name), ("K_CONFIGURATION", r.serviceName),
+            ("K_SERVICE", r.serviceName),
+        ]
         return merged(baseEnvironment(), extra)
     }
 
@@ -31,16 +35,22 @@ extension Controller {
         let t = r.template
         let fullDuplex = t.annotations["features.knative.dev/http-full-duplex"]?.lowercased() == "enabled"
         let extra: [(String, String)] = [
-            ("SERVING_NAMESPACE", r.namespace), ("SERVING_SERVICE", r.serviceName), ("SERVING_CONFIGURATION", r.serviceName),
+            ("SERVING_NAMESPACE", r.namespace), ("SERVING_SERVICE", r.serviceName),
+            ("SERVING_CONFIGURATION", r.serviceName),
             ("SERVING_REVISION", r.name), ("SERVING_POD", pod.name), ("SERVING_POD_IP", "127.0.0.1"),
             ("CONTAINER_CONCURRENCY", "\(t.containerConcurrency)"),
             ("REVISION_TIMEOUT_SECONDS", "\(t.timeoutSeconds)"),
             ("REVISION_RESPONSE_START_TIMEOUT_SECONDS", "\(t.responseStartTimeoutSeconds ?? 0)"),
             ("REVISION_IDLE_TIMEOUT_SECONDS", "\(t.idleTimeoutSeconds ?? 0)"),
-            ("SERVING_READINESS_PROBE", ReadinessProbeEncoding.encode(t.container.readinessProbe, userPort: pod.userPort, declaredPort: t.container.port)),
+            (
+                "SERVING_READINESS_PROBE",
+                ReadinessProbeEncoding.encode(
+                    t.container.readinessProbe, userPort: pod.userPort, declaredPort: t.container.port)
+            ),
             ("ENABLE_HTTP_FULL_DUPLEX", fullDuplex ? "true" : "false"),
             ("ENABLE_HTTP2_AUTO_DETECTION", "false"), ("ENABLE_MULTI_CONTAINER_PROBES", "false"),
-            ("QUEUE_SERVING_PORT", "\(pod.servingPort)"), ("QUEUE_SERVING_TLS_PORT", "8112"), ("USER_PORT", "\(pod.userPort)"),
+            ("QUEUE_SERVING_PORT", "\(pod.servingPort)"), ("QUEUE_SERVING_TLS_PORT", "8112"),
+            ("USER_PORT", "\(pod.userPort)"),
             // Knative marks h2c revisions by serving them on 8013; our pods have their own ports, so say it.
             ("QUEUE_USER_PROTOCOL", t.container.portName == "h2c" ? "h2c" : "http1"),
             ("SERVING_LOGGING_CONFIG", ""), ("SERVING_LOGGING_LEVEL", ""),
@@ -69,7 +79,9 @@ extension Controller {
             if after.first == "$" {
                 out += "$"
                 rest = after.dropFirst()
-            } else if after.first == "(", let close = after.firstIndex(of: ")"), let value = values[after[after.index(after: after.startIndex)..<close]] {
+            } else if after.first == "(", let close = after.firstIndex(of: ")"),
+                let value = values[after[after.index(after: after.startIndex)..<close]]
+            {
                 out += value
                 rest = after[after.index(after: close)...]
             } else {

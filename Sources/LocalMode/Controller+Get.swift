@@ -15,61 +15,123 @@ extension Controller {
 
     func table(kind: String, namespace: String?, name: String?, json: Bool) throws -> String {
         let t = now
-        func matches(_ ns: String, _ n: String) -> Bool { (namespace == nil || namespace == ns) && (name == nil || name == n) }
+        func matches(_ ns: String, _ n: String) -> Bool {
+            (namespace == nil || namespace == ns) && (name == nil || name == n)
+        }
         let domain = settings.domain
         switch kind {
         case "ksvc", "ksvcs", "service", "services", "kservice":
-            let list = services.values.filter { matches($0.manifest.namespace, $0.manifest.name) }.sorted { $0.key < $1.key }
-            if json {
-                return JSON.array(list.map { s in
-                    JSON.object([("namespace", .string(s.manifest.namespace)), ("name", .string(s.manifest.name)),
-                        ("url", .string(s.url(domain: domain))), ("latestCreatedRevisionName", .string(s.latestCreated ?? "")),
-                        ("latestReadyRevisionName", .string(s.latestReady ?? "")), ("ready", .string(s.condition.status)),
-                        ("reason", .string(s.condition.reason)),
-                        ("traffic", .array(s.routedTraffic.map { .object([("revisionName", .string($0.revisionName)), ("percent", .number(Double($0.percent))), ("tag", .string($0.tag ?? ""))]) }))])
-                }).text + "\n"
+            let list = services.values.filter { matches($0.manifest.namespace, $0.manifest.name) }.sorted {
+                $0.key < $1.key
             }
-            return Table.render(["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"], list.map { s in
-                [s.manifest.name, s.url(domain: domain), s.latestCreated ?? "", s.latestReady ?? "", s.condition.status, s.condition.reason]
-            })
+            if json {
+                return JSON.array(
+                    list.map { s in
+                        JSON.object([
+                            ("namespace", .string(s.manifest.namespace)), ("name", .string(s.manifest.name)),
+                            ("url", .string(s.url(domain: domain))),
+                            ("latestCreatedRevisionName", .string(s.latestCreated ?? "")),
+                            ("latestReadyRevisionName", .string(s.latestReady ?? "")),
+                            ("ready", .string(s.condition.status)),
+                            ("reason", .string(s.condition.reason)),
+                            (
+                                "traffic",
+                                .array(
+                                    s.routedTraffic.map {
+                                        .object([
+                                            ("revisionName", .string($0.revisionName)),
+                                            ("percent", .number(Double($0.percent))), ("tag", .string($0.tag ?? "")),
+                                        ])
+                                    })
+                            ),
+                        ])
+                    }
+                ).text + "\n"
+            }
+            return Table.render(
+                ["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"],
+                list.map { s in
+                    [
+                        s.manifest.name, s.url(domain: domain), s.latestCreated ?? "", s.latestReady ?? "",
+                        s.condition.status, s.condition.reason,
+                    ]
+                })
         case "configuration", "configurations", "config", "configs", "cfg":
-            let list = services.values.filter { matches($0.manifest.namespace, $0.manifest.name) }.sorted { $0.key < $1.key }
-            return Table.render(["NAME", "LATESTCREATED", "LATESTREADY", "READY", "REASON"], list.map { s in
-                [s.manifest.name, s.latestCreated ?? "", s.latestReady ?? "", s.configCondition.status, s.configCondition.reason]
-            })
+            let list = services.values.filter { matches($0.manifest.namespace, $0.manifest.name) }.sorted {
+                $0.key < $1.key
+            }
+            return Table.render(
+                ["NAME", "LATESTCREATED", "LATESTREADY", "READY", "REASON"],
+                list.map { s in
+                    [
+                        s.manifest.name, s.latestCreated ?? "", s.latestReady ?? "", s.configCondition.status,
+                        s.configCondition.reason,
+                    ]
+                })
         case "route", "routes", "rt":
-            let list = services.values.filter { matches($0.manifest.namespace, $0.manifest.name) }.sorted { $0.key < $1.key }
-            return Table.render(["NAME", "URL", "READY", "REASON"], list.map { s in
-                [s.manifest.name, s.url(domain: domain), s.routeCondition.status, s.routeCondition.reason]
-            })
+            let list = services.values.filter { matches($0.manifest.namespace, $0.manifest.name) }.sorted {
+                $0.key < $1.key
+            }
+            return Table.render(
+                ["NAME", "URL", "READY", "REASON"],
+                list.map { s in
+                    [s.manifest.name, s.url(domain: domain), s.routeCondition.status, s.routeCondition.reason]
+                })
         case "revision", "revisions", "rev", "revs":
-            let list = revisions.values.filter { matches($0.namespace, $0.name) }.sorted { ($0.namespace, $0.createdMs, $0.name) < ($1.namespace, $1.createdMs, $1.name) }
-            if json {
-                return JSON.array(list.map { r in
-                    JSON.object([("namespace", .string(r.namespace)), ("name", .string(r.name)), ("ready", .string(r.condition.status)),
-                        ("reason", .string(r.condition.reason)), ("actualReplicas", .number(Double(r.readyPods.count))),
-                        ("desiredReplicas", .number(Double(r.scaler.lastScale)))])
-                }).text + "\n"
+            let list = revisions.values.filter { matches($0.namespace, $0.name) }.sorted {
+                ($0.namespace, $0.createdMs, $0.name) < ($1.namespace, $1.createdMs, $1.name)
             }
-            return Table.render(["NAME", "CONFIG NAME", "GENERATION", "READY", "REASON", "ACTUAL REPLICAS", "DESIRED REPLICAS"], list.map { r in
-                [r.name, r.serviceName, "\(r.generation)", r.condition.status, r.condition.reason, "\(r.readyPods.count)", "\(r.scaler.lastScale)"]
-            })
+            if json {
+                return JSON.array(
+                    list.map { r in
+                        JSON.object([
+                            ("namespace", .string(r.namespace)), ("name", .string(r.name)),
+                            ("ready", .string(r.condition.status)),
+                            ("reason", .string(r.condition.reason)),
+                            ("actualReplicas", .number(Double(r.readyPods.count))),
+                            ("desiredReplicas", .number(Double(r.scaler.lastScale))),
+                        ])
+                    }
+                ).text + "\n"
+            }
+            return Table.render(
+                ["NAME", "CONFIG NAME", "GENERATION", "READY", "REASON", "ACTUAL REPLICAS", "DESIRED REPLICAS"],
+                list.map { r in
+                    [
+                        r.name, r.serviceName, "\(r.generation)", r.condition.status, r.condition.reason,
+                        "\(r.readyPods.count)", "\(r.scaler.lastScale)",
+                    ]
+                })
         case "pod", "pods", "po":
-            let list = revisions.values.flatMap(\.pods).filter { matches($0.revision.namespace, $0.name) }.sorted { ($0.revision.name, $0.spawnedMs) < ($1.revision.name, $1.spawnedMs) }
-            if json {
-                return JSON.array(list.map { p in
-                    JSON.object([("namespace", .string(p.revision.namespace)), ("name", .string(p.name)), ("revision", .string(p.revision.name)),
-                        ("phase", .string(p.phase.rawValue)), ("userPid", .number(Double(p.userPID))), ("queuePid", .number(Double(p.queuePID))),
-                        ("queueAddress", .string(p.servingAddress.description)), ("userPort", .number(Double(p.userPort))),
-                        ("processStartMs", p.processStartMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null),
-                        ("readyAfterMs", p.readyAfterMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null), ("logs", .string(p.logDirectory))])
-                }).text + "\n"
+            let list = revisions.values.flatMap(\.pods).filter { matches($0.revision.namespace, $0.name) }.sorted {
+                ($0.revision.name, $0.spawnedMs) < ($1.revision.name, $1.spawnedMs)
             }
-            return Table.render(["NAME", "READY", "STATUS", "RESTARTS", "AGE"], list.map { p in
-                [p.name, p.phase == .ready ? "2/2" : "0/2", p.phase.rawValue, "0", Table.age(t - p.spawnedMs)]
-            })
+            if json {
+                return JSON.array(
+                    list.map { p in
+                        JSON.object([
+                            ("namespace", .string(p.revision.namespace)), ("name", .string(p.name)),
+                            ("revision", .string(p.revision.name)),
+                            ("phase", .string(p.phase.rawValue)), ("userPid", .number(Double(p.userPID))),
+                            ("queuePid", .number(Double(p.queuePID))),
+                            ("queueAddress", .string(p.servingAddress.description)),
+                            ("userPort", .number(Double(p.userPort))),
+                            ("processStartMs", p.processStartMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null),
+                            ("readyAfterMs", p.readyAfterMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null),
+                            ("logs", .string(p.logDirectory)),
+                        ])
+                    }
+                ).text + "\n"
+            }
+            return Table.render(
+                ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+                list.map { p in
+                    [p.name, p.phase == .ready ? "2/2" : "0/2", p.phase.rawValue, "0", Table.age(t - p.spawnedMs)]
+                })
         default:
-            throw ManifestError("error: the server doesn't have a resource type \"\(kind)\" (kn-local knows ksvc, configurations, revisions, routes, pods)")
+            throw ManifestError(
+                "error: the server doesn't have a resource type \"\(kind)\" (kn-local knows ksvc, configurations, revisions, routes, pods)"
+            )
         }
     }
 }

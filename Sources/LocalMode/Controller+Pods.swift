@@ -7,7 +7,8 @@ extension Controller {
         var taken: [UInt16] = []
         for _ in 0..<4 {
             guard let p = ports.take() else {
-                events.emit("no free ports left in --pod-ports \(settings.podPorts); cannot start a pod for \(revision.key)")
+                events.emit(
+                    "no free ports left in --pod-ports \(settings.podPorts); cannot start a pod for \(revision.key)")
                 return nil
             }
             taken.append(p)
@@ -15,13 +16,16 @@ extension Controller {
         let name = "\(revision.name)-deployment-\(randomSuffix())"
         let directory = "\(settings.stateDirectory)/\(revision.namespace)/\(name)"
         nextPodSerial += 1
-        let pod = PodObject(name: name, serial: nextPodSerial, revision: revision, ports: taken, logDirectory: directory, nowMs: now)
+        let pod = PodObject(
+            name: name, serial: nextPodSerial, revision: revision, ports: taken, logDirectory: directory, nowMs: now)
         do {
             try makeDirectory(directory)
             let environment = userEnvironment(pod)
             let argv = revision.argv!.map { Self.expand($0, environment) }
-            pod.userPID = try ProcessControl.spawn(argv, environment: environment, logPath: directory + "/user-container.log")
-            pod.queuePID = try ProcessControl.spawn([settings.queueProxy], environment: queueEnvironment(pod), logPath: directory + "/queue-proxy.log")
+            pod.userPID = try ProcessControl.spawn(
+                argv, environment: environment, logPath: directory + "/user-container.log")
+            pod.queuePID = try ProcessControl.spawn(
+                [settings.queueProxy], environment: queueEnvironment(pod), logPath: directory + "/queue-proxy.log")
         } catch {
             // Nothing of this pod is tracked: a started user container is killed, and its exit ignored.
             events.emit("pod \(name) could not start: \(error)")
@@ -71,7 +75,11 @@ extension Controller {
         if wasReady && revisions[pod.revision.key] === pod.revision { programEndpoints(pod.revision) }
         updateScrapeBoard()
         events.emit("pod \(pod.name) terminating (\(reason))", verbose: true)
-        if !pod.queueExited { ProcessControl.signal(pod.queuePID, SIGTERM) } else if !pod.userExited { ProcessControl.signal(pod.userPID, SIGTERM) }
+        if !pod.queueExited {
+            ProcessControl.signal(pod.queuePID, SIGTERM)
+        } else if !pod.userExited {
+            ProcessControl.signal(pod.userPID, SIGTERM)
+        }
         // Knative's terminationGracePeriodSeconds is the revision timeout; the drain itself is the quiet period.
         let graceMs = Int64(pod.revision.template.timeoutSeconds) * 1000 + 5_000
         let timer = LoopTimer { [unowned self, weak pod] _ in
@@ -89,10 +97,15 @@ extension Controller {
         for exit in ProcessControl.reap() {
             if exit.pid == activatorPID {
                 activatorPID = 0
-                if isShuttingDown { finishIfDone(); continue }
+                if isShuttingDown {
+                    finishIfDone()
+                    continue
+                }
                 activatorRestarts += 1
                 let delay = Int64(min(30_000, 250 << min(activatorRestarts - 1, 7)))
-                events.emit("activator exited (\(exit)); restarting it in \(delay) ms (log: \(settings.stateDirectory)/activator.log)")
+                events.emit(
+                    "activator exited (\(exit)); restarting it in \(delay) ms (log: \(settings.stateDirectory)/activator.log)"
+                )
                 scheduleActivatorRestart(after: delay)
                 continue
             }
@@ -117,10 +130,15 @@ extension Controller {
                     revision.nextSpawnMs = now + Int64(backoff)
                     if !revision.everReady {
                         let code = exit.code.map { "ExitCode\($0)" } ?? "Signal\(exit.signal ?? 0)"
-                        revision.condition = Condition(status: "False", reason: code, message: "Container failed with: \(lastLine(log))")
-                        if let service = services[revision.namespace + "/" + revision.serviceName], service.latestCreated == revision.name {
-                            service.configCondition = Condition(status: "False", reason: "RevisionFailed",
-                                message: "Revision \"\(revision.name)\" failed with message: \(revision.condition.message).")
+                        revision.condition = Condition(
+                            status: "False", reason: code, message: "Container failed with: \(lastLine(log))")
+                        if let service = services[revision.namespace + "/" + revision.serviceName],
+                            service.latestCreated == revision.name
+                        {
+                            service.configCondition = Condition(
+                                status: "False", reason: "RevisionFailed",
+                                message:
+                                    "Revision \"\(revision.name)\" failed with message: \(revision.condition.message).")
                             resolveRoute(service)
                         }
                     }

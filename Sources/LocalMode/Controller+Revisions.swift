@@ -14,7 +14,9 @@ extension Controller {
         service.latestReady = revision.name
         service.configCondition = .ready
         resolveRoute(service)
-        events.emit("service \(service.key) ready: latest ready revision \(revision.name) at \(service.url(domain: settings.domain))")
+        events.emit(
+            "service \(service.key) ready: latest ready revision \(revision.name) at \(service.url(domain: settings.domain))"
+        )
     }
 
     /// Brings the revision's pods to its last decided scale.
@@ -25,7 +27,9 @@ extension Controller {
         var active = revision.activePods
         if active.count > want {
             // Not-ready pods go first, then the newest.
-            let victims = active.sorted { ($0.phase == .ready ? 1 : 0, -$0.spawnedMs) < ($1.phase == .ready ? 1 : 0, -$1.spawnedMs) }
+            let victims = active.sorted {
+                ($0.phase == .ready ? 1 : 0, -$0.spawnedMs) < ($1.phase == .ready ? 1 : 0, -$1.spawnedMs)
+            }
             for pod in victims.prefix(active.count - want) { terminate(pod, reason: "scaled down") }
             return
         }

@@ -10,16 +10,23 @@ extension Controller {
         var targets: [TrafficTarget] = []
         for entry in m.traffic {
             let name: String?
-            if let r = entry.revisionName { name = revisions[m.namespace + "/" + r] == nil ? nil : r } else { name = service.latestReady }
+            if let r = entry.revisionName {
+                name = revisions[m.namespace + "/" + r] == nil ? nil : r
+            } else {
+                name = service.latestReady
+            }
             guard let name else {
                 if let r = entry.revisionName {
-                    service.routeCondition = Condition(status: "False", reason: "RevisionMissing",
+                    service.routeCondition = Condition(
+                        status: "False", reason: "RevisionMissing",
                         message: "Revision \"\(r)\" referenced in traffic not found.")
                 } else if service.configCondition.status == "False" {
-                    service.routeCondition = Condition(status: "False", reason: "RevisionMissing",
+                    service.routeCondition = Condition(
+                        status: "False", reason: "RevisionMissing",
                         message: "Configuration \"\(m.name)\" does not have any ready Revision.")
                 } else {
-                    service.routeCondition = Condition(status: "Unknown", reason: "RevisionMissing",
+                    service.routeCondition = Condition(
+                        status: "Unknown", reason: "RevisionMissing",
                         message: "Configuration \"\(m.name)\" is waiting for a Revision to become ready.")
                 }
                 // A route that served before keeps its traffic (Knative leaves the ingress as it was); one that
@@ -43,13 +50,18 @@ extension Controller {
     /// because it has no ingress rule yet; we keep the status and say why instead of an empty body).
     func programRoute(_ service: ServiceObject) {
         let m = service.manifest
-        let hosts = [service.host(domain: settings.domain), "\(m.name).\(m.namespace)", "\(m.name).\(m.namespace).svc", "\(m.name).\(m.namespace).svc.cluster.local"]
+        let hosts = [
+            service.host(domain: settings.domain), "\(m.name).\(m.namespace)", "\(m.name).\(m.namespace).svc",
+            "\(m.name).\(m.namespace).svc.cluster.local",
+        ]
         var members: [(String, JSON)] = [("hosts", .array(hosts.map { .string($0) }))]
         if service.routedTraffic.isEmpty {
             members.append(("notReady", .string(notReadyMessage(service))))
         } else {
             let traffic: [JSON] = service.routedTraffic.map { t in
-                var members: [(String, JSON)] = [("revisionName", .string(t.revisionName)), ("percent", .number(Double(t.percent)))]
+                var members: [(String, JSON)] = [
+                    ("revisionName", .string(t.revisionName)), ("percent", .number(Double(t.percent))),
+                ]
                 if let tag = t.tag { members.append(("tag", .string(tag))) }
                 return .object(members)
             }
@@ -64,7 +76,9 @@ extension Controller {
         let prefix = "service \"\(service.key)\" is not ready: "
         let m = service.manifest
         // A traffic entry naming a revision that does not exist: the route's own message names it.
-        let namesMissing = m.traffic.contains { entry in entry.revisionName.map { revisions[m.namespace + "/" + $0] == nil } ?? false }
+        let namesMissing = m.traffic.contains { entry in
+            entry.revisionName.map { revisions[m.namespace + "/" + $0] == nil } ?? false
+        }
         guard !namesMissing, let name = service.latestCreated, let revision = revisions[m.namespace + "/" + name] else {
             return prefix + service.routeCondition.message
         }
@@ -91,13 +105,16 @@ extension Controller {
 
     func programEndpoints(_ revision: RevisionObject) {
         let addresses = revision.readyPods.map { JSON.string($0.servingAddress.description) }
-        admin("PUT", "/v1/revisions/\(revision.namespace)/\(revision.name)/endpoints", .object([("addresses", .array(addresses))]))
+        admin(
+            "PUT", "/v1/revisions/\(revision.namespace)/\(revision.name)/endpoints",
+            .object([("addresses", .array(addresses))]))
     }
 
     func admin(_ method: String, _ path: String, _ body: JSON) {
         guard activatorPID != 0, !isShuttingDown else { return }
         do {
-            let response = try BlockingHTTP.request(method, activatorAdmin, path, headers: [("Content-Type", "application/json")],
+            let response = try BlockingHTTP.request(
+                method, activatorAdmin, path, headers: [("Content-Type", "application/json")],
                 body: Array(body.text.utf8), timeoutMs: 2000)
             if response.status != 200 {
                 events.emit("activator refused \(method) \(path): \(String(decoding: response.body, as: UTF8.self))")

@@ -7,10 +7,16 @@ extension Controller {
     /// Applies every Service in `text`; returns kubectl-style lines. Throws the validation error text.
     public func apply(_ text: String, namespace: String? = nil) throws -> [String] {
         func denied(_ error: ValidationError) -> ManifestError {
-            ManifestError("admission webhook \"validation.webhook.serving.knative.dev\" denied the request: validation failed: \(error)")
+            ManifestError(
+                "admission webhook \"validation.webhook.serving.knative.dev\" denied the request: validation failed: \(error)"
+            )
         }
         let manifests: [ServiceManifest]
-        do { manifests = try Manifest.parse(text, defaultNamespace: namespace ?? "default", allowZeroInitialScale: settings.autoscaler.allowZeroInitialScale) } catch let error as ValidationError {
+        do {
+            manifests = try Manifest.parse(
+                text, defaultNamespace: namespace ?? "default",
+                allowZeroInitialScale: settings.autoscaler.allowZeroInitialScale)
+        } catch let error as ValidationError {
             throw denied(error)
         }
         var lines: [String] = []
@@ -37,10 +43,14 @@ extension Controller {
         var reused: RevisionObject?
         if let name = manifest.template.name, let existing = revisions[manifest.namespace + "/" + name] {
             guard existing.serviceName == manifest.name else {
-                throw ValidationError(["revision \"\(name)\" already exists and belongs to service \"\(existing.serviceName)\": spec.template.metadata.name"])
+                throw ValidationError([
+                    "revision \"\(name)\" already exists and belongs to service \"\(existing.serviceName)\": spec.template.metadata.name"
+                ])
             }
             guard existing.template == manifest.template else {
-                throw ValidationError(["Saw the following changes without a name change (-old +new): spec.template.metadata.name\nset a new spec.template.metadata.name or remove it"])
+                throw ValidationError([
+                    "Saw the following changes without a name change (-old +new): spec.template.metadata.name\nset a new spec.template.metadata.name or remove it"
+                ])
             }
             reused = existing
         }
@@ -96,21 +106,29 @@ extension Controller {
             if let resolved = ProcessControl.resolve(first, path: pathEnv) {
                 argv = [resolved] + base.dropFirst() + container.args
             } else {
-                failure = Condition(status: "False", reason: "ContainerMissing", message: "\(first): no such executable (PATH=\(pathEnv))")
+                failure = Condition(
+                    status: "False", reason: "ContainerMissing",
+                    message: "\(first): no such executable (PATH=\(pathEnv))")
             }
         } else {
-            failure = Condition(status: "False", reason: "ContainerMissing",
-                message: "Unable to fetch image \"\(container.image)\": kn-local runs local commands; give the container a command or map the image with --image-map")
+            failure = Condition(
+                status: "False", reason: "ContainerMissing",
+                message:
+                    "Unable to fetch image \"\(container.image)\": kn-local runs local commands; give the container a command or map the image with --image-map"
+            )
         }
         let spec = ScalingSpec(containerConcurrency: m.template.containerConcurrency, annotations: m.template.scaling)
-        let revision = RevisionObject(namespace: m.namespace, name: name, serviceName: m.name, generation: service.generation,
-            template: m.template, argv: argv, scaler: RevisionAutoscaler(config: settings.autoscaler, spec: spec, nowMs: now), nowMs: now)
+        let revision = RevisionObject(
+            namespace: m.namespace, name: name, serviceName: m.name, generation: service.generation,
+            template: m.template, argv: argv,
+            scaler: RevisionAutoscaler(config: settings.autoscaler, spec: spec, nowMs: now), nowMs: now)
         revisions[revision.key] = revision
         service.revisionNames.append(name)
         service.latestCreated = name
         if let failure {
             revision.condition = failure
-            service.configCondition = Condition(status: "False", reason: "RevisionFailed",
+            service.configCondition = Condition(
+                status: "False", reason: "RevisionFailed",
                 message: "Revision \"\(name)\" failed with message: \(failure.message).")
             events.emit("revision \(revision.key) created but cannot run: \(failure.message)")
             resolveRoute(service)

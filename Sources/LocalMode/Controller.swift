@@ -29,7 +29,8 @@ public final class Controller {
     /// Called once every child is gone after `shutdown()`.
     var onFinished: (() -> Void)?
 
-    public init(loop: EventLoop, settings: LocalSettings, statPort: UInt16, scrapeBoard: ScrapeBoard, events: EventLog) {
+    public init(loop: EventLoop, settings: LocalSettings, statPort: UInt16, scrapeBoard: ScrapeBoard, events: EventLog)
+    {
         self.loop = loop
         self.settings = settings
         self.statPort = statPort
@@ -53,7 +54,9 @@ public final class Controller {
     }
 
     func startActivator() throws {
-        guard let adminPort = ports.take() else { throw ManifestError("no free port in --pod-ports for the activator's admin API") }
+        guard let adminPort = ports.take() else {
+            throw ManifestError("no free port in --pod-ports for the activator's admin API")
+        }
         activatorAdmin = SocketAddress(ip: "127.0.0.1", port: adminPort)!
         let argv = [
             settings.activator, "--port", "\(settings.ingressPort)", "--metrics-port", "0",

@@ -23,7 +23,9 @@ public final class EventLog: Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         let s = Int(ts.tv_sec % 86400)
-        let stamp = String(format2(s / 3600)) + ":" + format2((s / 60) % 60) + ":" + format2(s % 60) + "." + format3(Int(ts.tv_nsec / 1_000_000))
+        let stamp =
+            String(format2(s / 3600)) + ":" + format2((s / 60) % 60) + ":" + format2(s % 60) + "."
+            + format3(Int(ts.tv_nsec / 1_000_000))
         let line = stamp + " " + text + "\n"
         var bytes = Array(line.utf8)
         var offset = 0

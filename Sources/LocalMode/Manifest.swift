@@ -83,7 +83,9 @@ public enum ManifestLimits {
 
 public enum Manifest {
     /// Parses a file's text: YAML (any number of `---` documents) or JSON. Each document must be a Service.
-    public static func parse(_ text: String, defaultNamespace: String = "default", allowZeroInitialScale: Bool = false) throws -> [ServiceManifest] {
+    public static func parse(_ text: String, defaultNamespace: String = "default", allowZeroInitialScale: Bool = false)
+        throws -> [ServiceManifest]
+    {
         let trimmed = text.drop { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
         let documents: [JSON]
         if trimmed.first == "{" || trimmed.first == "[" {
@@ -92,26 +94,37 @@ public enum Manifest {
                 documents = json["items"]?.arrayValue ?? json.arrayValue ?? [json]
             } catch { throw ManifestError("invalid JSON: \(error)") }
         } else {
-            do { documents = try YAML.parseDocuments(text) } catch { throw ManifestError("error parsing YAML: \(error)") }
+            do { documents = try YAML.parseDocuments(text) } catch {
+                throw ManifestError("error parsing YAML: \(error)")
+            }
         }
         guard !documents.isEmpty else { throw ManifestError("no objects passed to apply") }
         var result: [ServiceManifest] = []
         for document in documents {
-            result.append(try decode(document, defaultNamespace: defaultNamespace, allowZeroInitialScale: allowZeroInitialScale))
+            result.append(
+                try decode(document, defaultNamespace: defaultNamespace, allowZeroInitialScale: allowZeroInitialScale))
         }
         return result
     }
 
     /// Decodes and validates one Service object.
-    public static func decode(_ json: JSON, defaultNamespace: String = "default", allowZeroInitialScale: Bool = false) throws -> ServiceManifest {
-        guard json.objectValue != nil else { throw ManifestError("expected a Service object, got \(json.text.prefix(40))") }
+    public static func decode(_ json: JSON, defaultNamespace: String = "default", allowZeroInitialScale: Bool = false)
+        throws -> ServiceManifest
+    {
+        guard json.objectValue != nil else {
+            throw ManifestError("expected a Service object, got \(json.text.prefix(40))")
+        }
         let apiVersion = json["apiVersion"]?.stringValue ?? ""
         let kind = json["kind"]?.stringValue ?? ""
         if apiVersion.isEmpty || kind.isEmpty {
-            throw ManifestError("error validating data: [apiVersion not set, kind not set]; every object needs apiVersion: serving.knative.dev/v1 and kind: Service")
+            throw ManifestError(
+                "error validating data: [apiVersion not set, kind not set]; every object needs apiVersion: serving.knative.dev/v1 and kind: Service"
+            )
         }
         guard apiVersion == "serving.knative.dev/v1", kind == "Service" else {
-            throw ManifestError("no matches for kind \"\(kind)\" in version \"\(apiVersion)\" (kn-local serves only serving.knative.dev/v1 Service)")
+            throw ManifestError(
+                "no matches for kind \"\(kind)\" in version \"\(apiVersion)\" (kn-local serves only serving.knative.dev/v1 Service)"
+            )
         }
         var d = Decoder()
         var service = ServiceManifest()
@@ -130,19 +143,23 @@ public enum Manifest {
         let tspec = template?["spec"]
         t.containerConcurrency = d.int(tspec?["containerConcurrency"], "spec.template.spec.containerConcurrency") ?? 0
         t.timeoutSeconds = d.int(tspec?["timeoutSeconds"], "spec.template.spec.timeoutSeconds") ?? 300
-        t.responseStartTimeoutSeconds = d.int(tspec?["responseStartTimeoutSeconds"], "spec.template.spec.responseStartTimeoutSeconds")
+        t.responseStartTimeoutSeconds = d.int(
+            tspec?["responseStartTimeoutSeconds"], "spec.template.spec.responseStartTimeoutSeconds")
         t.idleTimeoutSeconds = d.int(tspec?["idleTimeoutSeconds"], "spec.template.spec.idleTimeoutSeconds")
         let containers = tspec?["containers"]?.arrayValue ?? []
         if containers.isEmpty {
             d.errors.append("missing field(s): spec.template.spec.containers")
         } else if containers.count > 1 {
-            d.errors.append("kn-local runs one container per revision (sidecars are not supported): spec.template.spec.containers")
+            d.errors.append(
+                "kn-local runs one container per revision (sidecars are not supported): spec.template.spec.containers")
         }
         if let c = containers.first {
             let at = "spec.template.spec.containers[0]"
             var container = ContainerSpec()
             container.name = d.string(c["name"], at + ".name") ?? "user-container"
-            if container.name == "queue-proxy" { d.errors.append("\"queue-proxy\" is a reserved container name: \(at).name") }
+            if container.name == "queue-proxy" {
+                d.errors.append("\"queue-proxy\" is a reserved container name: \(at).name")
+            }
             container.image = d.string(c["image"], at + ".image") ?? ""
             container.command = d.stringList(c["command"], at + ".command")
             container.args = d.stringList(c["args"], at + ".args")
@@ -161,20 +178,28 @@ public enum Manifest {
             }
             let ports = c["ports"]?.arrayValue ?? []
             if ports.count > 1 {
-                d.errors.append("more than one container port is set: spec.template.spec.containers[*].ports\nOnly a single port is allowed across all containers")
+                d.errors.append(
+                    "more than one container port is set: spec.template.spec.containers[*].ports\nOnly a single port is allowed across all containers"
+                )
             }
             if let p = ports.first {
                 if let port = d.int(p["containerPort"], "\(at).ports[0].containerPort") {
                     if port < 0 || port > 65535 {
                         d.errors.append("expected 0 <= \(port) <= 65535: \(at).ports.containerPort")
                     } else if [8012, 8013, 8022, 9090, 9091, 8008].contains(port) {
-                        d.errors.append("invalid value: \(port) is a reserved port: \(at).ports.containerPort\n\(port) is a reserved port, please use a different value")
+                        d.errors.append(
+                            "invalid value: \(port) is a reserved port: \(at).ports.containerPort\n\(port) is a reserved port, please use a different value"
+                        )
                     }
                     container.port = port
                 }
                 if let name = d.string(p["name"], "\(at).ports[0].name"), !name.isEmpty {
-                    if name == "http1" || name == "h2c" { container.portName = name } else {
-                        d.errors.append("Port name \(name) is not allowed: \(at).ports\nName must be empty, or one of: 'h2c', 'http1'")
+                    if name == "http1" || name == "h2c" {
+                        container.portName = name
+                    } else {
+                        d.errors.append(
+                            "Port name \(name) is not allowed: \(at).ports\nName must be empty, or one of: 'h2c', 'http1'"
+                        )
                     }
                 }
             }
@@ -182,13 +207,17 @@ public enum Manifest {
                 guard probe.objectValue != nil else {
                     throw ValidationError(d.errors + ["expected an object: \(at).readinessProbe"])
                 }
-                if probe["exec"] != nil { d.errors.append("kn-local cannot run exec probes; use httpGet or tcpSocket: \(at).readinessProbe.exec") }
+                if probe["exec"] != nil {
+                    d.errors.append(
+                        "kn-local cannot run exec probes; use httpGet or tcpSocket: \(at).readinessProbe.exec")
+                }
                 container.readinessProbe = probe
             }
             if container.image.isEmpty && container.command.isEmpty { d.errors.append("missing field(s): \(at).image") }
             t.container = container
         }
-        t.scaling = d.scaling(t.annotations, "spec.template.metadata.annotations", allowZeroInitialScale: allowZeroInitialScale)
+        t.scaling = d.scaling(
+            t.annotations, "spec.template.metadata.annotations", allowZeroInitialScale: allowZeroInitialScale)
         service.template = t
         for (i, entry) in (spec?["traffic"]?.arrayValue ?? []).enumerated() {
             let at = "spec.traffic[\(i)]"
@@ -217,18 +246,26 @@ public enum Manifest {
             errors.append("invalid value: not a DNS 1035 label: [\(problem)]: metadata.name")
         }
         for key in s.annotations.keys.sorted() where key.hasPrefix("autoscaling.knative.dev") {
-            errors.append("invalid key name \"\(key)\": metadata.annotations\nautoscaling annotations must be put under \"spec.template.metadata.annotations\" to work")
+            errors.append(
+                "invalid key name \"\(key)\": metadata.annotations\nautoscaling annotations must be put under \"spec.template.metadata.annotations\" to work"
+            )
         }
-        if let problem = dns1123Problem(s.namespace) { errors.append("invalid value: \(s.namespace): metadata.namespace\n\(problem)") }
+        if let problem = dns1123Problem(s.namespace) {
+            errors.append("invalid value: \(s.namespace): metadata.namespace\n\(problem)")
+        }
         let t = s.template
         if let name = t.name, !name.isEmpty, !s.name.isEmpty, !name.hasPrefix(s.name + "-") {
             errors.append("invalid value: \"\(name)\" must have prefix \"\(s.name)-\": spec.template.metadata.name")
         }
         if t.containerConcurrency < 0 || t.containerConcurrency > ManifestLimits.maxContainerConcurrency {
-            errors.append("expected 0 <= \(t.containerConcurrency) <= \(ManifestLimits.maxContainerConcurrency): spec.template.spec.containerConcurrency")
+            errors.append(
+                "expected 0 <= \(t.containerConcurrency) <= \(ManifestLimits.maxContainerConcurrency): spec.template.spec.containerConcurrency"
+            )
         }
         if t.timeoutSeconds < 0 || t.timeoutSeconds > ManifestLimits.maxTimeoutSeconds {
-            errors.append("expected 0 <= \(t.timeoutSeconds) <= \(ManifestLimits.maxTimeoutSeconds): spec.template.spec.timeoutSeconds")
+            errors.append(
+                "expected 0 <= \(t.timeoutSeconds) <= \(ManifestLimits.maxTimeoutSeconds): spec.template.spec.timeoutSeconds"
+            )
         }
         if let v = t.responseStartTimeoutSeconds, v < 0 || v > t.timeoutSeconds {
             errors.append("expected 0 <= \(v) <= \(t.timeoutSeconds): spec.template.spec.responseStartTimeoutSeconds")
@@ -243,7 +280,9 @@ public enum Manifest {
             // Defaulting leaves latestRevision nil meaning "revisionName is empty" (route_defaults.go).
             let pinned = !(entry.revisionName ?? "").isEmpty
             if let latest = entry.latestRevision, pinned == latest {
-                errors.append("may not set revisionName \"\(entry.revisionName ?? "")\" when latestRevision is \(latest): \(at).latestRevision")
+                errors.append(
+                    "may not set revisionName \"\(entry.revisionName ?? "")\" when latestRevision is \(latest): \(at).latestRevision"
+                )
             }
             if let p = entry.percent {
                 if p < 0 || p > 100 { errors.append("expected 0 <= \(p) <= 100: \(at).percent") } else { sum += p }
@@ -251,14 +290,18 @@ public enum Manifest {
             }
             if let tag = entry.tag {
                 tags[tag, default: []].append(i)
-                if let problem = dns1035Problem(tag) { errors.append("invalid value: not a DNS 1035 label: [\(problem)]: spec.traffic.tag[\(i)]") }
+                if let problem = dns1035Problem(tag) {
+                    errors.append("invalid value: not a DNS 1035 label: [\(problem)]: spec.traffic.tag[\(i)]")
+                }
             }
         }
         if !s.traffic.isEmpty && sum != 100 {
             errors.append("Traffic targets sum to \(sum), want 100: spec.traffic")
         }
         for (tag, indexes) in tags.sorted(by: { $0.key < $1.key }) where indexes.count > 1 {
-            errors.append("Multiple definitions for \"\(tag)\": " + indexes.map { "spec.traffic[\($0)].tag" }.joined(separator: ", "))
+            errors.append(
+                "Multiple definitions for \"\(tag)\": "
+                    + indexes.map { "spec.traffic[\($0)].tag" }.joined(separator: ", "))
         }
         return errors.sorted()
     }
@@ -337,7 +380,9 @@ struct Decoder {
     }
 
     /// `autoscaling.knative.dev/*` annotations (pkg/apis/autoscaling/annotation_validation.go).
-    mutating func scaling(_ annotations: [String: String], _ path: String, allowZeroInitialScale: Bool) -> ScalingAnnotations {
+    mutating func scaling(_ annotations: [String: String], _ path: String, allowZeroInitialScale: Bool)
+        -> ScalingAnnotations
+    {
         var s = ScalingAnnotations()
         let prefix = "autoscaling.knative.dev/"
         func key(_ name: String) -> String { path + "." + prefix + name }
@@ -383,12 +428,20 @@ struct Decoder {
             return ms
         }
         if let v = number("target") {
-            if v < 0.01 { errors.append("target \(annotations[prefix + "target"]!) should be at least 0.01: \(key("target"))") } else { s.target = v }
+            if v < 0.01 {
+                errors.append("target \(annotations[prefix + "target"]!) should be at least 0.01: \(key("target"))")
+            } else {
+                s.target = v
+            }
         }
         if let v = number("target-utilization-percentage") {
             if v < 1 || v > 100 {
-                errors.append("expected 1 <= \(annotations[prefix + "target-utilization-percentage"]!) <= 100: \(key("target-utilization-percentage"))")
-            } else { s.utilizationPercentage = v }
+                errors.append(
+                    "expected 1 <= \(annotations[prefix + "target-utilization-percentage"]!) <= 100: \(key("target-utilization-percentage"))"
+                )
+            } else {
+                s.utilizationPercentage = v
+            }
         }
         s.minScale = scale("min-scale")
         s.maxScale = scale("max-scale")
@@ -402,7 +455,9 @@ struct Decoder {
                 errors.append("invalid value: \(v): \(key("initial-scale")) must be greater than 0")
             } else if v == 0 && !allowZeroInitialScale {
                 errors.append("invalid value: 0: \(key("initial-scale"))=0 not allowed by cluster")
-            } else { s.initialScale = v }
+            } else {
+                s.initialScale = v
+            }
         }
         if let text = annotations[prefix + "window"] {
             if let ms = GoDuration.milliseconds(text) {
@@ -410,44 +465,67 @@ struct Decoder {
                     errors.append("expected 6s <= \(text) <= 1h0m0s: \(key("window"))")
                 } else if ms % 1000 != 0 {
                     errors.append("must be specified with at most second precision: \(key("window"))")
-                } else { s.windowMs = ms }
+                } else {
+                    s.windowMs = ms
+                }
             } else {
                 errors.append("invalid value: \(text): \(key("window"))")
             }
         }
         if let v = number("panic-window-percentage") {
-            if v < 1 || v > 100 { errors.append("expected 1 <= \(annotations[prefix + "panic-window-percentage"]!) <= 100: \(key("panic-window-percentage"))") } else { s.panicWindowPercentage = v }
+            if v < 1 || v > 100 {
+                errors.append(
+                    "expected 1 <= \(annotations[prefix + "panic-window-percentage"]!) <= 100: \(key("panic-window-percentage"))"
+                )
+            } else {
+                s.panicWindowPercentage = v
+            }
         }
         if let v = number("panic-threshold-percentage") {
-            if v < 110 || v > 1000 { errors.append("expected 110 <= \(annotations[prefix + "panic-threshold-percentage"]!) <= 1000: \(key("panic-threshold-percentage"))") } else { s.panicThresholdPercentage = v }
+            if v < 110 || v > 1000 {
+                errors.append(
+                    "expected 110 <= \(annotations[prefix + "panic-threshold-percentage"]!) <= 1000: \(key("panic-threshold-percentage"))"
+                )
+            } else {
+                s.panicThresholdPercentage = v
+            }
         }
         s.scaleDownDelayMs = duration("scale-down-delay")
         s.podRetentionMs = duration("scale-to-zero-pod-retention-period")
         if let v = number("target-burst-capacity"), v < 0 && v != -1 {
             // Accepted otherwise but without effect: kn-local keeps the activator in the path (TBC −1).
-            errors.append("invalid value: \(annotations[prefix + "target-burst-capacity"]!): \(key("target-burst-capacity"))")
+            errors.append(
+                "invalid value: \(annotations[prefix + "target-burst-capacity"]!): \(key("target-burst-capacity"))")
         }
         if let v = integer("activation-scale") {
             if v < 1 {
                 errors.append("activation-scale=\(v) must be greater than 1: \(key("activation-scale"))")
             } else {
-                if let lo = s.minScale, lo > v { errors.append("min-scale=\(lo) is greater than activation-scale=\(v): \(key("activation-scale"))") }
-                if let hi = s.maxScale, hi != 0, hi < v { errors.append("max-scale=\(hi) is less than activation-scale=\(v): \(key("activation-scale"))") }
+                if let lo = s.minScale, lo > v {
+                    errors.append("min-scale=\(lo) is greater than activation-scale=\(v): \(key("activation-scale"))")
+                }
+                if let hi = s.maxScale, hi != 0, hi < v {
+                    errors.append("max-scale=\(hi) is less than activation-scale=\(v): \(key("activation-scale"))")
+                }
                 s.activationScale = v
             }
         }
         if let algorithm = annotations[prefix + "metric-aggregation-algorithm"],
-            !["linear", "weighted-exponential", "weightedExponential"].contains(algorithm) {
+            !["linear", "weighted-exponential", "weightedExponential"].contains(algorithm)
+        {
             // Both are accepted; kn-local averages linearly (upstream's default).
             errors.append("invalid value: \(algorithm): \(key("metric-aggregation-algorithm"))")
         }
         if let metric = annotations[prefix + "metric"] {
-            if metric == "concurrency" || metric == "rps" { s.metric = metric } else {
+            if metric == "concurrency" || metric == "rps" {
+                s.metric = metric
+            } else {
                 errors.append("invalid value: \(metric): \(key("metric"))")
             }
         }
         if let cls = annotations[prefix + "class"], cls != "kpa.autoscaling.knative.dev" {
-            errors.append("invalid value: \(cls): \(key("class"))\nkn-local runs only the KPA (kpa.autoscaling.knative.dev)")
+            errors.append(
+                "invalid value: \(cls): \(key("class"))\nkn-local runs only the KPA (kpa.autoscaling.knative.dev)")
         }
         return s
     }

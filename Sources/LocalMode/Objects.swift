@@ -65,8 +65,10 @@ final class RevisionObject {
     var nextSpawnMs: Int64 = 0
     var retryTimer: LoopTimer?
 
-    init(namespace: String, name: String, serviceName: String, generation: Int, template: RevisionTemplate,
-         argv: [String]?, scaler: RevisionAutoscaler, nowMs: Int64) {
+    init(
+        namespace: String, name: String, serviceName: String, generation: Int, template: RevisionTemplate,
+        argv: [String]?, scaler: RevisionAutoscaler, nowMs: Int64
+    ) {
         self.namespace = namespace
         self.name = name
         self.serviceName = serviceName
@@ -83,7 +85,11 @@ final class RevisionObject {
 }
 
 final class PodObject {
-    enum Phase: String { case starting = "ContainerCreating", ready = "Running", terminating = "Terminating" }
+    enum Phase: String {
+        case starting = "ContainerCreating"
+        case ready = "Running"
+        case terminating = "Terminating"
+    }
 
     let name: String
     /// Unique for the controller's lifetime: how threads refer to the pod.
@@ -136,11 +142,17 @@ final class AbandonFlag: Sendable {
 enum Table {
     static func render(_ header: [String], _ rows: [[String]]) -> String {
         var widths = header.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        for row in rows {
+            for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+        }
         func line(_ cells: [String]) -> String {
             var text = ""
             for (i, cell) in cells.enumerated() {
-                if i == cells.count - 1 { text += cell } else { text += cell + String(repeating: " ", count: widths[i] - cell.count + 3) }
+                if i == cells.count - 1 {
+                    text += cell
+                } else {
+                    text += cell + String(repeating: " ", count: widths[i] - cell.count + 3)
+                }
             }
             while text.last == " " { text.removeLast() }
             return text

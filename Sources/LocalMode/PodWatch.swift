@@ -32,9 +32,11 @@ enum ReadinessWaiter {
             let started = elapsedMs()
             inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }
             while !flag.isSet && monotonicNs() < deadline {
-                let response = try? BlockingHTTP.request("GET", queue, "/", headers: [
-                    ("User-Agent", "kube-probe/kn-local"), ("K-Network-Probe", "queue"),
-                ], timeoutMs: 11_000)
+                let response = try? BlockingHTTP.request(
+                    "GET", queue, "/",
+                    headers: [
+                        ("User-Agent", "kube-probe/kn-local"), ("K-Network-Probe", "queue"),
+                    ], timeoutMs: 11_000)
                 if response?.status == 200 {
                     let ready = elapsedMs()
                     inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podReady($1, afterMs: ready) } }
@@ -73,9 +75,12 @@ enum Scraper {
                 next += 1000
                 var totals: [String: (Double, Double)] = [:]
                 for target in board.snapshot() {
-                    guard let response = try? BlockingHTTP.request("GET", target.metrics, "/metrics",
-                        headers: [("Accept", "application/protobuf")], timeoutMs: 3000, maxBytes: 4096),
-                        (200..<300).contains(response.status), response.header("Content-Type") == "application/protobuf",
+                    guard
+                        let response = try? BlockingHTTP.request(
+                            "GET", target.metrics, "/metrics",
+                            headers: [("Accept", "application/protobuf")], timeoutMs: 3000, maxBytes: 4096),
+                        (200..<300).contains(response.status),
+                        response.header("Content-Type") == "application/protobuf",
                         response.body.count <= 336, let stat = Stat.decode(response.body)
                     else { continue }
                     let current = totals[target.revisionKey] ?? (0, 0)
@@ -120,7 +125,11 @@ enum ReadinessProbeEncoding {
                 if key == "tcpSocket" { fields.append(("host", .string("127.0.0.1"))) }
                 out.append((key, .object(fields)))
             case "timeoutSeconds":
-                if period > 0, (value.intValue ?? 0) < 1 { out.append((key, .number(1))) } else { out.append((key, value)) }
+                if period > 0, (value.intValue ?? 0) < 1 {
+                    out.append((key, .number(1)))
+                } else {
+                    out.append((key, value))
+                }
             default:
                 out.append((key, value))
             }

@@ -46,7 +46,9 @@ public enum ProcessControl {
         public let code: Int32?
         public let signal: Int32?
         public var description: String {
-            if let code { return code == 127 ? "exit code 127 (command not found or not executable)" : "exit code \(code)" }
+            if let code {
+                return code == 127 ? "exit code 127 (command not found or not executable)" : "exit code \(code)"
+            }
             return "signal \(signal ?? 0)\(signal == SIGKILL ? " (killed)" : "")"
         }
     }
@@ -64,8 +66,12 @@ public enum ProcessControl {
             var status: Int32 = 0
             let reaped = waitpid(pid, &status, WNOHANG)
             if reaped <= 0 { return nil }
-            if CLinuxShims_wifexited(status) != 0 { return Exit(pid: reaped, code: CLinuxShims_wexitstatus(status), signal: nil) }
-            if CLinuxShims_wifsignaled(status) != 0 { return Exit(pid: reaped, code: nil, signal: CLinuxShims_wtermsig(status)) }
+            if CLinuxShims_wifexited(status) != 0 {
+                return Exit(pid: reaped, code: CLinuxShims_wexitstatus(status), signal: nil)
+            }
+            if CLinuxShims_wifsignaled(status) != 0 {
+                return Exit(pid: reaped, code: nil, signal: CLinuxShims_wtermsig(status))
+            }
             // Stopped/continued reports: not an end; look again.
         }
     }
@@ -125,7 +131,9 @@ public struct PortAllocator: Sendable {
         addr.sin_port = port.bigEndian
         addr.sin_addr.s_addr = 0
         return withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         } == 0
     }
 }
@@ -186,7 +194,8 @@ public enum BlockingHTTP {
         if rc != 0 {
             let code = errno
             close(fd)
-            throw Failure(description: "dial tcp \(address): connect: \(SysError.text(code))", refused: code == ECONNREFUSED)
+            throw Failure(
+                description: "dial tcp \(address): connect: \(SysError.text(code))", refused: code == ECONNREFUSED)
         }
         return fd
     }

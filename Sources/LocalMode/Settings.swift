@@ -38,7 +38,9 @@ public struct LocalSettings: Sendable {
         if let c = imageMap[image] { return c }
         let untagged = Self.stripTag(image)
         if let c = imageMap[untagged] { return c }
-        if Self.sampleImages.contains(image) || Self.sampleImages.contains(untagged) { return [binDirectory + "/helloworld"] }
+        if Self.sampleImages.contains(image) || Self.sampleImages.contains(untagged) {
+            return [binDirectory + "/helloworld"]
+        }
         return nil
     }
 
@@ -53,11 +55,15 @@ public struct LocalSettings: Sendable {
         let text = try readFile(path)
         let documents: [JSON]
         do {
-            documents = text.drop(while: { $0 == " " || $0 == "\n" }).first == "{" ? [try JSON.parse(text)] : try YAML.parseDocuments(text)
+            documents =
+                text.drop(while: { $0 == " " || $0 == "\n" }).first == "{"
+                ? [try JSON.parse(text)] : try YAML.parseDocuments(text)
         } catch { throw ManifestError("--image-map \(path): \(error)") }
         var map: [String: [String]] = [:]
         for document in documents {
-            guard let members = document.objectValue else { throw ManifestError("--image-map \(path): expected a map of image: command") }
+            guard let members = document.objectValue else {
+                throw ManifestError("--image-map \(path): expected a map of image: command")
+            }
             for (image, value) in members {
                 if let s = value.stringValue {
                     map[image] = s.split(separator: " ").map(String.init)
@@ -105,10 +111,10 @@ public struct LocalSettings: Sendable {
         """ + AutoscalerConfig.keys.map { "  --\($0.0)=\($0.1)".padding(52) + $0.2 }.joined(separator: "\n") + """
 
 
-        Environment: KN_LOCAL_CONTROL (client commands). Pods get PORT, K_SERVICE, K_CONFIGURATION, K_REVISION and
-        their spec env on top of kn-local's environment; queue-proxies get Knative's env (spec §1.1).
+            Environment: KN_LOCAL_CONTROL (client commands). Pods get PORT, K_SERVICE, K_CONFIGURATION, K_REVISION and
+            their spec env on top of kn-local's environment; queue-proxies get Knative's env (spec §1.1).
 
-        """
+            """
 
     public init(arguments: [String]) throws {
         var i = 0
@@ -124,16 +130,23 @@ public struct LocalSettings: Sendable {
                 inline = String(arg[arg.index(after: eq)...])
                 arg = String(arg[..<eq])
             }
-            func v() throws -> String { if let inline { return inline }; return try value(arg) }
+            func v() throws -> String {
+                if let inline { return inline }
+                return try value(arg)
+            }
             switch arg {
             case "-f", "--filename": applyFiles.append(try v())
             case "--port":
                 let text = try v()
-                guard let p = UInt16(text), p > 0 else { throw ManifestError("--port \(text): expected a port number 1-65535") }
+                guard let p = UInt16(text), p > 0 else {
+                    throw ManifestError("--port \(text): expected a port number 1-65535")
+                }
                 ingressPort = p
             case "--control":
                 let text = try v()
-                guard let a = SocketAddress.parse(text) else { throw ManifestError("--control \(text): expected ip:port") }
+                guard let a = SocketAddress.parse(text) else {
+                    throw ManifestError("--control \(text): expected ip:port")
+                }
                 controlAddress = a
             case "--domain": domain = try v()
             case "--pod-ports":
@@ -152,15 +165,21 @@ public struct LocalSettings: Sendable {
             case "--activator": activatorPath = try v()
             case "--drain-quiet-period":
                 let text = try v()
-                guard GoDuration.milliseconds(text) != nil else { throw ManifestError("--drain-quiet-period \(text): expected a duration like 1s") }
+                guard GoDuration.milliseconds(text) != nil else {
+                    throw ManifestError("--drain-quiet-period \(text): expected a duration like 1s")
+                }
                 drainQuietPeriod = text
             case "--pod-limit":
                 let text = try v()
-                guard let n = Int(text), n >= 1, n <= 1000 else { throw ManifestError("--pod-limit \(text): expected an integer 1-1000") }
+                guard let n = Int(text), n >= 1, n <= 1000 else {
+                    throw ManifestError("--pod-limit \(text): expected an integer 1-1000")
+                }
                 podLimit = n
             case "-v", "--verbose": verbose = true
             default:
-                guard arg.hasPrefix("--") else { throw ManifestError("unexpected argument \"\(arg)\" (see kn-local --help)") }
+                guard arg.hasPrefix("--") else {
+                    throw ManifestError("unexpected argument \"\(arg)\" (see kn-local --help)")
+                }
                 let key = String(arg.dropFirst(2))
                 guard AutoscalerConfig.keys.contains(where: { $0.0 == key }) else {
                     throw ManifestError("unknown flag \(arg) (see kn-local --help)")
@@ -171,16 +190,21 @@ public struct LocalSettings: Sendable {
         }
         try autoscaler.validate()
         for path in [queueProxy, activator] where access(path, X_OK) != 0 {
-            throw ManifestError("\(path) is not an executable; build it (swift build) or pass --queue-proxy/--activator")
+            throw ManifestError(
+                "\(path) is not an executable; build it (swift build) or pass --queue-proxy/--activator")
         }
     }
 }
 
 extension String {
-    func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+    func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
 }
 
 /// Reads a whole file as UTF-8 ("-" = stdin); the error names the file.
 public func readFile(_ path: String) throws -> String {
-    do { return try Files.readText(path) } catch { throw ManifestError("cannot read \(path): \(SysError.text(error.code))") }
+    do { return try Files.readText(path) } catch {
+        throw ManifestError("cannot read \(path): \(SysError.text(error.code))")
+    }
 }

@@ -32,7 +32,10 @@ public final class StatServer: Sendable {
                 let client = CLinuxShims_accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
                 if client < 0 {
                     if errno == EINTR || errno == ECONNABORTED { continue }
-                    if errno == EMFILE || errno == ENFILE { usleep(100_000); continue }
+                    if errno == EMFILE || errno == ENFILE {
+                        usleep(100_000)
+                        continue
+                    }
                     return  // closed
                 }
                 Threads.detach {
@@ -73,8 +76,10 @@ struct StatConnection {
             send(Array("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
             return
         }
-        send(Array(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Accept: \(webSocketAccept(key: key))\r\n\r\n").utf8))
+        send(
+            Array(
+                ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    + "Sec-WebSocket-Accept: \(webSocketAccept(key: key))\r\n\r\n").utf8))
         var message: [UInt8] = []
         var messageOpcode: UInt8 = 0
         while let (fin, opcode, payload) = readFrame() {
@@ -87,7 +92,10 @@ struct StatConnection {
             case 0xA:
                 continue
             default:
-                if opcode != 0 { messageOpcode = opcode; message = [] }
+                if opcode != 0 {
+                    messageOpcode = opcode
+                    message = []
+                }
                 message += payload
                 if message.count > 1 << 20 { return }  // nobody sends stats this large
                 if fin {
@@ -105,7 +113,9 @@ struct StatConnection {
         var parser = HTTP1Parser(maxHeadLength: 16384)
         while true {
             let end: Int?
-            do { end = try buffer.withUnsafeBytes { (raw) throws(HTTPParseError) in try parser.findHeadEnd(raw) } } catch {
+            do {
+                end = try buffer.withUnsafeBytes { (raw) throws(HTTPParseError) in try parser.findHeadEnd(raw) }
+            } catch {
                 return nil  // over 16 KiB without an end
             }
             if let end {
@@ -121,7 +131,10 @@ struct StatConnection {
         var chunk = [UInt8](repeating: 0, count: 8192)
         while true {
             let n = recv(fd, &chunk, chunk.count, 0)
-            if n > 0 { buffer += chunk[0..<n]; return true }
+            if n > 0 {
+                buffer += chunk[0..<n]
+                return true
+            }
             if n < 0 && errno == EINTR { continue }
             return false
         }
@@ -146,7 +159,8 @@ struct StatConnection {
             offset = 4
         } else if length == 127 {
             guard need(10) else { return nil }
-            if buffer[2] != 0 || buffer[3] != 0 || buffer[4] != 0 || buffer[5] != 0 { return nil }  // ≥ 4 GiB: never stats
+            // ≥ 4 GiB: never stats
+            if buffer[2] != 0 || buffer[3] != 0 || buffer[4] != 0 || buffer[5] != 0 { return nil }
             length = 0
             for i in 2..<10 { length = length << 8 | Int(buffer[i]) }
             offset = 10

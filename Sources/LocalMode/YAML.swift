@@ -32,11 +32,15 @@ public enum YAML {
                 try flush()
                 let rest = text.dropFirst(3).drop { $0 == " " }
                 if !rest.isEmpty && !rest.hasPrefix("#") {
-                    throw YAMLError(line: number, message: "content after \"---\" is not supported; start it on the next line")
+                    throw YAMLError(
+                        line: number, message: "content after \"---\" is not supported; start it on the next line")
                 }
                 continue
             }
-            if text == "..." { try flush(); continue }
+            if text == "..." {
+                try flush()
+                continue
+            }
             if text.hasPrefix("%") { throw YAMLError(line: number, message: "YAML directives are not supported") }
             current.append(try Line(number: number, raw: text))
         }
@@ -60,7 +64,9 @@ public enum YAML {
         var body = text
         if body.first == "-" || body.first == "+" { body = body.dropFirst() }
         guard let first = body.first, first.isASCII, first.isNumber || first == "." else { return false }
-        return body.allSatisfy { $0.isASCII && ($0.isNumber || $0 == "." || $0 == "e" || $0 == "E" || $0 == "-" || $0 == "+") }
+        return body.allSatisfy {
+            $0.isASCII && ($0.isNumber || $0 == "." || $0 == "e" || $0 == "E" || $0 == "-" || $0 == "+")
+        }
     }
 }
 
@@ -102,7 +108,10 @@ struct Line {
                 if c == q {
                     // '' inside single quotes is an escaped quote, not the end.
                     let next = text.index(after: i)
-                    if q == "'" && next < text.endIndex && text[next] == "'" { i = text.index(after: next); continue }
+                    if q == "'" && next < text.endIndex && text[next] == "'" {
+                        i = text.index(after: next)
+                        continue
+                    }
                     quote = nil
                 } else if c == "\\" && q == "\"" {
                     i = text.index(after: i)
@@ -111,8 +120,10 @@ struct Line {
             } else if c == "#" && (previous == " " || previous == "\t") {
                 end = i
                 break
-            } else if (c == "\"" || c == "'") && (previous == " " || previous == "[" || previous == "{" || previous == ","
-                || previous == ":" || i == text.startIndex) {
+            } else if (c == "\"" || c == "'")
+                && (previous == " " || previous == "[" || previous == "{" || previous == ","
+                    || previous == ":" || i == text.startIndex)
+            {
                 quote = c
             }
             previous = c
@@ -140,7 +151,8 @@ struct Parser {
         let value = try block(indent: lines[index].indent)
         skipBlank()
         if index < lines.count {
-            throw YAMLError(line: lines[index].number, message: "unexpected indentation or content after the document's top level")
+            throw YAMLError(
+                line: lines[index].number, message: "unexpected indentation or content after the document's top level")
         }
         return value
     }
@@ -243,7 +255,9 @@ struct Parser {
 
     /// Splits `key: rest` (key plain or quoted); nil when the text is not a mapping entry.
     private func splitKey(_ text: Substring, line: Int) throws(YAMLError) -> (String, Substring)? {
-        if text.hasPrefix("? ") || text == "?" { throw YAMLError(line: line, message: "complex mapping keys (\"?\") are not supported") }
+        if text.hasPrefix("? ") || text == "?" {
+            throw YAMLError(line: line, message: "complex mapping keys (\"?\") are not supported")
+        }
         if let first = text.first, first == "\"" || first == "'" {
             var scanner = FlowScanner(text: text, line: line)
             guard let key = try? scanner.quoted() else { return nil }
@@ -354,11 +368,16 @@ struct FlowScanner {
             rest = rest.dropFirst()
             var items: [JSON] = []
             skipSpaces()
-            if rest.first == "]" { rest = rest.dropFirst(); return .array(items) }
+            if rest.first == "]" {
+                rest = rest.dropFirst()
+                return .array(items)
+            }
             while true {
                 items.append(try node(inFlow: true))
                 skipSpaces()
-                guard let c = rest.first else { throw fail("unterminated flow list; flow lists must end on their line") }
+                guard let c = rest.first else {
+                    throw fail("unterminated flow list; flow lists must end on their line")
+                }
                 rest = rest.dropFirst()
                 if c == "]" { return .array(items) }
                 guard c == "," else { throw fail("expected \",\" or \"]\" in a flow list") }
@@ -367,7 +386,10 @@ struct FlowScanner {
             rest = rest.dropFirst()
             var members: [(String, JSON)] = []
             skipSpaces()
-            if rest.first == "}" { rest = rest.dropFirst(); return .object(members) }
+            if rest.first == "}" {
+                rest = rest.dropFirst()
+                return .object(members)
+            }
             while true {
                 skipSpaces()
                 guard case .string(let key) = try scalar(inFlow: true, stopAtColon: true) else {
@@ -419,7 +441,11 @@ struct FlowScanner {
         while let c = rest.first {
             rest = rest.dropFirst()
             if c == q {
-                if q == "'" && rest.first == "'" { rest = rest.dropFirst(); out.append("'"); continue }
+                if q == "'" && rest.first == "'" {
+                    rest = rest.dropFirst()
+                    out.append("'")
+                    continue
+                }
                 return out
             }
             if c == "\\" && q == "\"" {
@@ -434,7 +460,8 @@ struct FlowScanner {
                 case "u", "x", "U":
                     let width = e == "x" ? 2 : (e == "u" ? 4 : 8)
                     let digits = rest.prefix(width)
-                    guard digits.count == width, let code = UInt32(digits, radix: 16), let scalar = Unicode.Scalar(code) else {
+                    guard digits.count == width, let code = UInt32(digits, radix: 16), let scalar = Unicode.Scalar(code)
+                    else {
                         throw fail("bad \\\(e) escape in a double-quoted string")
                     }
                     rest = rest.dropFirst(width)

@@ -74,9 +74,12 @@ struct QueueProxyConfig {
         settings.timeoutMs = Int64(try Self.int(env, "REVISION_TIMEOUT_SECONDS", required: true, min: 0) ?? 0) * 1000
         settings.responseStartTimeoutMs =
             Int64(try Self.int(env, "REVISION_RESPONSE_START_TIMEOUT_SECONDS", required: false, min: 0) ?? 0) * 1000
-        settings.idleTimeoutMs = Int64(try Self.int(env, "REVISION_IDLE_TIMEOUT_SECONDS", required: false, min: 0) ?? 0) * 1000
-        for name in ["SERVING_LOGGING_CONFIG", "SERVING_LOGGING_LEVEL", "SERVING_NAMESPACE", "SERVING_CONFIGURATION",
-            "SERVING_REVISION", "SERVING_POD", "SERVING_POD_IP"] where env[name] == nil {
+        settings.idleTimeoutMs =
+            Int64(try Self.int(env, "REVISION_IDLE_TIMEOUT_SECONDS", required: false, min: 0) ?? 0) * 1000
+        for name in [
+            "SERVING_LOGGING_CONFIG", "SERVING_LOGGING_LEVEL", "SERVING_NAMESPACE", "SERVING_CONFIGURATION",
+            "SERVING_REVISION", "SERVING_POD", "SERVING_POD_IP",
+        ] where env[name] == nil {
             throw ConfigError(description: "required key \(name) missing value")
         }
         settings.namespace = env["SERVING_NAMESPACE"]!
@@ -88,14 +91,16 @@ struct QueueProxyConfig {
         let levelName = env["SERVING_LOGGING_LEVEL"]!
         if !levelName.isEmpty {
             guard let level = LogLevel(name: levelName) else {
-                throw ConfigError(description: "SERVING_LOGGING_LEVEL=\"\(levelName)\": expected debug, info, warn or error")
+                throw ConfigError(
+                    description: "SERVING_LOGGING_LEVEL=\"\(levelName)\": expected debug, info, warn or error")
             }
             logLevel = level
         }
         _ = try Self.bool(env, "ENABLE_HTTP_FULL_DUPLEX")
         settings.autodetectHTTP2 = try Self.bool(env, "ENABLE_HTTP2_AUTO_DETECTION")
         switch env["QUEUE_USER_PROTOCOL"] {
-        case nil, "": userSpeaksH2c = servingPort == 8013  // Knative gives 8013 exactly to revisions whose port is named h2c
+        // Knative gives 8013 exactly to revisions whose port is named h2c
+        case nil, "": userSpeaksH2c = servingPort == 8013
         case "h2c": userSpeaksH2c = true
         case "http1": userSpeaksH2c = false
         case let other?: throw ConfigError(description: "QUEUE_USER_PROTOCOL=\"\(other)\": expected http1 or h2c")
@@ -117,14 +122,17 @@ struct QueueProxyConfig {
         }
         if let text = env["QUEUE_DRAIN_QUIET_PERIOD"] {
             guard let ms = GoDuration.milliseconds(text) else {
-                throw ConfigError(description: "QUEUE_DRAIN_QUIET_PERIOD=\"\(text)\": expected a duration such as 30s or 500ms")
+                throw ConfigError(
+                    description: "QUEUE_DRAIN_QUIET_PERIOD=\"\(text)\": expected a duration such as 30s or 500ms")
             }
             drainQuietMs = ms
         }
         loops = try Self.int(env, "QUEUE_EVENT_LOOPS", required: false, min: 1) ?? 1
         if loops > 1 && settings.containerConcurrency > 0 {
             throw ConfigError(
-                description: "QUEUE_EVENT_LOOPS=\(loops): more than one loop needs CONTAINER_CONCURRENCY=0 (the breaker is per loop)")
+                description:
+                    "QUEUE_EVENT_LOOPS=\(loops): more than one loop needs CONTAINER_CONCURRENCY=0 (the breaker is per loop)"
+            )
         }
     }
 
@@ -134,7 +142,9 @@ struct QueueProxyConfig {
         do { json = try JSON.parse(text) } catch {
             throw ConfigError(description: "OBSERVABILITY_CONFIG: invalid JSON (\(error))")
         }
-        guard json.objectValue != nil else { throw ConfigError(description: "OBSERVABILITY_CONFIG: expected a JSON object") }
+        guard json.objectValue != nil else {
+            throw ConfigError(description: "OBSERVABILITY_CONFIG: expected a JSON object")
+        }
         let enabled = json["enableRequestLog"]?.boolValue ?? false
         let template = json["requestLogTemplate"]?.stringValue ?? RequestLogTemplate.known[0]
         settings.requestLogProbes = json["enableProbeRequestLog"]?.boolValue ?? false
@@ -143,7 +153,9 @@ struct QueueProxyConfig {
             settings.requestLog = true
         } else {
             // Reported, not silently ignored: we do not interpret Go templates.
-            Log.error("OBSERVABILITY_CONFIG.requestLogTemplate: custom Go templates are not supported; request logging is off (use Knative's default template)")
+            Log.error(
+                "OBSERVABILITY_CONFIG.requestLogTemplate: custom Go templates are not supported; request logging is off (use Knative's default template)"
+            )
         }
     }
 
@@ -160,7 +172,9 @@ struct QueueProxyConfig {
         return value
     }
 
-    private static func int(_ env: [String: String], _ name: String, required: Bool, min: Int) throws(ConfigError) -> Int? {
+    private static func int(_ env: [String: String], _ name: String, required: Bool, min: Int) throws(ConfigError)
+        -> Int?
+    {
         guard let text = env[name] else {
             if required { throw ConfigError(description: "required key \(name) missing value") }
             return nil

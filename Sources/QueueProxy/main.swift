@@ -22,8 +22,10 @@ do {
 }
 Log.configure(
     level: config.logLevel, logger: "queueproxy",
-    fields: [("knative.dev/key", "\(config.settings.namespace)/\(config.settings.revision)"),
-        ("knative.dev/pod", config.settings.podName)])
+    fields: [
+        ("knative.dev/key", "\(config.settings.namespace)/\(config.settings.revision)"),
+        ("knative.dev/pod", config.settings.podName),
+    ])
 
 /// A listen failure, with the port it was for.
 struct ListenError: Error, CustomStringConvertible {

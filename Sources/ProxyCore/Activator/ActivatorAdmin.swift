@@ -33,7 +33,8 @@ public final class ActivatorAdmin: HTTPResponder {
                 activator.setEndpoints(key: path[2] + "/" + path[3], addresses)
                 return json(.object([("addresses", .array(addresses.map { .string($0.description) }))]))
             case ("PUT", 4, "v1", "routes"):
-                let route = try ActivatorDocument.parseRoute(try parse(body), at: "route", namespace: path[2], name: path[3])
+                let route = try ActivatorDocument.parseRoute(
+                    try parse(body), at: "route", namespace: path[2], name: path[3])
                 if let conflict = route.conflict(with: activator.routes.values) {
                     return .respond(.error(409, "route \(JSON.quote(route.key)): \(conflict)"))
                 }

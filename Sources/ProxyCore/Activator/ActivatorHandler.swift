@@ -44,7 +44,8 @@ public final class Activator: HTTPResponder {
     /// connection, whatever made it fail (spec §2.9, vector A1). The cause goes to the log instead.
     private let notEstablishedAnswer = LocalResponse.error(500, "connection has not yet been established")
     private let activatorAnswer = LocalResponse.text(200, "activator")
-    private let hashMissing = LocalResponse.error(400, "a probe request must contain a non-empty \"K-Network-Hash\" header")
+    private let hashMissing = LocalResponse.error(
+        400, "a probe request must contain a non-empty \"K-Network-Hash\" header")
     private let queueFull = LocalResponse(
         status: 503, body: Array("pending request queue full\n".utf8), contentType: "text/plain; charset=utf-8",
         noSniff: true, extraHeaders: [("Retry-After", "1")])
@@ -137,7 +138,9 @@ public final class Activator: HTTPResponder {
             for host in route.hosts {
                 routeIndex.insert(host.lowercased(), box)
                 for target in route.traffic {
-                    if let tag = target.tag { tagIndex.insert("\(tag)-\(host)".lowercased(), RouteBox(route, tag: tag)) }
+                    if let tag = target.tag {
+                        tagIndex.insert("\(tag)-\(host)".lowercased(), RouteBox(route, tag: tag))
+                    }
                 }
             }
         }
@@ -154,7 +157,8 @@ public final class Activator: HTTPResponder {
     // MARK: - Pod probing (spec §2.6)
 
     private static let probeRequest = Array(
-        "GET /healthz HTTP/1.1\r\nHost: activator-probe\r\nK-Network-Probe: queue\r\nUser-Agent: Knative-Activator-Probe\r\nConnection: close\r\n\r\n".utf8)
+        "GET /healthz HTTP/1.1\r\nHost: activator-probe\r\nK-Network-Probe: queue\r\nUser-Agent: Knative-Activator-Probe\r\nConnection: close\r\n\r\n"
+            .utf8)
     private static let probeBody = Array("queue".utf8)
 
     private func probe(_ pod: PodTracker) {
@@ -165,7 +169,8 @@ public final class Activator: HTTPResponder {
             timeoutMs: settings.probeTimeoutMs, loop: loop
         ) { [unowned self] ok in
             pod.isProbing = false
-            guard self.throttlers[pod.throttler.key] === pod.throttler, pod.throttler.pods.contains(where: { $0 === pod })
+            guard self.throttlers[pod.throttler.key] === pod.throttler,
+                pod.throttler.pods.contains(where: { $0 === pod })
             else { return }  // the pod (or its revision) went away meanwhile
             if ok {
                 pod.isHealthy = true
@@ -213,7 +218,8 @@ public final class Activator: HTTPResponder {
             throttler = found
         case .missing(let name):
             let name = name ?? fields.revision.map(request.string) ?? ""
-            return .respond(.error(404, "Error getting active endpoint: revision.serving.knative.dev \"\(name)\" not found"))
+            return .respond(
+                .error(404, "Error getting active endpoint: revision.serving.knative.dev \"\(name)\" not found"))
         case .notReady(let route):
             // Knative programs no ingress rule for a Route that is not ready, so its gateway answers 404; we keep
             // that status and say which revision is not ready and why (the route's message, from kn-local).
@@ -223,7 +229,8 @@ public final class Activator: HTTPResponder {
         handle.context.flags |= ActivatorFlags.counted
         handle.context.extra = throttler
         let spec = throttler.spec
-        if let poke = stats.requestIn(namespace: spec.namespace, name: spec.name, key: throttler.key, nowMs: loop.nowMs) {
+        if let poke = stats.requestIn(namespace: spec.namespace, name: spec.name, key: throttler.key, nowMs: loop.nowMs)
+        {
             reporter?.sendBinary(WireStatMessages.encode([poke]))
         }
         var options = ProxyOptions()
@@ -251,7 +258,9 @@ public final class Activator: HTTPResponder {
         return .proxy(pod.pool, options)
     }
 
-    private func wait(_ handle: RequestHandle, on throttler: RevisionThrottler, bytes: Int, front: Bool = false) -> Disposition {
+    private func wait(_ handle: RequestHandle, on throttler: RevisionThrottler, bytes: Int, front: Bool = false)
+        -> Disposition
+    {
         switch throttler.enqueue(handle, bytes: bytes, front: front) {
         case .full:
             return .respond(queueFull)
@@ -315,7 +324,8 @@ public final class Activator: HTTPResponder {
     public func requestEnded(_ request: RequestHandle, status: Int, responseBytes: Int) {
         let flags = request.context.flags
         if flags & ActivatorFlags.waiting != 0 { leaveQueue(request) }
-        let throttler = (request.context.extra as? PodTracker)?.throttler ?? (request.context.extra as? RevisionThrottler)
+        let throttler =
+            (request.context.extra as? PodTracker)?.throttler ?? (request.context.extra as? RevisionThrottler)
         if flags & ActivatorFlags.counted != 0, let throttler {
             stats.requestOut(key: throttler.key, nowMs: loop.nowMs)
         }
@@ -344,7 +354,9 @@ public final class Activator: HTTPResponder {
         guard let hostRange = fields.host else { return .missing(nil) }
         // <rev>.<ns>.svc.<cluster-domain>[:port]: split on the first three dots.
         var host = hostRange
-        if let colon = (host.lowerBound..<host.upperBound).first(where: { b[$0] == 0x3A }) { host = host.lowerBound..<colon }
+        if let colon = (host.lowerBound..<host.upperBound).first(where: { b[$0] == 0x3A }) {
+            host = host.lowerBound..<colon
+        }
         var dots: [Int] = []
         for i in host where b[i] == 0x2E {
             dots.append(i)
@@ -354,7 +366,8 @@ public final class Activator: HTTPResponder {
             HTTP1Parser.equalsLower(b, (dots[1] + 1)..<dots[2], "svc"),
             Self.equalsLower(b, (dots[2] + 1)..<host.upperBound, clusterDomainBytes),
             let throttler = throttlerIndex.lookup(
-                slice(b, (dots[0] + 1)..<dots[1]), slice(b, host.lowerBound..<dots[0]), separator: 0x2F, lowercase: true)
+                slice(b, (dots[0] + 1)..<dots[1]), slice(b, host.lowerBound..<dots[0]), separator: 0x2F, lowercase: true
+            )
         {
             return .revision(throttler)
         }

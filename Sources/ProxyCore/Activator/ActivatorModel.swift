@@ -84,14 +84,22 @@ public struct RouteSpec: Sendable, Equatable {
     }
 
     var json: JSON {
-        .object([
-            ("namespace", .string(namespace)), ("name", .string(name)), ("hosts", .array(hosts.map { .string($0) })),
-            ("traffic", .array(traffic.map { t in
-                var members: [(String, JSON)] = [("revisionName", .string(t.revisionName)), ("percent", .number(Double(t.percent)))]
-                if let tag = t.tag { members.append(("tag", .string(tag))) }
-                return .object(members)
-            })),
-        ] + (notReady.map { [("notReady", JSON.string($0))] } ?? []))
+        .object(
+            [
+                ("namespace", .string(namespace)), ("name", .string(name)),
+                ("hosts", .array(hosts.map { .string($0) })),
+                (
+                    "traffic",
+                    .array(
+                        traffic.map { t in
+                            var members: [(String, JSON)] = [
+                                ("revisionName", .string(t.revisionName)), ("percent", .number(Double(t.percent))),
+                            ]
+                            if let tag = t.tag { members.append(("tag", .string(tag))) }
+                            return .object(members)
+                        })
+                ),
+            ] + (notReady.map { [("notReady", JSON.string($0))] } ?? []))
     }
 }
 
@@ -155,7 +163,8 @@ public struct ActivatorDocument: Sendable, Equatable {
             if let fromURL {
                 try checkName(fromURL, at: "\(reader.path(key)) (from the URL)", rule)
                 if let own, own != fromURL {
-                    throw Invalid("\(reader.path(key)): \(JSON.quote(own)) does not match the URL's \(JSON.quote(fromURL))")
+                    throw Invalid(
+                        "\(reader.path(key)): \(JSON.quote(own)) does not match the URL's \(JSON.quote(fromURL))")
                 }
                 return fromURL
             }
@@ -163,8 +172,10 @@ public struct ActivatorDocument: Sendable, Equatable {
             try checkName(own, at: reader.path(key), rule)
             return own
         }
-        return (try member("namespace", namespace, DNSName.dns1123LabelProblem),
-                try member("name", name, DNSName.dns1035LabelProblem))
+        return (
+            try member("namespace", namespace, DNSName.dns1123LabelProblem),
+            try member("name", name, DNSName.dns1035LabelProblem)
+        )
     }
 
     public static func parseRevision(_ json: JSON, at path: String, namespace: String? = nil, name: String? = nil)
@@ -174,7 +185,9 @@ public struct ActivatorDocument: Sendable, Equatable {
         let id = try identity(reader, namespace: namespace, name: name)
         var revision = RevisionSpec(namespace: id.namespace, name: id.name)
         func int(_ key: String, _ value: inout Int) throws(Invalid) {
-            if let v = try reader.int(key, in: 0...Int(Int32.max), expected: "an integer from 0 to 2147483647") { value = v }
+            if let v = try reader.int(key, in: 0...Int(Int32.max), expected: "an integer from 0 to 2147483647") {
+                value = v
+            }
         }
         try int("containerConcurrency", &revision.containerConcurrency)
         try int("timeoutSeconds", &revision.timeoutSeconds)
@@ -256,14 +269,22 @@ public struct ActivatorDocument: Sendable, Equatable {
             total += percent
             traffic.append(TrafficTarget(revisionName: revisionName, percent: percent, tag: tag))
         }
-        guard total == 100 else { throw Invalid("\(reader.path("traffic")): traffic targets sum to \(total), want 100") }
+        guard total == 100 else {
+            throw Invalid("\(reader.path("traffic")): traffic targets sum to \(total), want 100")
+        }
         return RouteSpec(namespace: id.namespace, name: id.name, hosts: hosts, traffic: traffic)
     }
 
     public var json: JSON {
         .object([
             ("revisions", .array(revisions.map(\.json))),
-            ("endpoints", .object(endpoints.sorted { $0.key < $1.key }.map { ($0.key, .object([("addresses", .array($0.value.map { .string($0.description) }))])) })),
+            (
+                "endpoints",
+                .object(
+                    endpoints.sorted { $0.key < $1.key }.map {
+                        ($0.key, .object([("addresses", .array($0.value.map { .string($0.description) }))]))
+                    })
+            ),
             ("routes", .array(routes.map(\.json))),
         ])
     }

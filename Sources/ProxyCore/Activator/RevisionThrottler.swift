@@ -241,7 +241,8 @@ public final class RevisionThrottler {
     /// Every waiter (revision deleted): the caller answers them.
     func drainQueue() -> [RequestHandle] {
         var result: [RequestHandle] = []
-        for case let entry? in queue[queueHead...] where entry.handle.isPending && entry.handle.context.ticket == entry.ticket {
+        for case let entry? in queue[queueHead...]
+        where entry.handle.isPending && entry.handle.context.ticket == entry.ticket {
             result.append(entry.handle)
         }
         queue.removeAll()

@@ -68,7 +68,8 @@ public final class WebSocketClient: Channel {
         var nonce = [UInt8](repeating: 0, count: 16)
         for i in 0..<16 { nonce[i] = UInt8.random(in: 0...255) }
         key = Base64.encode(nonce)
-        let request = "GET \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        let request =
+            "GET \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\r\n"
         write(Array(request.utf8))
     }
@@ -169,7 +170,9 @@ public final class WebSocketClient: Channel {
             out += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
         } else {
             out.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: payload.count >> shift)) }
+            for shift in stride(from: 56, through: 0, by: -8) {
+                out.append(UInt8(truncatingIfNeeded: payload.count >> shift))
+            }
         }
         let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
         out += mask

@@ -4,7 +4,7 @@
 
 public struct ChunkedDecoder {
     enum State: Equatable {
-        case size, sizeDigits, extension_, sizeLF, data, dataCR, dataLF
+        case size, sizeDigits, chunkExtension, sizeLF, data, dataCR, dataLF
         case trailerLineStart, trailerLine, trailerLF, finalLF, done
     }
 
@@ -47,7 +47,7 @@ public struct ChunkedDecoder {
                     remaining = remaining << 4 | d
                     state = .sizeDigits
                 } else if state == .sizeDigits && (c == 0x3B || c == 0x20 || c == 0x09) {
-                    state = .extension_
+                    state = .chunkExtension
                 } else if state == .sizeDigits && c == 0x0D {
                     state = .sizeLF
                 } else {
@@ -55,7 +55,7 @@ public struct ChunkedDecoder {
                 }
                 lineBytes += 1
                 i += 1
-            case .extension_:
+            case .chunkExtension:
                 // Extensions are skipped but must be printable: a bare CR or LF here is smuggling material.
                 if c == 0x0D {
                     state = .sizeLF

@@ -348,14 +348,16 @@ public struct HTTP1Parser {
     }
 
     /// Case-sensitive prefix test (Go's strings.HasPrefix on a header value).
-    public static func hasPrefixExact(_ b: UnsafeRawBufferPointer, _ range: Range<Int>, _ literal: StaticString) -> Bool {
+    public static func hasPrefixExact(_ b: UnsafeRawBufferPointer, _ range: Range<Int>, _ literal: StaticString) -> Bool
+    {
         let n = literal.utf8CodeUnitCount
         guard range.count >= n else { return false }
         return equalsExact(b, range.lowerBound..<(range.lowerBound + n), literal)
     }
 
     /// Case-insensitive prefix test against a lower-case literal.
-    public static func hasPrefixLower(_ b: UnsafeRawBufferPointer, _ range: Range<Int>, _ literal: StaticString) -> Bool {
+    public static func hasPrefixLower(_ b: UnsafeRawBufferPointer, _ range: Range<Int>, _ literal: StaticString) -> Bool
+    {
         let n = literal.utf8CodeUnitCount
         guard range.count >= n else { return false }
         return equalsLower(b, range.lowerBound..<(range.lowerBound + n), literal)

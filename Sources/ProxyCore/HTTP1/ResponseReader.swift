@@ -20,7 +20,9 @@ public struct ResponseHead: Sendable {
         let bytes = UnsafeRawBufferPointer(rebasing: data[0..<length])
         var head = HTTPHead()
         try parser.parseResponse(bytes, into: &head)
-        let text = { (range: Range<Int>) in String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self) }
+        let text = { (range: Range<Int>) in
+            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        }
         return ResponseHead(
             status: head.status, length: length, fields: head.fields.map { (text($0.name), text($0.value)) },
             framing: head.responseFraming(requestMethod: .get))

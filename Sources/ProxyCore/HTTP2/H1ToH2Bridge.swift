@@ -141,7 +141,8 @@ final class H1ToH2Bridge: H2UpstreamStream {
         guard let upstream, !requestDone else { return }
         defer { upstream.writeOut() }
         while !requestDone {
-            if upstream.session.queuedBytes(stream: upstreamID) >= Self.queueLimit { return }  // `requestPulled` resumes
+            // `requestPulled` resumes
+            if upstream.session.queuedBytes(stream: upstreamID) >= Self.queueLimit { return }
             let input = downstream.inputBuffer()
             if !input.isEmpty {
                 let readable = input.readable
@@ -264,7 +265,11 @@ final class H1ToH2Bridge: H2UpstreamStream {
         upstream = nil
         upstreamID = -1
         guard !isOver, !responseEnded else { return }
-        if responseStarted { truncate() } else { fail(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream)) }
+        if responseStarted {
+            truncate()
+        } else {
+            fail(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream))
+        }
     }
 
     /// No retry on another pool here, unlike `ProxyExchange`: the bridge serves the queue-proxy, whose one

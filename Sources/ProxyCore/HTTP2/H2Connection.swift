@@ -91,7 +91,9 @@ class H2Connection: StreamConnection, H2SessionDelegate {
                 guard try flush() else { return }  // the socket is full: EPOLLOUT brings us back
                 inSession = true
                 let n: Int
-                do { n = try session.writeOutput(limit: StreamConnection.outputLimit) { outputBuffer().append($0) } } catch {
+                do {
+                    n = try session.writeOutput(limit: StreamConnection.outputLimit) { outputBuffer().append($0) }
+                } catch {
                     inSession = false
                     throw SysError(code: EPROTO, call: "nghttp2_session_mem_send")
                 }
@@ -276,7 +278,9 @@ final class H2ServerConnection: H2Connection {
 
     // MARK: - Session events
 
-    override func h2Headers(_ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+    override func h2Headers(
+        _ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool
+    ) {
         if isTrailers {
             if block.isTruncated {
                 session.reset(stream: id, code: .internalError)  // trailers over our header limit: not passed on cut
@@ -294,7 +298,11 @@ final class H2ServerConnection: H2Connection {
     }
 
     override func h2Data(_ session: H2Session, stream id: Int32, bytes: UnsafeRawBufferPointer) {
-        if let stream = streams[id] { stream.requestData(bytes) } else { session.consume(stream: id, count: bytes.count) }
+        if let stream = streams[id] {
+            stream.requestData(bytes)
+        } else {
+            session.consume(stream: id, count: bytes.count)
+        }
     }
 
     override func h2EndStream(_ session: H2Session, stream id: Int32) {
@@ -400,12 +408,18 @@ final class H2UpstreamConnection: H2Connection {
 
     // MARK: - Session events
 
-    override func h2Headers(_ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
+    override func h2Headers(
+        _ session: H2Session, stream id: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool
+    ) {
         streams[id]?.upstreamHeaders(block, isTrailers: isTrailers, endStream: endStream)
     }
 
     override func h2Data(_ session: H2Session, stream id: Int32, bytes: UnsafeRawBufferPointer) {
-        if let stream = streams[id] { stream.upstreamData(bytes) } else { session.consume(stream: id, count: bytes.count) }
+        if let stream = streams[id] {
+            stream.upstreamData(bytes)
+        } else {
+            session.consume(stream: id, count: bytes.count)
+        }
     }
 
     override func h2EndStream(_ session: H2Session, stream id: Int32) {

@@ -94,7 +94,9 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         parsed.connectionUpgrade = false  // stream 1 of an `Upgrade: h2c` still says so; no HTTP/2 request upgrades
         head = parsed
         if let error = failure {
-            respond(error.status == 431 ? .error(431, "431 Request Header Fields Too Large") : .error(400, "400 Bad Request"))
+            respond(
+                error.status == 431
+                    ? .error(431, "431 Request Header Fields Too Large") : .error(400, "400 Bad Request"))
             return false
         }
         return true
@@ -206,7 +208,9 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         requestEndForwarded = requestComplete
         grantResponseWindow(upTo: min(Self.responseWindowTarget, session.sendWindow(stream: id)))
         if !bodyless {
-            backlog.withUnsafeBytes { upstream.session.send(stream: upstreamID, $0, end: requestComplete, trailers: requestTrailers) }
+            backlog.withUnsafeBytes {
+                upstream.session.send(stream: upstreamID, $0, end: requestComplete, trailers: requestTrailers)
+            }
             bodyForwarded = !backlog.isEmpty
             backlog = []
         }
@@ -235,7 +239,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         // After the response ended the rest of the body was dropped: an END_STREAM now would present a cut body
         // as whole (the upstream stream is reset when this one closes instead).
         if state == .proxying, !responseEnded, let upstream {
-            upstream.session.send(stream: upstreamID, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers)
+            upstream.session.send(
+                stream: upstreamID, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers)
             requestEndForwarded = true
             upstream.writeOut()
         }
@@ -257,8 +262,9 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     private func grantResponseWindow(upTo wanted: Int) {
         guard let upstream, upstreamID > 0, wanted > responseWindow, !responseEnded else { return }
         let budget = connection.windowBudget!
-        let free = min(H2ServerConnection.responseWindowBudget - connection.responseWindows,
-                       H2WindowBudget.perLoop - budget.granted)
+        let free = min(
+            H2ServerConnection.responseWindowBudget - connection.responseWindows,
+            H2WindowBudget.perLoop - budget.granted)
         let size = min(wanted, max(responseWindow + free, Self.minimumResponseWindow))
         guard size > responseWindow else { return }
         connection.responseWindows += size - responseWindow
@@ -439,7 +445,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         }
         state = .local
         let text = options.timeoutMessage
-        session.send(stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount), end: true)
+        session.send(
+            stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount), end: true)
         responseFinished()
         endingAfterTimeout = true
         // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not take
@@ -488,9 +495,13 @@ enum H2Request {
                 if name.elementsEqual(hostName) { hasHost = true }
                 continue
             }
-            if name.elementsEqual(methodName) { method = block.value(i) }
-            else if name.elementsEqual(pathName) { path = block.value(i) }
-            else if name.elementsEqual(authorityName) { authority = block.value(i) }
+            if name.elementsEqual(methodName) {
+                method = block.value(i)
+            } else if name.elementsEqual(pathName) {
+                path = block.value(i)
+            } else if name.elementsEqual(authorityName) {
+                authority = block.value(i)
+            }
         }
         guard size <= limit else { return nil }
         var out: [UInt8] = []
@@ -527,7 +538,8 @@ enum H2Request {
             loop.buffers.give(scratch)
         }
         HeadRewriter.writeRequest(
-            head, bytes: bytes, peerIP: peerIP, into: scratch, upgrade: false, rewrite: rewrite, defaultHost: defaultHost)
+            head, bytes: bytes, peerIP: peerIP, into: scratch, upgrade: false, rewrite: rewrite,
+            defaultHost: defaultHost)
         list.removeAll()
         let rewritten = scratch.readable
         // The rewriter's output is regular (`METHOD SP target SP HTTP/1.1`, then `Name: value` lines, CRLF

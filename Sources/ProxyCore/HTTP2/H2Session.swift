@@ -73,7 +73,9 @@ public struct H2HeaderList {
         entries.removeAll(keepingCapacity: true)
     }
 
-    public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, lowercasingName: Bool = false) {
+    public mutating func append(
+        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, lowercasingName: Bool = false
+    ) {
         let nameStart = bytes.count
         bytes.append(contentsOf: name.bindMemory(to: UInt8.self))  // typed: one memcpy, not a byte loop
         if lowercasingName {
@@ -209,9 +211,11 @@ public final class H2Session {
     ///     connection window is no longer acknowledged on arrival, so that a peer opening many streams that
     ///     nobody reads can make us hold at most this plus one connection window (Go's server: 1 MiB per
     ///     connection, `MaxUploadBufferPerConnection`). Below it, one stalled stream cannot stop the others.
-    public init(role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
-                initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024,
-                maxSendHeaderBlock: Int = 64 * 1024, connectionHoldLimit: Int = .max) throws(H2Error) {
+    public init(
+        role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
+        initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024,
+        maxSendHeaderBlock: Int = 64 * 1024, connectionHoldLimit: Int = .max
+    ) throws(H2Error) {
         self.role = role
         self.connectionHoldLimit = connectionHoldLimit
         self.delegate = delegate
@@ -230,7 +234,8 @@ public final class H2Session {
             if session.streams[id] == nil { session.streams[id] = StreamState() }
             return 0
         }
-        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameLength, value, valueLength, _, user in
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) {
+            _, frame, name, nameLength, value, valueLength, _, user in
             guard frame != nil, let user, let name, let value else { return 0 }
             let session = H2Session.from(user)
             // Counted as SETTINGS_MAX_HEADER_LIST_SIZE is (RFC 9113 §6.5.2): 32 bytes per field on top.
@@ -296,12 +301,16 @@ public final class H2Session {
         case .client: try Self.check(nghttp2_session_client_new2(&session, callbacks, user, option))
         }
         var settings = [
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: maxConcurrentStreams),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: initialWindowSize),
+            nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: maxConcurrentStreams),
+            nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: initialWindowSize),
         ]
         if role == .server {
-            settings.append(nghttp2_settings_entry(
-                settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(maxHeaderListSize)))
+            settings.append(
+                nghttp2_settings_entry(
+                    settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(maxHeaderListSize)
+                ))
         }
         if role == .client {
             // A proxy has no use for server push; refusing it keeps even stream ids out of the delegate.
@@ -338,7 +347,8 @@ public final class H2Session {
                     if !isTrailers && (role == .server || block.value(of: ":status")?.first != UInt8(ascii: "1")) {
                         state?.finalHeadSeen = true
                     }
-                    delegate?.h2Headers(self, stream: stream, block: block, isTrailers: isTrailers, endStream: endStream)
+                    delegate?.h2Headers(
+                        self, stream: stream, block: block, isTrailers: isTrailers, endStream: endStream)
                 }
             }
         case UInt8(NGHTTP2_DATA.rawValue):
@@ -350,7 +360,8 @@ public final class H2Session {
             let g = frame.pointee.goaway
             lastGoAwayCode = H2ErrorCode(rawValue: g.error_code)
             if g.error_code != 0 {
-                let text = String(decoding: UnsafeBufferPointer(start: g.opaque_data, count: g.opaque_data_len), as: UTF8.self)
+                let text = String(
+                    decoding: UnsafeBufferPointer(start: g.opaque_data, count: g.opaque_data_len), as: UTF8.self)
                 Log.debug("h2 GOAWAY received: \(H2ErrorCode(rawValue: g.error_code).name) \(text)")
             }
         default:
@@ -427,7 +438,8 @@ public final class H2Session {
 
     private func submitRequest(_ nv: UnsafeMutableBufferPointer<nghttp2_nv>, endStream: Bool) throws(H2Error) -> Int32 {
         var provider = dataProvider()
-        let id = endStream
+        let id =
+            endStream
             ? nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, nil, nil)
             : nghttp2_submit_request(session, nil, nv.baseAddress, nv.count, &provider, nil)
         try Self.check(id)
@@ -447,14 +459,17 @@ public final class H2Session {
         try withNV(block) { nv throws(H2Error) in try submitResponse(stream, nv, endStream: endStream) }
     }
 
-    private func submitResponse(_ stream: Int32, _ nv: UnsafeMutableBufferPointer<nghttp2_nv>, endStream: Bool) throws(H2Error) {
+    private func submitResponse(_ stream: Int32, _ nv: UnsafeMutableBufferPointer<nghttp2_nv>, endStream: Bool)
+        throws(H2Error)
+    {
         // A stream the client already reset is gone: queueing a body for it would leak the queue.
         guard nghttp2_session_find_stream(session, stream) != nil else { return }
         if !endStream { startSending(stream) }
         var provider = dataProvider()
-        try Self.check(endStream
-            ? nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, nil)
-            : nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, &provider))
+        try Self.check(
+            endStream
+                ? nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, nil)
+                : nghttp2_submit_response(session, stream, nv.baseAddress, nv.count, &provider))
     }
 
     /// Server: a non-final (1xx) header block.
@@ -468,13 +483,17 @@ public final class H2Session {
     }
 
     private func submitInformational(_ stream: Int32, _ nv: UnsafeMutableBufferPointer<nghttp2_nv>) throws(H2Error) {
-        try Self.check(nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nv.baseAddress, nv.count, nil))
+        try Self.check(
+            nghttp2_submit_headers(
+                session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nv.baseAddress, nv.count, nil))
     }
 
     /// Queues body bytes for `stream`; `end` finishes the body (then trailers, when given, end the stream).
     public func send(stream: Int32, _ bytes: UnsafeRawBufferPointer, end: Bool = false, trailers: [H2Field]? = nil) {
         guard let out = streams[stream], out.sending else { return }
-        if out.offset > 0 && (out.offset == out.pending.count || (out.offset > 65_536 && out.offset * 2 > out.pending.count)) {
+        if out.offset > 0
+            && (out.offset == out.pending.count || (out.offset > 65_536 && out.offset * 2 > out.pending.count))
+        {
             out.pending.removeFirst(out.offset)  // the framed prefix goes: a long stream's queue stays bounded
             out.offset = 0
         }
@@ -581,8 +600,9 @@ public final class H2Session {
 
     /// Graceful shutdown (drain): GOAWAY with the last stream id we accepted; open streams may finish.
     public func goAway() {
-        _ = nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
-                                  UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+        _ = nghttp2_submit_goaway(
+            session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
+            UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
     }
 
     /// Marks `stream` as having a body to follow (`send` queues it).
@@ -605,7 +625,9 @@ public final class H2Session {
     }
 
     /// nghttp2 asks for up to `length` body bytes of `stream`.
-    private func pull(stream: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
+    private func pull(
+        stream: Int32, into buffer: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>
+    ) -> Int {
         // Temporal: only this stream is reset, not the whole session.
         guard let out = streams[stream], out.sending else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
         let n = min(length, out.pending.count - out.offset)
@@ -620,7 +642,8 @@ public final class H2Session {
             if out.ended {
                 flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
                 if let trailers = out.trailers,
-                    withNV(trailers, { nv in nghttp2_submit_trailer(session, stream, nv.baseAddress, nv.count) }) == 0 {
+                    withNV(trailers, { nv in nghttp2_submit_trailer(session, stream, nv.baseAddress, nv.count) }) == 0
+                {
                     // END_STREAM goes with the trailers; had they failed, the DATA frame ends the stream instead.
                     flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
                 }
@@ -637,7 +660,9 @@ public final class H2Session {
 
     /// `list` as nghttp2_nv for the duration of `body`, pointing into the list's bytes (nothing copied here;
     /// nghttp2 copies during the submit call).
-    private func withNV<R, E: Error>(_ list: H2HeaderList, _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R) throws(E) -> R {
+    private func withNV<R, E: Error>(
+        _ list: H2HeaderList, _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R
+    ) throws(E) -> R {
         try list.bytes.withUnsafeBufferPointer { raw throws(E) -> R in
             try list.entries.withUnsafeBufferPointer { entries throws(E) -> R in
                 try withNV(bytes: UnsafeRawBufferPointer(raw), entries: entries, body)
@@ -645,7 +670,9 @@ public final class H2Session {
         }
     }
 
-    private func withNV<R, E: Error>(_ block: H2HeaderBlock, _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R) throws(E) -> R {
+    private func withNV<R, E: Error>(
+        _ block: H2HeaderBlock, _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R
+    ) throws(E) -> R {
         try withNV(bytes: block.bytes, entries: block.ranges, body)
     }
 
@@ -654,29 +681,37 @@ public final class H2Session {
         _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R
     ) throws(E) -> R {
         let base = UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
-        return try withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(entries.count, 1)) { nv throws(E) -> R in
+        return try withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(entries.count, 1)) {
+            nv throws(E) -> R in
             for (i, entry) in entries.enumerated() {
-                nv[i] = nghttp2_nv(name: base! + entry.name.lowerBound, value: base! + entry.value.lowerBound,
-                                   namelen: entry.name.count, valuelen: entry.value.count,
-                                   flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                nv[i] = nghttp2_nv(
+                    name: base! + entry.name.lowerBound, value: base! + entry.value.lowerBound,
+                    namelen: entry.name.count, valuelen: entry.value.count,
+                    flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
             }
             return try body(UnsafeMutableBufferPointer(rebasing: nv[0..<entries.count]))
         }
     }
 
     /// `fields` as nghttp2_nv for the duration of `body` (nghttp2 copies them during the submit call).
-    private func withNV<R, E: Error>(_ fields: [H2Field], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R) throws(E) -> R {
+    private func withNV<R, E: Error>(
+        _ fields: [H2Field], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) throws(E) -> R
+    ) throws(E) -> R {
         // One contiguous copy of every name and value, pointed into by the nv array.
         var storage: [UInt8] = []
         storage.reserveCapacity(fields.reduce(0) { $0 + $1.name.count + $1.value.count })
-        for f in fields { storage += f.name; storage += f.value }
+        for f in fields {
+            storage += f.name
+            storage += f.value
+        }
         var nvs = [nghttp2_nv](repeating: nghttp2_nv(), count: fields.count)
         return try storage.withUnsafeMutableBufferPointer { raw throws(E) -> R in
             var offset = 0
             for (i, f) in fields.enumerated() {
                 let base = raw.baseAddress!
-                nvs[i] = nghttp2_nv(name: base + offset, value: base + offset + f.name.count, namelen: f.name.count,
-                                    valuelen: f.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                nvs[i] = nghttp2_nv(
+                    name: base + offset, value: base + offset + f.name.count, namelen: f.name.count,
+                    valuelen: f.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
                 offset += f.name.count + f.value.count
             }
             return try nvs.withUnsafeMutableBufferPointer { nv throws(E) -> R in try body(nv) }

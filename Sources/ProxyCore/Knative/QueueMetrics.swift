@@ -5,7 +5,9 @@ import Synchronization
 
 public final class QueueMetrics: Sendable {
     /// Upstream's buckets for `kn.serving.invocation.duration` (seconds).
-    public static let bucketBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+    public static let bucketBounds: [Double] = [
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+    ]
 
     private struct State {
         var buckets = [Int](repeating: 0, count: QueueMetrics.bucketBounds.count)

@@ -37,7 +37,9 @@ public final class QueueProxyShared: Sendable {
         stats = RequestStats(nowMs: nowMs)
         drainer = Drainer(quietMs: drainQuietMs)
         metrics = QueueMetrics(
-            labels: "namespace_name=\"\(settings.namespace)\",revision_name=\"\(settings.revision)\",pod_name=\"\(settings.podName)\"")
+            labels:
+                "namespace_name=\"\(settings.namespace)\",revision_name=\"\(settings.revision)\",pod_name=\"\(settings.podName)\""
+        )
         statSnapshot = Mutex(Stat(podName: settings.podName).encoded())  // before the first tick: pod name only
         startMs = nowMs
     }
@@ -84,7 +86,10 @@ struct KnativeRequestFields {
             case .other:
                 switch name.count {
                 case 9: if HTTP1Parser.equalsLower(b, name, "forwarded") { forwarded = true }
-                case 14: if networkHash == nil && HTTP1Parser.equalsLower(b, name, "k-network-hash") { networkHash = field.value }
+                case 14:
+                    if networkHash == nil && HTTP1Parser.equalsLower(b, name, "k-network-hash") {
+                        networkHash = field.value
+                    }
                 case 15:
                     if HTTP1Parser.equalsLower(b, name, "k-network-probe") {
                         if networkProbe == nil { networkProbe = field.value }
@@ -98,11 +103,22 @@ struct KnativeRequestFields {
                             originalHostIndex = index
                         }
                     }
-                case 16: if forwardedHost == nil && HTTP1Parser.equalsLower(b, name, "x-forwarded-host") { forwardedHost = field.value }
-                case 17: if forwardedProto == nil && HTTP1Parser.equalsLower(b, name, "x-forwarded-proto") { forwardedProto = field.value }
-                case 19: if servingTag == nil && HTTP1Parser.equalsLower(b, name, "knative-serving-tag") { servingTag = field.value }
-                case 24: if HTTP1Parser.equalsLower(b, name, "knative-serving-revision") { servingHeaders.insert(index) }
-                case 25: if HTTP1Parser.equalsLower(b, name, "knative-serving-namespace") { servingHeaders.insert(index) }
+                case 16:
+                    if forwardedHost == nil && HTTP1Parser.equalsLower(b, name, "x-forwarded-host") {
+                        forwardedHost = field.value
+                    }
+                case 17:
+                    if forwardedProto == nil && HTTP1Parser.equalsLower(b, name, "x-forwarded-proto") {
+                        forwardedProto = field.value
+                    }
+                case 19:
+                    if servingTag == nil && HTTP1Parser.equalsLower(b, name, "knative-serving-tag") {
+                        servingTag = field.value
+                    }
+                case 24:
+                    if HTTP1Parser.equalsLower(b, name, "knative-serving-revision") { servingHeaders.insert(index) }
+                case 25:
+                    if HTTP1Parser.equalsLower(b, name, "knative-serving-namespace") { servingHeaders.insert(index) }
                 case 29:
                     if defaultRoute == nil && HTTP1Parser.equalsLower(b, name, "knative-serving-default-route") {
                         defaultRoute = field.value
@@ -117,7 +133,8 @@ struct KnativeRequestFields {
     /// A health-check user agent (spec §0.2): kubelet, the activator's or the autoscaler's prober.
     func isHealthCheck(_ b: UnsafeRawBufferPointer) -> Bool {
         guard let ua = userAgent else { return false }
-        return HTTP1Parser.hasPrefixExact(b, ua, "kube-probe/") || HTTP1Parser.hasPrefixExact(b, ua, "Knative-Activator-Probe")
+        return HTTP1Parser.hasPrefixExact(b, ua, "kube-probe/")
+            || HTTP1Parser.hasPrefixExact(b, ua, "Knative-Activator-Probe")
             || HTTP1Parser.hasPrefixExact(b, ua, "Knative-Autoscaling-Probe")
     }
 }
@@ -159,7 +176,8 @@ public final class QueueProxyHandler: HTTPResponder {
     private let queueReady = LocalResponse.text(200, "queue")
     private let queueNotReady = LocalResponse(status: 503)
     private let shuttingDown = LocalResponse.error(503, "shutting down")
-    private let hashMissing = LocalResponse.error(400, "a probe request must contain a non-empty \"K-Network-Hash\" header")
+    private let hashMissing = LocalResponse.error(
+        400, "a probe request must contain a non-empty \"K-Network-Hash\" header")
     private let queueFull = LocalResponse.error(503, "pending request queue full")
     private let requestTimeout = LocalResponse.text(504, "request timeout")
 
@@ -191,7 +209,8 @@ public final class QueueProxyHandler: HTTPResponder {
         // Route tags are rare: only requests that carry the headers pay for a String.
         if fields.servingTag != nil || fields.defaultRoute != nil {
             handle.context.extra = RouteTagBox(
-                RouteTag.value(tag: fields.servingTag.map(request.string), defaultRoute: fields.defaultRoute.map(request.string)))
+                RouteTag.value(
+                    tag: fields.servingTag.map(request.string), defaultRoute: fields.defaultRoute.map(request.string)))
         }
         if settings.requestLog {
             let entry = RequestLogEntry(request)
@@ -210,8 +229,11 @@ public final class QueueProxyHandler: HTTPResponder {
             // The verdict may come at once (no probe configured, a refused connect) or after a round.
             let verdict = ProbeVerdict()
             prober.probe { [queueReady, queueNotReady] ready in
-                if verdict.isSettled { handle.resume(.respond(ready ? queueReady : queueNotReady)) }
-                else { verdict.immediate = ready }
+                if verdict.isSettled {
+                    handle.resume(.respond(ready ? queueReady : queueNotReady))
+                } else {
+                    verdict.immediate = ready
+                }
             }
             verdict.isSettled = true
             if let ready = verdict.immediate { return .respond(ready ? queueReady : queueNotReady) }
@@ -227,7 +249,9 @@ public final class QueueProxyHandler: HTTPResponder {
         // Forwarded shim and the revision headers' removal apply to every proxied request.
         var options = baseOptions
         options.rewrite.dropped = fields.servingHeaders
-        if !fields.forwarded && (fields.forwardedFor != nil || fields.forwardedHost != nil || fields.forwardedProto != nil) {
+        if !fields.forwarded
+            && (fields.forwardedFor != nil || fields.forwardedHost != nil || fields.forwardedProto != nil)
+        {
             options.rewrite.fieldWriter = forwardedShim
             options.rewrite.writerValues = (fields.forwardedFor, fields.forwardedHost, fields.forwardedProto)
         }
@@ -301,11 +325,13 @@ public final class QueueProxyHandler: HTTPResponder {
         if !isProbe && request.context.admittedMs > 0 {
             let extra = request.context.extra
             let tag = (extra as? RouteTagBox)?.tag ?? (extra as? RequestLogEntry)?.routeTag ?? "kn:disabled"
-            shared.metrics.observe(status: status, seconds: Double(now - request.context.admittedMs) / 1000, routeTag: tag)
+            shared.metrics.observe(
+                status: status, seconds: Double(now - request.context.admittedMs) / 1000, routeTag: tag)
         }
         if let entry = request.context.extra as? RequestLogEntry, !isProbe || settings.requestLogProbes {
             let latency = Double(now - request.context.startMs) / 1000
-            Log.write(entry.line(status: status, size: responseBytes, latencySeconds: latency, podIP: settings.podIP), to: 1)
+            Log.write(
+                entry.line(status: status, size: responseBytes, latencySeconds: latency, podIP: settings.podIP), to: 1)
         }
         request.context.extra = nil
     }
@@ -396,6 +422,8 @@ public final class MetricsEndpoint: HTTPResponder {
 
     /// A Prometheus text page.
     public static func prometheus(_ text: @escaping () -> String) -> MetricsEndpoint {
-        MetricsEndpoint { LocalResponse(status: 200, body: Array(text().utf8), contentType: "text/plain; version=0.0.4") }
+        MetricsEndpoint {
+            LocalResponse(status: 200, body: Array(text().utf8), contentType: "text/plain; version=0.0.4")
+        }
     }
 }

@@ -41,7 +41,9 @@ public struct ProbeSpec: Sendable, Equatable {
         do { json = try JSON.parse(text) } catch {
             throw ParseError(description: "SERVING_READINESS_PROBE: invalid JSON (\(error))")
         }
-        if multiContainer, let items = json.arrayValue { return try items.map { (item) throws(ParseError) in try parse(item, userPort) } }
+        if multiContainer, let items = json.arrayValue {
+            return try items.map { (item) throws(ParseError) in try parse(item, userPort) }
+        }
         return [try parse(json, userPort)]
     }
 
@@ -240,7 +242,8 @@ final class ProbeAttempt: ProbeConnection {
     ) {
         switch handler {
         case .tcp(let port):
-            run(address: SocketAddress(ip: "127.0.0.1", port: port)!, request: nil, requiredBody: nil,
+            run(
+                address: SocketAddress(ip: "127.0.0.1", port: port)!, request: nil, requiredBody: nil,
                 timeoutMs: timeoutMs, loop: loop, completion: completion)
         case .http(let port, let target, let headers) where autodetectHTTP2:
             // Upstream's auto-detection: a plain h2c GET first; if it answers 2xx/3xx, an h2c GET with the probe's
@@ -251,7 +254,8 @@ final class ProbeAttempt: ProbeConnection {
                         port: port, target: target, headers: headers, timeoutMs: timeoutMs, loop: loop,
                         completion: completion)
                 } else {
-                    run(.http(port: port, target: target, headers: []), timeoutMs: timeoutMs, loop: loop,
+                    run(
+                        .http(port: port, target: target, headers: []), timeoutMs: timeoutMs, loop: loop,
                         completion: completion)
                 }
             }
@@ -259,10 +263,12 @@ final class ProbeAttempt: ProbeConnection {
             var text = "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUser-Agent: kube-probe//\r\n"
             for header in headers { text += header + "\r\n" }
             text += "Connection: close\r\n\r\n"
-            run(address: SocketAddress(ip: "127.0.0.1", port: port)!, request: Array(text.utf8), requiredBody: nil,
+            run(
+                address: SocketAddress(ip: "127.0.0.1", port: port)!, request: Array(text.utf8), requiredBody: nil,
                 timeoutMs: timeoutMs, loop: loop, completion: completion)
         case .grpc(let port, let service):
-            H2ProbeAttempt.grpcHealth(port: port, service: service, timeoutMs: timeoutMs, loop: loop, completion: completion)
+            H2ProbeAttempt.grpcHealth(
+                port: port, service: service, timeoutMs: timeoutMs, loop: loop, completion: completion)
         case .unusable(let reason):
             Log.rateLimited("readiness probe: \(reason)")
             completion(false)
@@ -340,13 +346,16 @@ final class H2ProbeAttempt: ProbeConnection, H2SessionDelegate {
         super.init(completion: completion)
     }
 
-    static func grpcHealth(port: UInt16, service: String, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void) {
+    static func grpcHealth(
+        port: UInt16, service: String, timeoutMs: Int64, loop: EventLoop, completion: @escaping (Bool) -> Void
+    ) {
         let fields = [
             H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "127.0.0.1:\(port)"),
             H2Field(":path", "/grpc.health.v1.Health/Check"), H2Field("content-type", "application/grpc"),
             H2Field("te", "trailers"), H2Field("user-agent", "kube-probe//"),
         ]
-        run(H2ProbeAttempt(kind: .grpc, fields: fields, body: requestMessage(service: service), completion: completion),
+        run(
+            H2ProbeAttempt(kind: .grpc, fields: fields, body: requestMessage(service: service), completion: completion),
             port: port, timeoutMs: timeoutMs, loop: loop)
     }
 
@@ -365,7 +374,8 @@ final class H2ProbeAttempt: ProbeConnection, H2SessionDelegate {
             let value = line[line.index(after: colon)...].drop { $0 == " " }
             fields.append(H2Field(name, String(value)))
         }
-        run(H2ProbeAttempt(kind: .http, fields: fields, body: nil, completion: completion), port: port,
+        run(
+            H2ProbeAttempt(kind: .http, fields: fields, body: nil, completion: completion), port: port,
             timeoutMs: timeoutMs, loop: loop)
     }
 
@@ -477,7 +487,9 @@ final class H2ProbeAttempt: ProbeConnection, H2SessionDelegate {
                 return done(false)
             case .processed(let n):
                 // The delegate may end the attempt (and drop the loop's reference) inside `receive`.
-                let ok = withExtendedLifetime(self) { (try? chunk[0..<n].withUnsafeBytes { try session.receive($0) }) != nil }
+                let ok = withExtendedLifetime(self) {
+                    (try? chunk[0..<n].withUnsafeBytes { try session.receive($0) }) != nil
+                }
                 if !ok { return done(false) }
                 flush()
             }

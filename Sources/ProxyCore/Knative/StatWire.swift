@@ -36,13 +36,27 @@ public struct Stat: Equatable, Sendable {
         var reader = ProtoReader(bytes: bytes)
         while let (field, wireType) = reader.nextTag() {
             switch (field, wireType) {
-            case (1, 2): guard let s = reader.bytes() else { return nil }; stat.podName = String(decoding: s, as: UTF8.self)
-            case (2, 1): guard let d = reader.double() else { return nil }; stat.averageConcurrentRequests = d
-            case (3, 1): guard let d = reader.double() else { return nil }; stat.averageProxiedConcurrentRequests = d
-            case (4, 1): guard let d = reader.double() else { return nil }; stat.requestCount = d
-            case (5, 1): guard let d = reader.double() else { return nil }; stat.proxiedRequestCount = d
-            case (6, 1): guard let d = reader.double() else { return nil }; stat.processUptime = d
-            case (7, 0): guard let v = reader.varint() else { return nil }; stat.timestamp = Int64(bitPattern: v)
+            case (1, 2):
+                guard let s = reader.bytes() else { return nil }
+                stat.podName = String(decoding: s, as: UTF8.self)
+            case (2, 1):
+                guard let d = reader.double() else { return nil }
+                stat.averageConcurrentRequests = d
+            case (3, 1):
+                guard let d = reader.double() else { return nil }
+                stat.averageProxiedConcurrentRequests = d
+            case (4, 1):
+                guard let d = reader.double() else { return nil }
+                stat.requestCount = d
+            case (5, 1):
+                guard let d = reader.double() else { return nil }
+                stat.proxiedRequestCount = d
+            case (6, 1):
+                guard let d = reader.double() else { return nil }
+                stat.processUptime = d
+            case (7, 0):
+                guard let v = reader.varint() else { return nil }
+                stat.timestamp = Int64(bitPattern: v)
             default: guard reader.skip(wireType: wireType) else { return nil }
             }
         }
@@ -92,9 +106,15 @@ public enum WireStatMessages {
             var message = WireStatMessage(namespace: "", name: "", stat: nil)
             while let (f, w) = inner.nextTag() {
                 switch (f, w) {
-                case (1, 2): guard let s = inner.bytes() else { return nil }; message.namespace = String(decoding: s, as: UTF8.self)
-                case (2, 2): guard let s = inner.bytes() else { return nil }; message.name = String(decoding: s, as: UTF8.self)
-                case (3, 2): guard let s = inner.bytes() else { return nil }; message.stat = Stat.decode(Array(s))
+                case (1, 2):
+                    guard let s = inner.bytes() else { return nil }
+                    message.namespace = String(decoding: s, as: UTF8.self)
+                case (2, 2):
+                    guard let s = inner.bytes() else { return nil }
+                    message.name = String(decoding: s, as: UTF8.self)
+                case (3, 2):
+                    guard let s = inner.bytes() else { return nil }
+                    message.stat = Stat.decode(Array(s))
                 default: guard inner.skip(wireType: w) else { return nil }
                 }
             }
@@ -165,7 +185,10 @@ struct ProtoReader {
     }
 
     mutating func double() -> Double? {
-        guard index + 8 <= data.count else { isValid = false; return nil }
+        guard index + 8 <= data.count else {
+            isValid = false
+            return nil
+        }
         var bits: UInt64 = 0
         for k in 0..<8 { bits |= UInt64(data[index + k]) << UInt64(8 * k) }
         index += 8
@@ -173,7 +196,10 @@ struct ProtoReader {
     }
 
     mutating func bytes() -> ArraySlice<UInt8>? {
-        guard let length = varint(), index + Int(length) <= data.count else { isValid = false; return nil }
+        guard let length = varint(), index + Int(length) <= data.count else {
+            isValid = false
+            return nil
+        }
         defer { index += Int(length) }
         return data[index..<(index + Int(length))]
     }
@@ -181,10 +207,24 @@ struct ProtoReader {
     mutating func skip(wireType: Int) -> Bool {
         switch wireType {
         case 0: return varint() != nil
-        case 1: guard index + 8 <= data.count else { isValid = false; return false }; index += 8; return true
+        case 1:
+            guard index + 8 <= data.count else {
+                isValid = false
+                return false
+            }
+            index += 8
+            return true
         case 2: return bytes() != nil
-        case 5: guard index + 4 <= data.count else { isValid = false; return false }; index += 4; return true
-        default: isValid = false; return false
+        case 5:
+            guard index + 4 <= data.count else {
+                isValid = false
+                return false
+            }
+            index += 4
+            return true
+        default:
+            isValid = false
+            return false
         }
     }
 }

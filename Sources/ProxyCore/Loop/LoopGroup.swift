@@ -32,11 +32,13 @@ public final class LoopGroup: Sendable {
             }
             var tid = pthread_t()
             let context = Unmanaged.passRetained(box).toOpaque()
-            let rc = pthread_create(&tid, nil, { arg in
-                // The box was retained for exactly this thread; take it back and run.
-                Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
-                return nil
-            }, context)
+            let rc = pthread_create(
+                &tid, nil,
+                { arg in
+                    // The box was retained for exactly this thread; take it back and run.
+                    Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
+                    return nil
+                }, context)
             precondition(rc == 0, "pthread_create failed: \(rc)")
             tids.append(tid)
         }
@@ -132,10 +134,12 @@ public enum Threads {
     public static func detach(_ body: @escaping @Sendable () -> Void) {
         var tid = pthread_t()
         let context = Unmanaged.passRetained(ThreadBox(body)).toOpaque()
-        let rc = pthread_create(&tid, nil, { arg in
-            Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
-            return nil
-        }, context)
+        let rc = pthread_create(
+            &tid, nil,
+            { arg in
+                Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
+                return nil
+            }, context)
         precondition(rc == 0, "pthread_create failed: \(rc)")
         pthread_detach(tid)
     }

@@ -11,7 +11,8 @@ public class TimerEntry {
     /// Absolute monotonic deadline in ms; `Int64.max` when disarmed.
     @exclusivity(unchecked) public internal(set) var deadlineMs: Int64 = .max
     @exclusivity(unchecked) var wheelNext: TimerEntry?
-    @exclusivity(unchecked) unowned(unsafe) var wheelPrev: TimerEntry?  // the previous entry holds us strongly; a back pointer must not
+    // the previous entry holds us strongly; a back pointer must not
+    @exclusivity(unchecked) unowned(unsafe) var wheelPrev: TimerEntry?
     @exclusivity(unchecked) var wheelSlot = -1
     /// Due and waiting in the wheel's firing list; `cancel`/`schedule` clear it so a callback that cancels
     /// or moves another due entry is honoured.
@@ -79,7 +80,11 @@ final class TimerWheel {
     }
 
     private func unlink(_ entry: TimerEntry) {
-        if let prev = entry.wheelPrev { prev.wheelNext = entry.wheelNext } else { slots[entry.wheelSlot] = entry.wheelNext }
+        if let prev = entry.wheelPrev {
+            prev.wheelNext = entry.wheelNext
+        } else {
+            slots[entry.wheelSlot] = entry.wheelNext
+        }
         entry.wheelNext?.wheelPrev = entry.wheelPrev
         entry.wheelNext = nil
         entry.wheelPrev = nil
@@ -98,7 +103,10 @@ final class TimerWheel {
     func advance(nowMs: Int64) {
         let nowTick = nowMs / TimerWheel.tickMs
         guard count > 0, earliestTick <= nowTick else {
-            if count == 0 { nextTick = nowTick; earliestTick = .max }
+            if count == 0 {
+                nextTick = nowTick
+                earliestTick = .max
+            }
             return
         }
         // Skip whole turns at once: a long sleep must not make us walk the wheel more than once.

@@ -465,8 +465,12 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: !keepAlive)
             input!.moveReader(by: bytes.count)
             switch head.requestFraming {
-            case .none, .untilClose: discardRemaining = 0; discardDecoder = nil
-            case .length(let n): discardRemaining = n; discardDecoder = nil
+            case .none, .untilClose:
+                discardRemaining = 0
+                discardDecoder = nil
+            case .length(let n):
+                discardRemaining = n
+                discardDecoder = nil
             case .chunked: discardDecoder = ChunkedDecoder()
             }
             state = keepAlive ? .discarding : .closing
@@ -513,7 +517,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     }
 
     private enum BodyCollection {
-        case complete([UInt8]), incomplete, tooLarge, malformed
+        case complete([UInt8])
+        case incomplete, tooLarge, malformed
     }
 
     /// For body-collecting responders (admin APIs): the whole body once it is in the input. Re-walks the

@@ -12,7 +12,9 @@ enum HeadRewriter {
         out.append(UnsafeRawBufferPointer(rebasing: bytes[head.method]))
         out.append(byte: 0x20)
         // Absolute form goes on in origin form (the authority became the Host): `http://h` → `/`, `http://h?q` → `/?q`.
-        if head.isAbsoluteForm && (head.target.isEmpty || bytes[head.target.lowerBound] != 0x2F) { out.append(byte: 0x2F) }
+        if head.isAbsoluteForm && (head.target.isEmpty || bytes[head.target.lowerBound] != 0x2F) {
+            out.append(byte: 0x2F)
+        }
         out.append(UnsafeRawBufferPointer(rebasing: bytes[head.target]))
         out.append(" HTTP/1.1\r\n")
         var hasForwardedFor = false

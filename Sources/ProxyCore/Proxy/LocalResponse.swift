@@ -31,7 +31,8 @@ public struct LocalResponse: Sendable {
 
     /// A plain text body written as is (Go's `w.Write` with a sniffed text type).
     public static func text(_ status: Int, _ text: String) -> LocalResponse {
-        LocalResponse(status: status, body: Array(text.utf8), contentType: text.isEmpty ? nil : "text/plain; charset=utf-8")
+        LocalResponse(
+            status: status, body: Array(text.utf8), contentType: text.isEmpty ? nil : "text/plain; charset=utf-8")
     }
 
     /// Serialises the response into `buffer`.
@@ -103,7 +104,8 @@ enum HTTPDate {
     static func append(to buffer: ByteBuffer) {
         let cache: Cache
         if let raw = pthread_getspecific(key) {
-            cache = Unmanaged<Cache>.fromOpaque(raw).takeUnretainedValue()  // stored retained below; lives with the thread
+            // stored retained below; lives with the thread
+            cache = Unmanaged<Cache>.fromOpaque(raw).takeUnretainedValue()
         } else {
             cache = Cache()
             pthread_setspecific(key, Unmanaged.passRetained(cache).toOpaque())
@@ -121,17 +123,36 @@ enum HTTPDate {
 
     private static func format(_ t: tm, into out: inout [UInt8]) {
         let days: [StaticString] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months: [StaticString] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let months: [StaticString] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
         var i = 0
         func put(_ s: StaticString) {
-            for k in 0..<s.utf8CodeUnitCount { out[i] = s.utf8Start[k]; i += 1 }
+            for k in 0..<s.utf8CodeUnitCount {
+                out[i] = s.utf8Start[k]
+                i += 1
+            }
         }
         func two(_ v: Int32) {
-            out[i] = UInt8(48 + v / 10); out[i + 1] = UInt8(48 + v % 10); i += 2
+            out[i] = UInt8(48 + v / 10)
+            out[i + 1] = UInt8(48 + v % 10)
+            i += 2
         }
-        put(days[Int(t.tm_wday)]); put(", "); two(t.tm_mday); put(" "); put(months[Int(t.tm_mon)]); put(" ")
+        put(days[Int(t.tm_wday)])
+        put(", ")
+        two(t.tm_mday)
+        put(" ")
+        put(months[Int(t.tm_mon)])
+        put(" ")
         let year = t.tm_year + 1900
-        two(year / 100); two(year % 100); put(" ")
-        two(t.tm_hour); put(":"); two(t.tm_min); put(":"); two(t.tm_sec); put(" GMT")
+        two(year / 100)
+        two(year % 100)
+        put(" ")
+        two(t.tm_hour)
+        put(":")
+        two(t.tm_min)
+        put(":")
+        two(t.tm_sec)
+        put(" GMT")
     }
 }

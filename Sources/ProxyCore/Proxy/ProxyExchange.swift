@@ -229,7 +229,8 @@ final class ProxyExchange {
 
     /// The earliest moment a timeout could fire, or `Int64.max`.
     private var nextDeadlineMs: Int64 {
-        min(tunnelDrainDeadlineMs,
+        min(
+            tunnelDrainDeadlineMs,
             options.nextDeadlineMs(startMs: startMs, lastWriteMs: lastWriteMs, responseStarted: responseStarted))
     }
 
@@ -547,7 +548,8 @@ final class ProxyExchange {
         // HTTP/1.0 clients cannot read chunked framing: strip it and end the body by closing.
         let dechunk = responseFraming == .chunked && clientMinorVersion == 0
         if dechunk { responseDecoder.reset() }
-        closeDownstreamAfter = !downstreamKeepAlive || responseFraming == .untilClose || dechunk
+        closeDownstreamAfter =
+            !downstreamKeepAlive || responseFraming == .untilClose || dechunk
             || downstream.loop.draining
         upstreamKeepAlive = responseHead.keepAlive && responseFraming != .untilClose
         HeadRewriter.writeResponse(
@@ -664,9 +666,15 @@ final class ProxyExchange {
         // The upstream goes back first: `requestEnded` may admit a waiting request that can then reuse it.
         if let connection = upstream {
             upstream = nil
-            let reusable = upstreamKeepAlive && requestDone && (connection.input?.isEmpty ?? true)
+            let reusable =
+                upstreamKeepAlive && requestDone && (connection.input?.isEmpty ?? true)
                 && !connection.hasPendingOutput && !connection.peerClosed
-            if reusable { pool.release(connection) } else { connection.exchange = nil; connection.close() }
+            if reusable {
+                pool.release(connection)
+            } else {
+                connection.exchange = nil
+                connection.close()
+            }
         }
         downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
         downstream.exchangeFinished(reusable: !closeDownstreamAfter && requestDone)

@@ -10,7 +10,8 @@ public enum DNSName {
         if bytes.count > 63 { return "must be no more than 63 characters" }
         let ok = !bytes.isEmpty && isLower(bytes[0]) && bytes.allSatisfy(isLabelByte) && bytes.last != dash
         if ok { return nil }
-        return "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+        return
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
     }
 
     /// A DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters): namespaces.
@@ -20,7 +21,8 @@ public enum DNSName {
         if bytes.count > 63 { return "must be no more than 63 characters" }
         let ok = !bytes.isEmpty && bytes.first != dash && bytes.last != dash && bytes.allSatisfy(isLabelByte)
         if ok { return nil }
-        return "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+        return
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
     }
 
     /// A DNS-1123 subdomain (labels joined by '.', at most 253 characters): host names.
@@ -32,7 +34,8 @@ public enum DNSName {
             !label.isEmpty && label.first != dash && label.last != dash && label.allSatisfy(isLabelByte)
         }
         if ok { return nil }
-        return "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        return
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
     }
 
     private static let dash = UInt8(ascii: "-")

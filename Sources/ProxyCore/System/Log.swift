@@ -4,7 +4,8 @@ import Glibc
 import Synchronization
 
 public enum LogLevel: Int, Sendable, Comparable {
-    case debug = 0, info, warn, error
+    case debug = 0
+    case info, warn, error
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
 
     /// Parses zap's level names ("debug", "info", "warn", "error"); nil for anything else.

@@ -87,9 +87,13 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
 public enum Socket {
     /// Creates a listening TCP socket bound to `address`.
     /// - Parameter reusePort: set SO_REUSEPORT so that each loop can own a listener on the same port.
-    public static func listen(on address: SocketAddress, reusePort: Bool, backlog: Int32 = 4096) throws(SysError) -> Int32 {
+    public static func listen(on address: SocketAddress, reusePort: Bool, backlog: Int32 = 4096) throws(SysError)
+        -> Int32
+    {
         let family = address.isIPv6 ? AF_INET6 : AF_INET
-        let fd = try sys("socket") { socket(family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0) }
+        let fd = try sys("socket") {
+            socket(family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        }
         do {
             try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
             if reusePort { try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
@@ -122,7 +126,9 @@ public enum Socket {
     /// completion shows up as EPOLLOUT (then check `pendingError`).
     public static func connect(to address: SocketAddress) throws(SysError) -> (fd: Int32, isConnected: Bool) {
         let family = address.isIPv6 ? AF_INET6 : AF_INET
-        let fd = try sys("socket") { socket(family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0) }
+        let fd = try sys("socket") {
+            socket(family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        }
         do {
             try setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             let result = try sysNonBlocking("connect") { address.withSockaddr { Glibc.connect(fd, $0, $1) } }

@@ -35,10 +35,15 @@ final class FakePod: @unchecked Sendable {
                 _ = try conn.readBody(fields: fields, untilClose: false)
                 if fields.contains(where: { $0.0 == "K-Network-Probe" && $0.1 == "queue" }) {
                     counters.probes.withLock { $0 += 1 }
-                    try conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(probeBody.utf8.count)\r\nConnection: close\r\n\r\n\(probeBody)")
+                    try conn.send(
+                        "HTTP/1.1 200 OK\r\nContent-Length: \(probeBody.utf8.count)\r\nConnection: close\r\n\r\n\(probeBody)"
+                    )
                     return
                 }
-                counters.active.withLock { $0.now += 1; $0.max = max($0.max, $0.now) }
+                counters.active.withLock {
+                    $0.now += 1
+                    $0.max = max($0.max, $0.now)
+                }
                 requests.add([("start", start)] + fields)
                 if delayMs > 0 { usleep(UInt32(delayMs) * 1000) }
                 counters.active.withLock { $0.now -= 1 }
@@ -59,8 +64,12 @@ final class ActivatorFixture: @unchecked Sendable {
         // The metrics port is bound last: once it listens, every port does.
         (process, (port, adminPort, metricsPort)) = try ChildProcess.startServer("activator") {
             let (port, adminPort, metricsPort) = (freePort(), freePort(), freePort())
-            var arguments = ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "\(metricsPort)",
-                "--pod-name", "activator-0", "--drain-grace", "300ms"] + flags
+            var arguments =
+                [
+                    "--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port",
+                    "\(metricsPort)",
+                    "--pod-name", "activator-0", "--drain-grace", "300ms",
+                ] + flags
             if let autoscaler { arguments += ["--autoscaler-url", autoscaler.url] }
             if let config { arguments += ["--config", config] }
             return ([port, metricsPort], [:], arguments, (port, adminPort, metricsPort))
@@ -74,8 +83,10 @@ final class ActivatorFixture: @unchecked Sendable {
     }
 
     /// Adds revision ns/name with cc and endpoints.
-    func revision(_ name: String, cc: Int = 0, timeout: Int = 300, ns: String = "default", pods: [FakePod] = []) throws {
-        let put = try admin("PUT", "/v1/revisions/\(ns)/\(name)", #"{"containerConcurrency": \#(cc), "timeoutSeconds": \#(timeout)}"#)
+    func revision(_ name: String, cc: Int = 0, timeout: Int = 300, ns: String = "default", pods: [FakePod] = []) throws
+    {
+        let put = try admin(
+            "PUT", "/v1/revisions/\(ns)/\(name)", #"{"containerConcurrency": \#(cc), "timeoutSeconds": \#(timeout)}"#)
         guard put.status == 200 else { throw TestError("PUT revision: \(put.status) \(put.bodyText)") }
         if !pods.isEmpty { try endpoints(name, ns: ns, pods) }
     }
@@ -114,8 +125,11 @@ final class ActivatorFixture: @unchecked Sendable {
     }
 
     /// A request routed by the revision headers.
-    func toRevision(_ name: String, ns: String = "default", path: String = "/", host: String = "client.example") throws -> TestResponse {
-        try get(path, headers: ["Host: \(host)", "Knative-Serving-Namespace: \(ns)", "Knative-Serving-Revision: \(name)"])
+    func toRevision(_ name: String, ns: String = "default", path: String = "/", host: String = "client.example") throws
+        -> TestResponse
+    {
+        try get(
+            path, headers: ["Host: \(host)", "Knative-Serving-Namespace: \(ns)", "Knative-Serving-Revision: \(name)"])
     }
 }
 
@@ -186,7 +200,8 @@ struct ActivatorTests {
         let activator = try ActivatorFixture()
         let response = try activator.toRevision("fooname", ns: "foospace")
         #expect(response.status == 404)
-        #expect(response.bodyText == "Error getting active endpoint: revision.serving.knative.dev \"fooname\" not found\n")
+        #expect(
+            response.bodyText == "Error getting active endpoint: revision.serving.knative.dev \"fooname\" not found\n")
     }
 
     @Test func a5_a6_hostRoutingAndHeadersOnTheWayToThePod() throws {
@@ -243,7 +258,8 @@ struct ActivatorTests {
         }
         let activator = try ActivatorFixture()
         _ = try activator.admin("PUT", "/v1/revisions/default/r", #"{"containerConcurrency": 0}"#)
-        _ = try activator.admin("PUT", "/v1/revisions/default/r/endpoints", #"{"addresses": ["127.0.0.1:\#(pod.port)"]}"#)
+        _ = try activator.admin(
+            "PUT", "/v1/revisions/default/r/endpoints", #"{"addresses": ["127.0.0.1:\#(pod.port)"]}"#)
         let response = try activator.toRevision("r")
         #expect(response.status == 502 && response.bodyText == "EOF\n")
         #expect(attempts.all.count == 1)
@@ -266,7 +282,9 @@ struct ActivatorTests {
         let activator = try ActivatorFixture()
         try activator.revision("zero")
         let client = try TestSocket.connect(port: activator.port)
-        try client.send("GET /late HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: zero\r\n\r\n")
+        try client.send(
+            "GET /late HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: zero\r\n\r\n"
+        )
         // The property: the request waited in the activator (buffered at zero) before the endpoint existed.
         #expect(activator.waitForQueued("zero", 1))
         let pod = try FakePod(name: "new")
@@ -300,7 +318,8 @@ struct ActivatorTests {
                 + "Content-Length: \(size)\r\n\r\n")
         try client.send(Array(payload[0..<1000]))  // the first bytes arrive with the head and wait with it
         #expect(activator.waitForQueued("bodies", 1))
-        _ = try activator.admin("PUT", "/v1/revisions/default/bodies/endpoints", #"{"addresses": ["127.0.0.1:\#(pod.port)"]}"#)
+        _ = try activator.admin(
+            "PUT", "/v1/revisions/default/bodies/endpoints", #"{"addresses": ["127.0.0.1:\#(pod.port)"]}"#)
         try client.send(Array(payload[1000...]))
         let response = try client.readResponse()
         #expect(response.status == 200)
@@ -313,7 +332,9 @@ struct ActivatorTests {
         try activator.revision("queue", cc: 1)
         let clients = try (0..<1000).map { _ in try TestSocket.connect(port: activator.port, timeoutSeconds: 30) }
         for (i, client) in clients.enumerated() {
-            try client.send("GET /\(i) HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: queue\r\n\r\n")
+            try client.send(
+                "GET /\(i) HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: queue\r\n\r\n"
+            )
             // Arrival order across connections is defined only once the previous request is queued.
             #expect(activator.waitForQueued("queue", i + 1))
         }
@@ -332,7 +353,9 @@ struct ActivatorTests {
         var waiting: [TestSocket] = []
         for _ in 0..<2 {
             let client = try TestSocket.connect(port: activator.port)
-            try client.send("GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: tiny\r\n\r\n")
+            try client.send(
+                "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: tiny\r\n\r\n"
+            )
             waiting.append(client)
         }
         #expect(activator.waitForQueued("tiny", 2))
@@ -343,7 +366,8 @@ struct ActivatorTests {
         waiting[0].close()
         #expect(activator.waitForQueued("tiny", 1))
         let third = try TestSocket.connect(port: activator.port)
-        try third.send("GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: tiny\r\n\r\n")
+        try third.send(
+            "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: tiny\r\n\r\n")
         #expect(activator.waitForQueued("tiny", 2))
         #expect(try activator.toRevision("tiny").status == 503)
         let pod = try FakePod(name: "p")
@@ -364,7 +388,8 @@ struct ActivatorTests {
                 guard let client = try? TestSocket.connect(port: activator.port) else { return }
                 for i in 0..<50 {
                     _ = try? client.exchange(
-                        "GET /\(worker)-\(i) HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: fair\r\n\r\n")
+                        "GET /\(worker)-\(i) HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: fair\r\n\r\n"
+                    )
                 }
             }.start()
         }
@@ -381,7 +406,8 @@ struct ActivatorTests {
         let activator = try ActivatorFixture()
         try activator.revision("svc-00001", pods: [blue])
         try activator.revision("svc-00002", pods: [green])
-        let route = #"{"hosts": ["svc.default.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": 50, "tag": "old"}, {"revisionName": "svc-00002", "percent": 50}]}"#
+        let route =
+            #"{"hosts": ["svc.default.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": 50, "tag": "old"}, {"revisionName": "svc-00002", "percent": 50}]}"#
         #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)
         let client = try TestSocket.connect(port: activator.port)
         var blues = 0
@@ -391,7 +417,8 @@ struct ActivatorTests {
         }
         #expect(abs(blues - 200) <= 40, "blue got \(blues) of 400")
         #expect(try client.exchange("GET / HTTP/1.1\r\nHost: old-svc.default.example.com\r\n\r\n").bodyText == "blue /")
-        let bad = try activator.admin("PUT", "/v1/routes/default/bad", #"{"hosts": ["x"], "traffic": [{"revisionName": "a", "percent": 60}]}"#)
+        let bad = try activator.admin(
+            "PUT", "/v1/routes/default/bad", #"{"hosts": ["x"], "traffic": [{"revisionName": "a", "percent": 60}]}"#)
         #expect(bad.status == 400 && bad.bodyText.contains("traffic targets sum to 60, want 100"))
         let broken = try activator.admin("PUT", "/v1/revisions/default/x", #"{"containerConcurrency": -1}"#)
         #expect(broken.status == 400 && broken.bodyText.contains("revision.containerConcurrency"))
@@ -403,7 +430,8 @@ struct ActivatorTests {
         let activator = try ActivatorFixture()
         try activator.revision("svc-00001", cc: 3, timeout: 42)
         let fifty = try activator.admin(
-            "PUT", "/v1/routes/default/svc", #"{"hosts": ["svc.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": "fifty"}]}"#)
+            "PUT", "/v1/routes/default/svc",
+            #"{"hosts": ["svc.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": "fifty"}]}"#)
         #expect(fifty.status == 400)
         #expect(fifty.bodyText == "route.traffic[0].percent: expected an integer 0-100, got a string (\"fifty\")\n")
 
@@ -417,11 +445,15 @@ struct ActivatorTests {
         #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)  // replacing itself is fine
         let taken = try activator.admin("PUT", "/v1/routes/team-b/thief", route)
         #expect(taken.status == 409 && taken.reason == "Conflict")
-        #expect(taken.bodyText == "route \"team-b/thief\": host \"svc.example.com\" is already claimed by route \"default/svc\"\n")
+        #expect(
+            taken.bodyText
+                == "route \"team-b/thief\": host \"svc.example.com\" is already claimed by route \"default/svc\"\n")
         #expect(!(try activator.admin("GET", "/v1/state").bodyText.contains("thief")))
 
-        for (path, field) in [("/v1/revisions/default/a%2Fb", "revision.name"), ("/v1/routes/default/a%2Fb", "route.name"),
-                              ("/v1/revisions/Default/a", "revision.namespace")] {
+        for (path, field) in [
+            ("/v1/revisions/default/a%2Fb", "revision.name"), ("/v1/routes/default/a%2Fb", "route.name"),
+            ("/v1/revisions/Default/a", "revision.namespace"),
+        ] {
             let bad = try activator.admin("PUT", path, route)
             #expect(bad.status == 400)
             #expect(bad.bodyText.hasPrefix("\(field) (from the URL): invalid name "), "\(bad.bodyText)")
@@ -439,10 +471,13 @@ struct ActivatorTests {
         #expect(try activator.admin("PUT", "/v1/routes/default/o", orphan).status == 200)
         let missing = try activator.get(headers: ["Host: o.example.com"])
         #expect(missing.status == 404)
-        #expect(missing.bodyText == "Error getting active endpoint: revision.serving.knative.dev \"o-00001\" not found\n")
-        let both = #"{"hosts": ["x.example.com"], "notReady": "x", "traffic": [{"revisionName": "o-00001", "percent": 100}]}"#
+        #expect(
+            missing.bodyText == "Error getting active endpoint: revision.serving.knative.dev \"o-00001\" not found\n")
+        let both =
+            #"{"hosts": ["x.example.com"], "notReady": "x", "traffic": [{"revisionName": "o-00001", "percent": 100}]}"#
         let refused = try activator.admin("PUT", "/v1/routes/default/x", both)
-        #expect(refused.status == 400 && refused.bodyText == "route.traffic: expected no traffic targets with notReady\n")
+        #expect(
+            refused.status == 400 && refused.bodyText == "route.traffic: expected no traffic targets with notReady\n")
     }
 
     @Test func aRefusedPodIsLeftForAnotherBeforeAnythingIsSent() throws {
@@ -450,7 +485,8 @@ struct ActivatorTests {
         let doomed = try FakePod(name: "doomed")
         let activator = try ActivatorFixture()
         try activator.revision("retry", pods: [good, doomed])  // cc 0: power of two choices uses both
-        let request = "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: retry\r\n\r\n"
+        let request =
+            "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: retry\r\n\r\n"
         let client = try TestSocket.connect(port: activator.port)
         let deadline = Date().addingTimeInterval(5)
         while (good.requests.all.isEmpty || doomed.requests.all.isEmpty) && Date() < deadline {
@@ -476,7 +512,9 @@ struct ActivatorTests {
         #expect(autoscaler.waitFor { _ in autoscaler.connectionCount > 0 })
         let sent = Date()
         let client = try TestSocket.connect(port: activator.port)
-        try client.send("GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: poked\r\n\r\n")
+        try client.send(
+            "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: poked\r\n\r\n"
+        )
         #expect(autoscaler.waitFor { $0.contains { $0.1.contains { $0.name == "poked" } } })
         let (arrived, messages) = try #require(autoscaler.messages.first { $0.1.contains { $0.name == "poked" } })
         // A poke, not the next 1 s report: well before a second, with room for a loaded machine.
@@ -546,11 +584,13 @@ struct ActivatorTests {
         let pod = try FakePod(name: "file")
         let path = NSTemporaryDirectory() + "activator-\(UUID().uuidString).json"
         defer { unlink(path) }
-        let first = #"{"revisions": [{"namespace": "default", "name": "one"}], "endpoints": {"default/one": {"addresses": ["\#(pod.address)"]}}}"#
+        let first =
+            #"{"revisions": [{"namespace": "default", "name": "one"}], "endpoints": {"default/one": {"addresses": ["\#(pod.address)"]}}}"#
         try first.write(toFile: path, atomically: true, encoding: .utf8)
         let activator = try ActivatorFixture(config: path)
         #expect(try activator.toRevision("one").bodyText == "file /")
-        try #"{"revisions": [{"namespace": "default", "name": "two"}], "endpoints": {"default/two": ["\#(pod.address)"]}}"#
+        try
+            #"{"revisions": [{"namespace": "default", "name": "two"}], "endpoints": {"default/two": ["\#(pod.address)"]}}"#
             .write(toFile: path, atomically: true, encoding: .utf8)
         activator.process.signal(SIGHUP)
         var state = ""
@@ -574,7 +614,10 @@ struct ActivatorTests {
             attempt += 1
             let port = freePort()
             let adminPort = attempt == 1 ? squatter.port : freePort()
-            return ([port, adminPort], [:], ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "0"], adminPort)
+            return (
+                [port, adminPort], [:],
+                ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "0"], adminPort
+            )
         }
         defer { process.signal(SIGKILL) }
         #expect(attempt == 2)

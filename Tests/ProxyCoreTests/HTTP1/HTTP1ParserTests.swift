@@ -4,7 +4,9 @@ import Testing
 
 /// Feeds `text` to the parser split at `split` (two pieces), or byte by byte when `split` is nil,
 /// the way a socket may deliver it; returns the parsed head or the error.
-private func parse(_ text: String, split: Int?, request: Bool = true) -> Result<(HTTPHead, [UInt8], Int), HTTPParseError> {
+private func parse(_ text: String, split: Int?, request: Bool = true) -> Result<
+    (HTTPHead, [UInt8], Int), HTTPParseError
+> {
     let bytes = Array(text.utf8)
     var parser = HTTP1Parser()
     var head = HTTPHead()
@@ -19,7 +21,11 @@ private func parse(_ text: String, split: Int?, request: Bool = true) -> Result<
             if let length = found {
                 try bytes.withUnsafeBytes { raw in
                     let slice = UnsafeRawBufferPointer(rebasing: raw[0..<length])
-                    if request { try parser.parseRequest(slice, into: &head) } else { try parser.parseResponse(slice, into: &head) }
+                    if request {
+                        try parser.parseRequest(slice, into: &head)
+                    } else {
+                        try parser.parseResponse(slice, into: &head)
+                    }
                     HTTP1Parser.markConnectionListed(slice, &head)
                 }
                 return .success((head, bytes, length))
@@ -111,13 +117,17 @@ struct HTTP1ParserTests {
     }
 
     @Test func expectContinue() throws {
-        let (head, _, _) = try parse("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n", split: nil).get()
+        let (head, _, _) = try parse("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n", split: nil)
+            .get()
         #expect(head.expectsContinue)
     }
 
     @Test(arguments: [
         // Smuggling defences, RFC 9112 §6.3
-        ("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", HTTPParseError.contentLengthWithTransferEncoding),
+        (
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HTTPParseError.contentLengthWithTransferEncoding
+        ),
         ("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", .badContentLength),
         ("POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n", .badContentLength),
         ("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", .badContentLength),

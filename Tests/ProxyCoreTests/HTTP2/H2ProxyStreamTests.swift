@@ -60,7 +60,9 @@ struct H2ProxyStreamTests {
         #expect(client.statuses[stream] == "200")
         #expect(client.text(stream) == "partialrequest timeout")
         #expect(client.ended.contains(stream), "the stream was not ended with END_STREAM")
-        #expect(client.closeCodes[stream] == .noError, "stream closed with \(client.closeCodes[stream].map(\.name) ?? "nothing"), not NO_ERROR")
+        #expect(
+            client.closeCodes[stream] == .noError,
+            "stream closed with \(client.closeCodes[stream].map(\.name) ?? "nothing"), not NO_ERROR")
         #expect(try waitUntilTrue(seconds: 5) { app.resets >= 1 }, "the upstream stream was not reset")
     }
 
@@ -68,8 +70,10 @@ struct H2ProxyStreamTests {
     @Test func aTimeoutAfterTheFirstByteEndsABridgedResponseProperly() throws {
         let app = try BigBodyH2App(bodySize: 0)
         let qp = try QueueProxyFixture(
-            env: ["USER_PORT": "\(app.port)", "CONTAINER_CONCURRENCY": "0", "REVISION_TIMEOUT_SECONDS": "1",
-                  "QUEUE_USER_PROTOCOL": "h2c"], app: nil)
+            env: [
+                "USER_PORT": "\(app.port)", "CONTAINER_CONCURRENCY": "0", "REVISION_TIMEOUT_SECONDS": "1",
+                "QUEUE_USER_PROTOCOL": "h2c",
+            ], app: nil)
         let client = try TestSocket.connect(port: qp.port)
         let chunked = try client.exchange("GET /stall HTTP/1.1\r\nHost: h\r\n\r\n")
         #expect(chunked.status == 200 && chunked.header("Transfer-Encoding") == "chunked")
@@ -121,7 +125,8 @@ struct H2ProxyStreamTests {
         #expect(app.streams == streams.count && app.received == appWindows, "the app got \(app.received) bytes")
         let sent = client.sent.values.reduce(0, +)
         let held = sent - app.received
-        #expect(held <= 2 * 1024 * 1024 + 64 * 1024, "the proxy holds \(held) bytes of uploads nobody reads (sent \(sent))")
+        #expect(
+            held <= 2 * 1024 * 1024 + 64 * 1024, "the proxy holds \(held) bytes of uploads nobody reads (sent \(sent))")
     }
 
     /// A header block decoded beyond 64 KiB is a 431 on its stream and the connection goes on; one field whose
@@ -134,7 +139,8 @@ struct H2ProxyStreamTests {
         // 100,000 'a's: 62,500 bytes on the wire (Huffman), 100,000 decoded.
         let one = try client.get("/small", extra: [H2Field("x-big", String(repeating: "a", count: 100_000))])
         // Three fields of 30,000: each small, together over the limit.
-        let three = try client.get("/small", extra: (0..<3).map { H2Field("x-part-\($0)", String(repeating: "b", count: 30_000)) })
+        let three = try client.get(
+            "/small", extra: (0..<3).map { H2Field("x-part-\($0)", String(repeating: "b", count: 30_000)) })
         let fine = try client.get("/small")
         for id in [one, three, fine] { client.read(stream: id) }
         try client.flush()
@@ -179,9 +185,11 @@ final class WindowlessH2Client: H2SessionDelegate {
 
     /// A POST whose `bodySize` bytes are queued at once (they leave as the proxy's windows allow).
     func post(_ path: String, bodySize: Int) throws -> Int32 {
-        let id = try session.submitRequest([
-            H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "test"), H2Field(":path", path),
-        ], endStream: false)
+        let id = try session.submitRequest(
+            [
+                H2Field(":method", "POST"), H2Field(":scheme", "http"), H2Field(":authority", "test"),
+                H2Field(":path", path),
+            ], endStream: false)
         [UInt8](repeating: 0x62, count: bodySize).withUnsafeBytes { session.send(stream: id, $0, end: true) }
         return id
     }
@@ -189,9 +197,11 @@ final class WindowlessH2Client: H2SessionDelegate {
     func h2DataSent(_ session: H2Session, stream: Int32, count: Int) { sent[stream, default: 0] += count }
 
     func get(_ path: String, extra: [H2Field] = []) throws -> Int32 {
-        try session.submitRequest([
-            H2Field(":method", "GET"), H2Field(":scheme", "http"), H2Field(":authority", "test"), H2Field(":path", path),
-        ] + extra, endStream: true)
+        try session.submitRequest(
+            [
+                H2Field(":method", "GET"), H2Field(":scheme", "http"), H2Field(":authority", "test"),
+                H2Field(":path", path),
+            ] + extra, endStream: true)
     }
 
     func text(_ stream: Int32) -> String { String(decoding: received[stream] ?? [], as: UTF8.self) }
@@ -277,7 +287,8 @@ final class BigBodyH2App: Sendable {
             }
             let granted = sent.reduce(0) { $0 + $1.value + max(0, session.sendWindow(stream: $1.key)) }
             record.state.withLock { if $0.granted == nil { $0.granted = granted } }
-            try? session.submitResponse(stream: stream, [H2Field(":status", "200"), H2Field("content-length", "2")], endStream: false)
+            try? session.submitResponse(
+                stream: stream, [H2Field(":status", "200"), H2Field("content-length", "2")], endStream: false)
             Array("ok".utf8).withUnsafeBytes { session.send(stream: stream, $0, end: true) }
         }
         func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {

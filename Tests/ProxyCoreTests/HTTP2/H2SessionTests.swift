@@ -2,6 +2,7 @@
 // trailers, manual flow control (a reader that does not consume stops the sender), resets, GOAWAY, garbage.
 import Glibc
 import Testing
+
 @testable import ProxyCore
 
 /// Records what a session reports.
@@ -23,7 +24,9 @@ final class H2Recorder: H2SessionDelegate {
         if autoConsume { session.consume(stream: stream, count: bytes.count) }
     }
     func h2EndStream(_ session: H2Session, stream: Int32) { ended.append(stream) }
-    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) { closed.append((stream, errorCode)) }
+    func h2StreamClosed(_ session: H2Session, stream: Int32, errorCode: H2ErrorCode) {
+        closed.append((stream, errorCode))
+    }
 }
 
 /// A client and a server session joined by in-memory pumping.
@@ -59,7 +62,9 @@ func text(_ fields: [H2Field], _ name: String) -> String? {
 }
 
 @Suite struct H2SessionTests {
-    static let get = [H2Field(":method", "GET"), H2Field(":scheme", "http"), H2Field(":authority", "h"), H2Field(":path", "/x")]
+    static let get = [
+        H2Field(":method", "GET"), H2Field(":scheme", "http"), H2Field(":authority", "h"), H2Field(":path", "/x"),
+    ]
 
     @Test func requestResponseWithBodyInPiecesAndTrailers() throws {
         let pair = try H2Pair()
@@ -67,12 +72,15 @@ func text(_ fields: [H2Field], _ name: String) -> String? {
         try pair.pump()
         let request = try #require(pair.serverEvents.headers.first)
         #expect(request.0 == id && text(request.1, ":path") == "/x" && request.3)
-        try pair.server.submitResponse(stream: id, [H2Field(":status", "200"), H2Field("content-type", "application/grpc")], endStream: false)
+        try pair.server.submitResponse(
+            stream: id, [H2Field(":status", "200"), H2Field("content-type", "application/grpc")], endStream: false)
         Array("hello ".utf8).withUnsafeBytes { pair.server.send(stream: id, $0) }
         try pair.pump()
         #expect(pair.clientEvents.data[id] == Array("hello ".utf8))  // the first piece arrives on its own
         #expect(pair.clientEvents.closed.isEmpty)
-        Array("world".utf8).withUnsafeBytes { pair.server.send(stream: id, $0, end: true, trailers: [H2Field("grpc-status", "0")]) }
+        Array("world".utf8).withUnsafeBytes {
+            pair.server.send(stream: id, $0, end: true, trailers: [H2Field("grpc-status", "0")])
+        }
         try pair.pump()
         #expect(pair.clientEvents.data[id] == Array("hello world".utf8))
         let response = try #require(pair.clientEvents.headers.first)
@@ -85,8 +93,11 @@ func text(_ fields: [H2Field], _ name: String) -> String? {
 
     @Test func requestBodyStreamsPieceByPiece() throws {
         let pair = try H2Pair()
-        let id = try pair.client.submitRequest([H2Field(":method", "POST"), H2Field(":scheme", "http"),
-            H2Field(":authority", "h"), H2Field(":path", "/upload")], endStream: false)
+        let id = try pair.client.submitRequest(
+            [
+                H2Field(":method", "POST"), H2Field(":scheme", "http"),
+                H2Field(":authority", "h"), H2Field(":path", "/upload"),
+            ], endStream: false)
         for piece in ["one", "two", "three"] {
             Array(piece.utf8).withUnsafeBytes { pair.client.send(stream: id, $0) }
             try pair.pump()
@@ -178,7 +189,10 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
         let status: UInt8
         let services: Seen<String>
         var requests: [Int32: (path: String, body: [UInt8])] = [:]
-        init(status: UInt8, services: Seen<String>) { self.status = status; self.services = services }
+        init(status: UInt8, services: Seen<String>) {
+            self.status = status
+            self.services = services
+        }
 
         func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
             let fields = block.fields
@@ -198,12 +212,20 @@ final class FakeGRPCHealthServer: @unchecked Sendable {
             let body = request.body
             services.add(body.count > 7 ? String(decoding: body[7...], as: UTF8.self) : "")
             guard request.path == "/grpc.health.v1.Health/Check" else {
-                try? session.submitResponse(stream: stream, [H2Field(":status", "200"), H2Field("content-type", "application/grpc"),
-                    H2Field("grpc-status", "12")], endStream: true)
+                try? session.submitResponse(
+                    stream: stream,
+                    [
+                        H2Field(":status", "200"), H2Field("content-type", "application/grpc"),
+                        H2Field("grpc-status", "12"),
+                    ], endStream: true)
                 return
             }
-            try? session.submitResponse(stream: stream, [H2Field(":status", "200"), H2Field("content-type", "application/grpc")], endStream: false)
-            [0, 0, 0, 0, 2, 0x08, status].withUnsafeBytes { session.send(stream: stream, $0, end: true, trailers: [H2Field("grpc-status", "0")]) }
+            try? session.submitResponse(
+                stream: stream, [H2Field(":status", "200"), H2Field("content-type", "application/grpc")],
+                endStream: false)
+            [0, 0, 0, 0, 2, 0x08, status].withUnsafeBytes {
+                session.send(stream: stream, $0, end: true, trailers: [H2Field("grpc-status", "0")])
+            }
         }
     }
 
@@ -222,23 +244,34 @@ struct GRPCReadinessProbeTests {
     @Test func servingMeansReadyAndNotServingMeansNot() throws {
         let serving = try FakeGRPCHealthServer(status: 1)
         defer { serving.server.stop() }
-        let qp = try QueueProxyFixture(env: ["USER_PORT": "\(serving.port)",
-            "SERVING_READINESS_PROBE": Self.probeJSON(serving.port, service: "helloworld.Greeter")], app: nil)
+        let qp = try QueueProxyFixture(
+            env: [
+                "USER_PORT": "\(serving.port)",
+                "SERVING_READINESS_PROBE": Self.probeJSON(serving.port, service: "helloworld.Greeter"),
+            ], app: nil)
         let ready = try qp.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"])
-        #expect(ready.status == 200 && ready.bodyText == "queue", "\(ready.status) \(ready.bodyText) \(qp.proxy.stderr)")
+        #expect(
+            ready.status == 200 && ready.bodyText == "queue", "\(ready.status) \(ready.bodyText) \(qp.proxy.stderr)")
         #expect(serving.services.all.contains("helloworld.Greeter"))
 
         let notServing = try FakeGRPCHealthServer(status: 2)
         defer { notServing.server.stop() }
-        let qp2 = try QueueProxyFixture(env: ["USER_PORT": "\(notServing.port)",
-            "SERVING_READINESS_PROBE": #"{"grpc":{"port":\#(notServing.port)},"periodSeconds":1,"timeoutSeconds":1}"#], app: nil)
+        let qp2 = try QueueProxyFixture(
+            env: [
+                "USER_PORT": "\(notServing.port)",
+                "SERVING_READINESS_PROBE":
+                    #"{"grpc":{"port":\#(notServing.port)},"periodSeconds":1,"timeoutSeconds":1}"#,
+            ], app: nil)
         let unready = try qp2.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"])
         #expect(unready.status == 503)
-        #expect(!notServing.services.all.isEmpty && notServing.services.all.allSatisfy { $0.isEmpty })  // no service: an empty request
+        // no service: an empty request
+        #expect(!notServing.services.all.isEmpty && notServing.services.all.allSatisfy { $0.isEmpty })
 
         // Nothing listening (or not speaking h2c): not ready, and the queue-proxy carries on.
         let dead = freePort()
-        let qp3 = try QueueProxyFixture(env: ["SERVING_READINESS_PROBE": #"{"grpc":{"port":\#(dead)},"periodSeconds":1,"timeoutSeconds":1}"#], app: nil)
+        let qp3 = try QueueProxyFixture(
+            env: ["SERVING_READINESS_PROBE": #"{"grpc":{"port":\#(dead)},"periodSeconds":1,"timeoutSeconds":1}"#],
+            app: nil)
         #expect(try qp3.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"]).status == 503)
     }
 }

@@ -32,7 +32,9 @@ enum GRPCPeer {
         try checkInstalled()
         let port = freePort()
         let process = try ChildProcess(executable: python, environment: [:], arguments: [script, "server", "\(port)"])
-        guard process.waitForPort(port, seconds: 20) else { throw TestError("gRPC server did not start: \(process.stderr)") }
+        guard process.waitForPort(port, seconds: 20) else {
+            throw TestError("gRPC server did not start: \(process.stderr)")
+        }
         return (process, port)
     }
 
@@ -73,7 +75,9 @@ func nghttp(_ arguments: [String]) throws -> String {
         throw TestError("nghttp missing: ./test.sh installs nghttp2-client")
     }
     let process = try ChildProcess(executable: url, environment: [:], arguments: arguments)
-    guard process.waitForExit(seconds: 20) == 0 else { throw TestError("nghttp \(arguments) failed: \(process.stdout) \(process.stderr)") }
+    guard process.waitForExit(seconds: 20) == 0 else {
+        throw TestError("nghttp \(arguments) failed: \(process.stdout) \(process.stderr)")
+    }
     return process.stdout
 }
 
@@ -176,7 +180,8 @@ struct HTTP2ProxyTests {
             // The same port still speaks HTTP/1.1.
             let client = try TestSocket.connect(port: port)
             let plain = try client.exchange(
-                "GET / HTTP/1.1\r\nHost: h\r\n" + stride(from: 1, to: headers.count, by: 2).map { headers[$0] + "\r\n" }.joined() + "\r\n")
+                "GET / HTTP/1.1\r\nHost: h\r\n"
+                    + stride(from: 1, to: headers.count, by: 2).map { headers[$0] + "\r\n" }.joined() + "\r\n")
             #expect(plain.status == 200 && plain.bodyText == "Hello World!\n")
         }
     }
@@ -213,20 +218,26 @@ struct HTTP2ProxyTests {
         // (a plain GET, then one with the probe's headers); without, the HTTP/1.1 probe cannot reach it.
         let app = try FakeH2Server()
         defer { app.server.stop() }
-        let probe = #"{"httpGet": {"port": \#(app.port), "path": "/ready", "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}, "periodSeconds": 1, "timeoutSeconds": 1}"#
+        let probe =
+            #"{"httpGet": {"port": \#(app.port), "path": "/ready", "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}, "periodSeconds": 1, "timeoutSeconds": 1}"#
         let kubelet = ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"]
-        let detecting = try QueueProxyFixture(env: [
-            "USER_PORT": "\(app.port)", "SERVING_READINESS_PROBE": probe, "ENABLE_HTTP2_AUTO_DETECTION": "true",
-        ], app: nil)
+        let detecting = try QueueProxyFixture(
+            env: [
+                "USER_PORT": "\(app.port)", "SERVING_READINESS_PROBE": probe, "ENABLE_HTTP2_AUTO_DETECTION": "true",
+            ], app: nil)
         let ready = try detecting.get(headers: kubelet)
         #expect(ready.status == 200 && ready.bodyText == "queue", "\(ready.status) \(ready.bodyText)")
         let requests = app.requests.all
         #expect(requests.count >= 2, "\(requests)")
         #expect(requests.first.map { !$0.contains { $0.0 == "x-probe" } } == true, "the first GET has no custom header")
         #expect(requests.dropFirst().first.map { $0.contains { $0 == ("x-probe", "yes") } } == true, "\(requests)")
-        #expect(requests.allSatisfy { $0.contains { $0 == (":path", "/ready") } && $0.contains { $0 == ("user-agent", "kube-probe//") } })
+        #expect(
+            requests.allSatisfy {
+                $0.contains { $0 == (":path", "/ready") } && $0.contains { $0 == ("user-agent", "kube-probe//") }
+            })
 
-        let plain = try QueueProxyFixture(env: ["USER_PORT": "\(app.port)", "SERVING_READINESS_PROBE": probe], app: nil)
+        let plain = try QueueProxyFixture(
+            env: ["USER_PORT": "\(app.port)", "SERVING_READINESS_PROBE": probe], app: nil)
         #expect(try plain.get(headers: kubelet).status == 503)
     }
 
@@ -258,8 +269,9 @@ struct HTTP2ProxyTests {
         func unaryOverHTTP1(_ port: UInt16) throws -> TestResponse {
             let client = try TestSocket.connect(port: port)
             let chunk = String(message.count, radix: 16)
-            try client.send("POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc\r\nContent-Type: application/grpc\r\nTE: trailers\r\n"
-                + "Transfer-Encoding: chunked\r\n\r\n\(chunk)\r\n")
+            try client.send(
+                "POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc\r\nContent-Type: application/grpc\r\nTE: trailers\r\n"
+                    + "Transfer-Encoding: chunked\r\n\r\n\(chunk)\r\n")
             try client.send(message + Array("\r\n0\r\n\r\n".utf8))
             return try client.readResponse()
         }
@@ -280,7 +292,8 @@ struct HTTP2ProxyTests {
         let (app, appPort) = try GRPCPeer.server()
         defer { app.signal(SIGKILL) }
         let qp = try QueueProxyFixture(
-            env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0", "QUEUE_DRAIN_QUIET_PERIOD": "200ms"], app: nil)
+            env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0", "QUEUE_DRAIN_QUIET_PERIOD": "200ms"],
+            app: nil)
         let client = try GRPCPeer.start(qp.port, "long-8")  // 1.4 s of messages
         let deadline = Date().addingTimeInterval(20)
         while !client.stdout.contains("first") && Date() < deadline { usleep(5_000) }  // wait: the stream is flowing
@@ -319,11 +332,14 @@ struct HTTP2ProxyTests {
         // HTTP/1.1 to the same h2c-only app: the queue-proxy translates (QUEUE_USER_PROTOCOL=h2c from the port name).
         let client = try TestSocket.connect(port: kn.port)
         let message: [UInt8] = [0, 0, 0, 0, 2] + Array("hi".utf8)
-        try client.send("POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc.default.example.com\r\nContent-Type: application/grpc\r\n"
-            + "TE: trailers\r\nContent-Length: \(message.count)\r\n\r\n")
+        try client.send(
+            "POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc.default.example.com\r\nContent-Type: application/grpc\r\n"
+                + "TE: trailers\r\nContent-Length: \(message.count)\r\n\r\n")
         try client.send(message)
         let answer = try client.readResponse()
-        #expect(answer.status == 200 && answer.body == [0, 0, 0, 0, 7] + Array("echo:hi".utf8), "\(answer.status) \(answer.bodyText)")
+        #expect(
+            answer.status == 200 && answer.body == [0, 0, 0, 0, 7] + Array("echo:hi".utf8),
+            "\(answer.status) \(answer.bodyText)")
         #expect(answer.trailers.contains { $0.0 == "grpc-status" && $0.1 == "0" }, "\(answer.trailers)")
     }
 
@@ -343,14 +359,16 @@ struct HTTP2ProxyTests {
 
         // Garbage after the preface: that connection gets a GOAWAY and closes; the proxy serves on.
         let garbage = try TestSocket.connect(port: qp.port)
-        try garbage.send(H2cUpgrade.preface + [0, 0, 4, 0xFF, 0xFF, 0, 0, 0, 7, 1, 2, 3, 4] + Array(repeating: 0xAB, count: 64))
+        try garbage.send(
+            H2cUpgrade.preface + [0, 0, 4, 0xFF, 0xFF, 0, 0, 0, 7, 1, 2, 3, 4] + Array(repeating: 0xAB, count: 64))
         garbage.setTimeout(seconds: 5)
         _ = try? garbage.readToEnd()
         #expect(garbage.isClosedByPeer())
         // A header block beyond our limits (here 300 fields; 256 is the most a head may have) answers 431 on
         // its stream only. (nghttp2 clients refuse to send blocks over 64 KiB, so the byte limit cannot be hit.)
         let big = try RawH2Client(port: qp.port)
-        try big.request(path: "/test.Echo/Unary", body: [], extra: Array(repeating: H2Field("x-many", "value"), count: 300))
+        try big.request(
+            path: "/test.Echo/Unary", body: [], extra: Array(repeating: H2Field("x-many", "value"), count: 300))
         try big.pump(seconds: 5, untilBytes: .max, untilClosed: true)
         #expect(big.status == "431", "status \(big.status)")
         #expect(try GRPCPeer.call(qp.port, "unary")["code"] as? String == "OK")
@@ -368,7 +386,9 @@ struct HTTP2ProxyTests {
             path: "/", body: nil, method: "GET",
             extra: [H2Field("user-agent", "kube-probe/1.30"), H2Field("k-network-probe", "queue")])
         try client.pump(seconds: 5, untilBytes: .max, untilClosed: true)
-        #expect(client.status == "200" && client.closedCode == .noError, "status \(client.status), closed \(String(describing: client.closedCode))")
+        #expect(
+            client.status == "200" && client.closedCode == .noError,
+            "status \(client.status), closed \(String(describing: client.closedCode))")
         // The same with an answer that is only a head (END_STREAM on HEADERS): the head must still arrive
         // before the reset (a reset submitted too early makes nghttp2 drop it).
         let headOnly = try RawH2Client(port: qp.port)
@@ -376,19 +396,22 @@ struct HTTP2ProxyTests {
             path: "/", body: nil, method: "GET",
             extra: [H2Field("k-network-probe", "probe"), H2Field("k-network-hash", "h1")])
         try headOnly.pump(seconds: 5, untilBytes: .max, untilClosed: true)
-        #expect(headOnly.status == "200" && headOnly.closedCode == .noError,
-                "status \(headOnly.status), closed \(String(describing: headOnly.closedCode))")
+        #expect(
+            headOnly.status == "200" && headOnly.closedCode == .noError,
+            "status \(headOnly.status), closed \(String(describing: headOnly.closedCode))")
     }
 
     @Test func streamsAreCountedAndLoggedAsHTTP2Requests() throws {
         let (app, appPort) = try startHelloworld()
         defer { app.signal(SIGKILL) }
         let template = RequestLogTemplate.known[0].replacingOccurrences(of: "\"", with: "\\\"")
-        let qp = try QueueProxyFixture(env: [
-            "USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0",
-            "OBSERVABILITY_CONFIG": #"{"enableRequestLog":true,"requestLogTemplate":"\#(template)"}"#,
-        ], app: nil)
-        let output = try nghttp(["http://127.0.0.1:\(qp.port)/h2-logged?a", "http://127.0.0.1:\(qp.port)/h2-logged?b"])  // one connection, two streams
+        let qp = try QueueProxyFixture(
+            env: [
+                "USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0",
+                "OBSERVABILITY_CONFIG": #"{"enableRequestLog":true,"requestLogTemplate":"\#(template)"}"#,
+            ], app: nil)
+        // one connection, two streams
+        let output = try nghttp(["http://127.0.0.1:\(qp.port)/h2-logged?a", "http://127.0.0.1:\(qp.port)/h2-logged?b"])
         #expect(output.components(separatedBy: "Hello World!").count == 3, "\(output)")
         #expect(waitUntil(seconds: 5) { qp.proxy.stdout.components(separatedBy: "/h2-logged").count == 3 })
         let line = try #require(qp.proxy.stdout.split(separator: "\n").first { $0.contains("/h2-logged") })
@@ -397,8 +420,11 @@ struct HTTP2ProxyTests {
         #expect(json["httpRequest"]?["status"]?.intValue == 200)
         // Prometheus: both streams counted as requests.
         let metrics = try qp.request(
-            "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n", port: qp.userMetricsPort).bodyText
-        let counted = metrics.split(separator: "\n").first { $0.hasPrefix("kn_serving_requests_total{") && $0.contains("status_class=\"2xx\"") }
+            "GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n", port: qp.userMetricsPort
+        ).bodyText
+        let counted = metrics.split(separator: "\n").first {
+            $0.hasPrefix("kn_serving_requests_total{") && $0.contains("status_class=\"2xx\"")
+        }
         #expect(counted?.hasSuffix(" 2") == true, "\(metrics)")
     }
 
@@ -410,8 +436,9 @@ struct HTTP2ProxyTests {
             _ = try conn.readBody(fields: fields, untilClose: false)
             try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         }
-        let answer = try qp.request("POST / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-            + "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 4\r\n\r\nbody")
+        let answer = try qp.request(
+            "POST / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                + "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 4\r\n\r\nbody")
         #expect(answer.status == 200 && answer.bodyText == "ok")
         let fields = seen.all.first ?? []
         #expect(!fields.contains { ["upgrade", "http2-settings"].contains($0.0.lowercased()) }, "\(fields)")
@@ -460,10 +487,11 @@ final class RawH2Client: H2SessionDelegate {
 
     /// Opens a stream; `body` nil leaves the request side open (a body announced and never sent).
     func request(path: String, body: [UInt8]?, method: String = "POST", extra: [H2Field] = []) throws {
-        stream = try session.submitRequest([
-            H2Field(":method", method), H2Field(":scheme", "http"), H2Field(":authority", "test"),
-            H2Field(":path", path), H2Field("content-type", "application/grpc"), H2Field("te", "trailers"),
-        ] + extra, endStream: false)
+        stream = try session.submitRequest(
+            [
+                H2Field(":method", method), H2Field(":scheme", "http"), H2Field(":authority", "test"),
+                H2Field(":path", path), H2Field("content-type", "application/grpc"), H2Field("te", "trailers"),
+            ] + extra, endStream: false)
         body?.withUnsafeBytes { session.send(stream: stream, $0, end: true) }
         try flush()
     }
@@ -520,8 +548,12 @@ final class FakeH2Server: @unchecked Sendable {
 
         func h2Headers(_ session: H2Session, stream: Int32, block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
             guard !isTrailers else { return }
-            requests.add(block.fields.map { (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self)) })
-            try? session.submitResponse(stream: stream, [H2Field(":status", "200"), H2Field("content-length", "2")], endStream: false)
+            requests.add(
+                block.fields.map {
+                    (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
+                })
+            try? session.submitResponse(
+                stream: stream, [H2Field(":status", "200"), H2Field("content-length", "2")], endStream: false)
             Array("ok".utf8).withUnsafeBytes { session.send(stream: stream, $0, end: true) }
         }
         func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
@@ -547,7 +579,10 @@ func serveH2(_ conn: TestSocket, _ handler: H2SessionDelegate) throws {
         try session.writeOutput { out += $0 }
         if !out.isEmpty { try conn.send(out) }
         let buffered = conn.takeBuffered()
-        if !buffered.isEmpty { try buffered.withUnsafeBytes { _ = try session.receive($0) }; continue }
+        if !buffered.isEmpty {
+            try buffered.withUnsafeBytes { _ = try session.receive($0) }
+            continue
+        }
         let n = chunk.withUnsafeMutableBytes { recv(conn.fd, $0.baseAddress, $0.count, 0) }
         if n <= 0 { return }
         try chunk[0..<n].withUnsafeBytes { _ = try session.receive($0) }

@@ -70,7 +70,9 @@ final class QueueProxyFixture: @unchecked Sendable {
     func waitForDepth(_ depth: Int) -> Bool {
         eventually {
             let text = (try? request("GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n", port: userMetricsPort).bodyText) ?? ""
-            return text.split(separator: "\n").contains { $0.hasPrefix("kn_serving_queue_depth{") && $0.hasSuffix("} \(depth)") }
+            return text.split(separator: "\n").contains {
+                $0.hasPrefix("kn_serving_queue_depth{") && $0.hasSuffix("} \(depth)")
+            }
         }
     }
 
@@ -94,7 +96,9 @@ func recordingApp(_ seen: Seen<[(String, String)]>) -> @Sendable (TestSocket, In
     }
 }
 
-private func probeJSON(_ port: UInt16) -> String { #"{"tcpSocket":{"port":\#(port),"host":"127.0.0.1"},"successThreshold":1}"# }
+private func probeJSON(_ port: UInt16) -> String {
+    #"{"tcpSocket":{"port":\#(port),"host":"127.0.0.1"},"successThreshold":1}"#
+}
 
 @Suite(.timeLimit(.minutes(2)))
 struct QueueProxyContractTests {
@@ -117,7 +121,8 @@ struct QueueProxyContractTests {
         let qp = try QueueProxyFixture(env: ["SERVING_READINESS_PROBE": probeJSON(dead)], app: nil)
         let started = Date()
         let client = try TestSocket.connect(port: qp.port, timeoutSeconds: 20)  // longer than the 10 s of polling
-        let response = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: kube-probe/1.30\r\nK-Network-Probe: queue\r\n\r\n")
+        let response = try client.exchange(
+            "GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: kube-probe/1.30\r\nK-Network-Probe: queue\r\n\r\n")
         #expect(response.status == 503)
         #expect(response.body.isEmpty)
         #expect(Date().timeIntervalSince(started) > 9)  // polled the whole 10 s (the client's 20 s bound the rest)
@@ -156,7 +161,8 @@ struct QueueProxyContractTests {
         let seen = Seen<[(String, String)]>()
         let qp = try QueueProxyFixture(app: recordingApp(seen))
         let first = try qp.nextWindowStat()
-        let response = try qp.get("/healthz", headers: ["User-Agent: Knative-Activator-Probe", "K-Network-Probe: queue"])
+        let response = try qp.get(
+            "/healthz", headers: ["User-Agent: Knative-Activator-Probe", "K-Network-Probe: queue"])
         #expect(response.status == 200 && response.bodyText == "queue")
         let window = try qp.nextWindowStat(after: first)
         #expect(window.requestCount == 0)
@@ -165,7 +171,9 @@ struct QueueProxyContractTests {
 
     @Test func q5_ingressProbeEchoesTheHash() throws {
         let qp = try QueueProxyFixture(app: Scripts.hello("ok"))
-        let ok = try qp.get(headers: ["K-Network-Probe: probe", "K-Network-Hash: abc", "User-Agent: Knative-Ingress-Probe"])
+        let ok = try qp.get(headers: [
+            "K-Network-Probe: probe", "K-Network-Hash: abc", "User-Agent: Knative-Ingress-Probe",
+        ])
         #expect(ok.status == 200 && ok.body.isEmpty && ok.header("K-Network-Hash") == "abc")
         let bad = try qp.get(headers: ["K-Network-Probe: probe", "User-Agent: Knative-Ingress-Probe"])
         #expect(bad.status == 400)
@@ -304,8 +312,10 @@ struct QueueProxyContractTests {
     }
 
     @Test(arguments: [
-        (["X-Forwarded-For: 127.0.0.1, ::1", "X-Forwarded-Host: h", "X-Forwarded-Proto: p"],
-            "for=127.0.0.1;host=h;proto=p, for=\"[::1]\""),
+        (
+            ["X-Forwarded-For: 127.0.0.1, ::1", "X-Forwarded-Host: h", "X-Forwarded-Proto: p"],
+            "for=127.0.0.1;host=h;proto=p, for=\"[::1]\""
+        ),
         (["X-Forwarded-Proto: p"], "proto=p"),
         (["X-Forwarded-For: 127.0.0.1, ::1"], "for=127.0.0.1, for=\"[::1]\""),
         (["X-Forwarded-For: ,,,"], "for=, for=, for="),
@@ -520,7 +530,8 @@ struct QueueProxyContractTests {
             probes.add([("start", start)] + fields)
             try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         }
-        let json = #"{"httpGet":{"path":"health?foo=bar","port":\#(app.port),"host":"127.0.0.1","scheme":"HTTP","httpHeaders":[{"name":"Testkey","value":"Testval"}]},"periodSeconds":0,"successThreshold":3}"#
+        let json =
+            #"{"httpGet":{"path":"health?foo=bar","port":\#(app.port),"host":"127.0.0.1","scheme":"HTTP","httpHeaders":[{"name":"Testkey","value":"Testval"}]},"periodSeconds":0,"successThreshold":3}"#
         let qp = try QueueProxyFixture(env: ["USER_PORT": "\(app.port)", "SERVING_READINESS_PROBE": json], app: nil)
         let response = try qp.get(headers: ["User-Agent: kube-probe/1.30", "K-Network-Probe: queue"])
         #expect(response.status == 200 && response.bodyText == "queue")
@@ -537,7 +548,9 @@ struct QueueProxyContractTests {
         var stat = Stat(podName: "p")
         stat.averageConcurrentRequests = 1
         stat.requestCount = 1
-        let statBytes: [UInt8] = [0x0a, 0x01, 0x70, 0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]
+        let statBytes: [UInt8] = [
+            0x0a, 0x01, 0x70, 0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f,
+        ]
         #expect(stat.encoded() == statBytes)
         let wrapper = WireStatMessages.encode([WireStatMessage(namespace: "ns", name: "rev", stat: stat)])
         #expect(wrapper == [0x0a, 0x20, 0x0a, 0x02, 0x6e, 0x73, 0x12, 0x03, 0x72, 0x65, 0x76, 0x1a, 0x15] + statBytes)
@@ -548,9 +561,11 @@ struct QueueProxyContractTests {
     // MARK: Request log (§1.13)
 
     @Test func requestLogWithTheDefaultTemplate() throws {
-        let config = #"{"enableRequestLog":true,"requestLogTemplate":"\#(RequestLogTemplate.known[0].replacingOccurrences(of: "\"", with: "\\\""))"}"#
+        let config =
+            #"{"enableRequestLog":true,"requestLogTemplate":"\#(RequestLogTemplate.known[0].replacingOccurrences(of: "\"", with: "\\\""))"}"#
         let qp = try QueueProxyFixture(env: ["OBSERVABILITY_CONFIG": config], app: Scripts.hello("ok"))
-        #expect(try qp.get("/logged?x=1", headers: ["User-Agent: tester", "traceparent: 00-abc123-def-01"]).status == 200)
+        #expect(
+            try qp.get("/logged?x=1", headers: ["User-Agent: tester", "traceparent: 00-abc123-def-01"]).status == 200)
         #expect(eventually { qp.proxy.stdout.contains("/logged") })
         let line = try #require(qp.proxy.stdout.split(separator: "\n").first { $0.contains("/logged") })
         let json = try JSON.parse(String(line))

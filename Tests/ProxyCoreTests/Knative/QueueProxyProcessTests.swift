@@ -44,14 +44,16 @@ struct QueueProxyProcessTests {
     @Test func hundredMegabyteChunkedEchoKeepsMemoryBounded() throws {
         let upstream = try ScriptedUpstream(script: Self.chunkedEcho())
         let port = freePort()
-        let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
+        let proxy = try ChildProcess(
+            "queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
         #expect(proxy.waitForPort(port))
         let baseline = proxy.memoryKB().rss
         let client = try TestSocket.connect(port: port)
         let total = 100 * 1024 * 1024
         let chunk = 64 * 1024
         let sender = Thread {
-            let piece = Array((String(chunk, radix: 16) + "\r\n").utf8) + [UInt8](repeating: 0x61, count: chunk) + [0x0D, 0x0A]
+            let piece =
+                Array((String(chunk, radix: 16) + "\r\n").utf8) + [UInt8](repeating: 0x61, count: chunk) + [0x0D, 0x0A]
             try? client.send("POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
             for _ in 0..<(total / chunk) { try? client.send(piece) }
             try? client.send("0\r\n\r\n")
@@ -79,7 +81,8 @@ struct QueueProxyProcessTests {
             }
         }
         let port = freePort()
-        let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
+        let proxy = try ChildProcess(
+            "queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
         #expect(proxy.waitForPort(port))
         let baseline = proxy.memoryKB().rss
         let client = try TestSocket.connect(port: port)
@@ -110,7 +113,8 @@ struct QueueProxyProcessTests {
             try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
         }
         let port = freePort()
-        let proxy = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
+        let proxy = try ChildProcess(
+            "queue-proxy", environment: queueProxyEnvironment(port: port, userPort: upstream.port))
         #expect(proxy.waitForPort(port))
         let clients = try (0..<20).map { _ in try TestSocket.connect(port: port) }
         for client in clients { try client.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n") }
@@ -124,18 +128,19 @@ struct QueueProxyProcessTests {
         #expect((try? TestSocket.connect(port: port)) == nil)
     }
 
-    @Test(arguments: [
-        ("CONTAINER_CONCURRENCY", nil, "required key CONTAINER_CONCURRENCY missing value"),
-        ("QUEUE_SERVING_PORT", "80a", "QUEUE_SERVING_PORT=\"80a\": expected a port"),
-        ("USER_PORT", "99999", "USER_PORT"),
-        ("CONTAINER_CONCURRENCY", "x", "CONTAINER_CONCURRENCY=\"x\""),
-        ("REVISION_TIMEOUT_SECONDS", "", "REVISION_TIMEOUT_SECONDS"),
-        ("SERVING_POD", nil, "required key SERVING_POD missing value"),
-        ("SERVING_READINESS_PROBE", "{", "SERVING_READINESS_PROBE: invalid JSON"),
-        ("OBSERVABILITY_CONFIG", "[1", "OBSERVABILITY_CONFIG: invalid JSON"),
-        ("ENABLE_HTTP_FULL_DUPLEX", "yes", "ENABLE_HTTP_FULL_DUPLEX"),
-        ("QUEUE_DRAIN_QUIET_PERIOD", "soon", "QUEUE_DRAIN_QUIET_PERIOD"),
-    ] as [(String, String?, String)])
+    @Test(
+        arguments: [
+            ("CONTAINER_CONCURRENCY", nil, "required key CONTAINER_CONCURRENCY missing value"),
+            ("QUEUE_SERVING_PORT", "80a", "QUEUE_SERVING_PORT=\"80a\": expected a port"),
+            ("USER_PORT", "99999", "USER_PORT"),
+            ("CONTAINER_CONCURRENCY", "x", "CONTAINER_CONCURRENCY=\"x\""),
+            ("REVISION_TIMEOUT_SECONDS", "", "REVISION_TIMEOUT_SECONDS"),
+            ("SERVING_POD", nil, "required key SERVING_POD missing value"),
+            ("SERVING_READINESS_PROBE", "{", "SERVING_READINESS_PROBE: invalid JSON"),
+            ("OBSERVABILITY_CONFIG", "[1", "OBSERVABILITY_CONFIG: invalid JSON"),
+            ("ENABLE_HTTP_FULL_DUPLEX", "yes", "ENABLE_HTTP_FULL_DUPLEX"),
+            ("QUEUE_DRAIN_QUIET_PERIOD", "soon", "QUEUE_DRAIN_QUIET_PERIOD"),
+        ] as [(String, String?, String)])
     func badEnvironmentNamesTheVariable(_ variable: String, _ value: String?, _ message: String) throws {
         var environment = queueProxyEnvironment(port: freePort(), userPort: freePort())
         environment[variable] = value
@@ -155,11 +160,23 @@ struct QueueProxyProcessTests {
     /// Two queue-proxies of one user on one port: the second must fail, not share it through SO_REUSEPORT.
     @Test func aSecondQueueProxyOnTheSamePortFails() throws {
         let port = freePort()
-        let first = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: freePort(),
-            extra: ["QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())", "QUEUE_USER_METRICS_PORT": "0"]))
+        let first = try ChildProcess(
+            "queue-proxy",
+            environment: queueProxyEnvironment(
+                port: port, userPort: freePort(),
+                extra: [
+                    "QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())",
+                    "QUEUE_USER_METRICS_PORT": "0",
+                ]))
         #expect(first.waitForPort(port))
-        let second = try ChildProcess("queue-proxy", environment: queueProxyEnvironment(port: port, userPort: freePort(),
-            extra: ["QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())", "QUEUE_USER_METRICS_PORT": "0"]))
+        let second = try ChildProcess(
+            "queue-proxy",
+            environment: queueProxyEnvironment(
+                port: port, userPort: freePort(),
+                extra: [
+                    "QUEUE_ADMIN_PORT": "\(freePort())", "QUEUE_METRICS_PORT": "\(freePort())",
+                    "QUEUE_USER_METRICS_PORT": "0",
+                ]))
         #expect(second.waitForExit() == 1)
         #expect(second.stderr.contains("cannot listen on port \(port)"), "stderr: \(second.stderr)")
         first.signal(SIGKILL)

@@ -2,9 +2,9 @@
 // processes, driven through its CLI and the ingress port, with short autoscaler windows.
 import Foundation
 import Glibc
+import ProxyCore
 import Synchronization
 import Testing
-import ProxyCore
 
 /// One `kn-local serve` with its own ports and state directory.
 final class KnLocalInstance {
@@ -26,11 +26,15 @@ final class KnLocalInstance {
         for _ in 0..<3 {
             let (port, control) = (freePort(), freePort())
             let stateDirectory = NSTemporaryDirectory() + "kn-local-test-\(getpid())-\(port)"
-            let process = try ChildProcess("kn-local", environment: [:], arguments: [
-                "serve", "--port", "\(port)", "--control", "127.0.0.1:\(control)", "--pod-ports", "\(block)-\(block + 249)",
-                "--state-dir", stateDirectory, "--tick-interval=200ms", "--stable-window=3s", "--scale-to-zero-grace-period=1s",
-                "--drain-quiet-period=200ms",
-            ] + extra)
+            let process = try ChildProcess(
+                "kn-local", environment: [:],
+                arguments: [
+                    "serve", "--port", "\(port)", "--control", "127.0.0.1:\(control)", "--pod-ports",
+                    "\(block)-\(block + 249)",
+                    "--state-dir", stateDirectory, "--tick-interval=200ms", "--stable-window=3s",
+                    "--scale-to-zero-grace-period=1s",
+                    "--drain-quiet-period=200ms",
+                ] + extra)
             _ = waitUntil(seconds: 20) { process.stdout.contains("kn-local serving") || !process.process.isRunning }
             if process.stdout.contains("kn-local serving") && process.process.isRunning {
                 (self.process, self.port, self.control, self.stateDirectory) = (process, port, control, stateDirectory)
@@ -47,7 +51,8 @@ final class KnLocalInstance {
 
     /// Runs a client command; returns (exit status, stdout, stderr).
     func cli(_ arguments: [String]) throws -> (Int32, String, String) {
-        let client = try ChildProcess("kn-local", environment: ["KN_LOCAL_CONTROL": "127.0.0.1:\(control)"], arguments: arguments)
+        let client = try ChildProcess(
+            "kn-local", environment: ["KN_LOCAL_CONTROL": "127.0.0.1:\(control)"], arguments: arguments)
         let status = client.waitForExit(seconds: 30) ?? -1
         return (status, client.stdout, client.stderr)
     }
@@ -82,7 +87,8 @@ final class KnLocalInstance {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { Int32($0) }.filter { pid in
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")") else { return false }
+                let close = stat.lastIndex(of: ")")
+            else { return false }
             let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
             return fields.count > 1 && Int32(fields[1]) == process.pid
         }
@@ -100,7 +106,9 @@ final class KnLocalInstance {
 
 /// True when `pid` no longer runs (absent, or a zombie waiting for a reaper).
 func isGone(_ pid: Int32) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else {
         return true
     }
     return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
@@ -116,9 +124,15 @@ func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
-let helloWorldYAML = (try? String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/ProxyCoreTests/LocalMode/KnLocalTests.swift", with: "examples/helloworld-go.yaml"), encoding: .utf8)) ?? ""
+let helloWorldYAML =
+    (try? String(
+        contentsOfFile: #filePath.replacingOccurrences(
+            of: "Tests/ProxyCoreTests/LocalMode/KnLocalTests.swift", with: "examples/helloworld-go.yaml"),
+        encoding: .utf8)) ?? ""
 
-func serviceYAML(name: String, target: String, cc: Int = 0, annotations: [String: String] = [:], traffic: String = "") -> String {
+func serviceYAML(name: String, target: String, cc: Int = 0, annotations: [String: String] = [:], traffic: String = "")
+    -> String
+{
     var text = """
         apiVersion: serving.knative.dev/v1
         kind: Service
@@ -131,7 +145,9 @@ func serviceYAML(name: String, target: String, cc: Int = 0, annotations: [String
                 autoscaling.knative.dev/target: "10"
 
         """
-    for (k, v) in annotations.sorted(by: { $0.key < $1.key }) { text += "        autoscaling.knative.dev/\(k): \"\(v)\"\n" }
+    for (k, v) in annotations.sorted(by: { $0.key < $1.key }) {
+        text += "        autoscaling.knative.dev/\(k): \"\(v)\"\n"
+    }
     text += """
             spec:
               containerConcurrency: \(cc)
@@ -166,9 +182,16 @@ struct KnLocalTests {
         client.close()
         let (_, table, _) = try kn.cli(["get", "ksvc"])
         let lines = table.split(separator: "\n")
-        #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"])
-        #expect(lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true)
-            == ["helloworld-go", "http://helloworld-go.default.example.com", "helloworld-go-00001", "helloworld-go-00001", "True"])
+        #expect(
+            lines.first?.split(separator: " ", omittingEmptySubsequences: true) == [
+                "NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON",
+            ])
+        #expect(
+            lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true)
+                == [
+                    "helloworld-go", "http://helloworld-go.default.example.com", "helloworld-go-00001",
+                    "helloworld-go-00001", "True",
+                ])
         // Idle for the window (3 s) + grace (1 s): back at zero.
         #expect(waitUntil(seconds: 15) { kn.pods(phase: nil).isEmpty }, "\(kn.process.stdout)")
         #expect(kn.process.stdout.contains("scaled 1 → 0"))
@@ -195,10 +218,11 @@ struct KnLocalTests {
         #expect(status == 0, "\(err)")
         #expect(out == "service.serving.knative.dev/split configured\n")
         // The route moves to the new revision once it is ready.
-        #expect(waitUntil(seconds: 10) {
-            (kn.objects("ksvc").first?["latestReadyRevisionName"] as? String) == "split-00002"
-                && (kn.objects("ksvc").first?["traffic"] as? [Any])?.count == 2
-        })
+        #expect(
+            waitUntil(seconds: 10) {
+                (kn.objects("ksvc").first?["latestReadyRevisionName"] as? String) == "split-00002"
+                    && (kn.objects("ksvc").first?["traffic"] as? [Any])?.count == 2
+            })
         let client = try TestSocket.connect(port: kn.port)
         var counts: [String: Int] = [:]
         for _ in 0..<400 {
@@ -213,7 +237,9 @@ struct KnLocalTests {
         let (_, revisions, _) = try kn.cli(["get", "revisions"])
         #expect(revisions.contains("split-00001") && revisions.contains("split-00002"))
         // Applying the same file again changes nothing.
-        #expect(try kn.apply(serviceYAML(name: "split", target: "Two", traffic: traffic)).1 == "service.serving.knative.dev/split unchanged\n")
+        #expect(
+            try kn.apply(serviceYAML(name: "split", target: "Two", traffic: traffic)).1
+                == "service.serving.knative.dev/split unchanged\n")
         // Deleting a service with running pods stops them; kn-local carries on (stop() checks its exit status).
         #expect(try kn.cli(["delete", "ksvc", "split"]).1 == "service.serving.knative.dev \"split\" deleted\n")
         #expect(waitUntil(seconds: 10) { kn.pods(phase: nil).isEmpty })
@@ -234,9 +260,14 @@ struct KnLocalTests {
             let port = kn.port
             let thread = Thread {
                 defer { finished.add(1, ordering: .relaxed) }
-                guard let socket = try? TestSocket.connect(port: port) else { failures.add(1, ordering: .relaxed); return }
+                guard let socket = try? TestSocket.connect(port: port) else {
+                    failures.add(1, ordering: .relaxed)
+                    return
+                }
                 while !stop.load(ordering: .relaxed) {
-                    guard let r = try? socket.exchange("GET / HTTP/1.1\r\nHost: busy.default.example.com\r\n\r\n"), r.status == 200 else {
+                    guard let r = try? socket.exchange("GET / HTTP/1.1\r\nHost: busy.default.example.com\r\n\r\n"),
+                        r.status == 200
+                    else {
                         failures.add(1, ordering: .relaxed)
                         return
                     }
@@ -264,12 +295,15 @@ struct KnLocalTests {
         let pid = Int32(before["userPid"] as? Double ?? 0)
         #expect(pid > 0)
         kill(pid, SIGKILL)
-        #expect(waitUntil(seconds: 10) {
-            let now = kn.pods()
-            return now.count == 1 && (now[0]["name"] as? String) != (before["name"] as? String)
-        }, "\(kn.process.stdout)")
+        #expect(
+            waitUntil(seconds: 10) {
+                let now = kn.pods()
+                return now.count == 1 && (now[0]["name"] as? String) != (before["name"] as? String)
+            }, "\(kn.process.stdout)")
         #expect(kn.process.stdout.contains("user-container exited (signal 9 (killed)); replacing the pod"))
-        #expect(isGone(Int32(before["queuePid"] as? Double ?? 0)) || waitUntil(seconds: 5) { isGone(Int32(before["queuePid"] as? Double ?? 0)) })
+        #expect(
+            isGone(Int32(before["queuePid"] as? Double ?? 0))
+                || waitUntil(seconds: 5) { isGone(Int32(before["queuePid"] as? Double ?? 0)) })
         #expect(try kn.get(host: "phoenix.default.example.com").bodyText == "Hello Again!\n")
     }
 
@@ -298,15 +332,20 @@ struct KnLocalTests {
         let (status, _, err) = try kn.apply(serviceYAML(name: "bad", target: "X", traffic: traffic))
         #expect(status == 1)
         #expect(err.contains("Error from server (BadRequest): error when creating"))
-        #expect(err.contains("admission webhook \"validation.webhook.serving.knative.dev\" denied the request: validation failed: Traffic targets sum to 90, want 100: spec.traffic"))
-        let (status2, _, err2) = try kn.apply("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n\tname: x\n")
+        #expect(
+            err.contains(
+                "admission webhook \"validation.webhook.serving.knative.dev\" denied the request: validation failed: Traffic targets sum to 90, want 100: spec.traffic"
+            ))
+        let (status2, _, err2) = try kn.apply(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n\tname: x\n")
         #expect(status2 == 1)
         #expect(err2.contains("line 4: tabs cannot indent YAML"))
         let (status3, _, err3) = try kn.cli(["get", "ksvc", "nothing"])
         #expect(status3 == 1)
         #expect(err3 == "Error from server (NotFound): services.serving.knative.dev \"nothing\" not found\n")
         // An image nobody maps: the revision fails with a reason, the service says so.
-        let unknown = serviceYAML(name: "ghost", target: "X").replacingOccurrences(of: "ghcr.io/knative/helloworld-go:latest", with: "example.com/unknown:1")
+        let unknown = serviceYAML(name: "ghost", target: "X").replacingOccurrences(
+            of: "ghcr.io/knative/helloworld-go:latest", with: "example.com/unknown:1")
         #expect(try kn.apply(unknown).0 == 0)
         let row = kn.objects("ksvc").first { $0["name"] as? String == "ghost" }
         #expect(row?["ready"] as? String == "False")
@@ -340,14 +379,19 @@ struct KnLocalTests {
         #expect(try kn.apply(sleeper("slow")).0 == 0)
         let slow = try kn.get(host: "slow.default.example.com")
         #expect(slow.status == 404)
-        #expect(slow.bodyText == "service \"default/slow\" is not ready: revision \"slow-00001\" is not ready yet (Deploying)\n")
+        #expect(
+            slow.bodyText
+                == "service \"default/slow\" is not ready: revision \"slow-00001\" is not ready yet (Deploying)\n")
         // Failed: an image nobody maps.
-        let ghost = serviceYAML(name: "ghost", target: "X").replacingOccurrences(of: "ghcr.io/knative/helloworld-go:latest", with: "example.com/unknown:1")
+        let ghost = serviceYAML(name: "ghost", target: "X").replacingOccurrences(
+            of: "ghcr.io/knative/helloworld-go:latest", with: "example.com/unknown:1")
         #expect(try kn.apply(ghost).0 == 0)
         let failed = try kn.get(host: "ghost.default.example.com")
         #expect(failed.status == 404)
-        #expect(failed.bodyText.hasPrefix(
-            "service \"default/ghost\" is not ready: revision \"ghost-00001\" failed: ContainerMissing: Unable to fetch image \"example.com/unknown:1\""),
+        #expect(
+            failed.bodyText.hasPrefix(
+                "service \"default/ghost\" is not ready: revision \"ghost-00001\" failed: ContainerMissing: Unable to fetch image \"example.com/unknown:1\""
+            ),
             "\(failed.bodyText)")
         // Traffic naming a revision that does not exist.
         let traffic = """
@@ -359,7 +403,9 @@ struct KnLocalTests {
         #expect(try kn.apply(sleeper("nope", traffic: traffic)).0 == 0)
         let nope = try kn.get(host: "nope.default.svc.cluster.local")
         #expect(nope.status == 404)
-        #expect(nope.bodyText == "service \"default/nope\" is not ready: Revision \"nope-00009\" referenced in traffic not found.\n")
+        #expect(
+            nope.bodyText
+                == "service \"default/nope\" is not ready: Revision \"nope-00009\" referenced in traffic not found.\n")
         for name in ["slow", "ghost", "nope"] { _ = try kn.cli(["delete", "ksvc", name]) }
     }
 }

@@ -1,8 +1,9 @@
 // kn-local's pure parts: the YAML subset reader, manifest validation with Knative's messages, and the KPA.
 import Foundation
-import Testing
-@testable import LocalMode
 import ProxyCore
+import Testing
+
+@testable import LocalMode
 
 @Suite struct YAMLTests {
     @Test func helloWorldManifestParses() throws {
@@ -30,10 +31,14 @@ import ProxyCore
         let docs = try YAML.parseDocuments(text)
         #expect(docs.count == 1)
         let container = docs[0]["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.first
-        #expect(container?["image"]?.stringValue == "registry.cn-hangzhou.aliyuncs.com/knative-sample/helloworld-go:160e4dc8")
+        #expect(
+            container?["image"]?.stringValue
+                == "registry.cn-hangzhou.aliyuncs.com/knative-sample/helloworld-go:160e4dc8")
         #expect(container?["ports"]?.arrayValue?.first?["containerPort"]?.intValue == 8080)
         #expect(container?["env"]?.arrayValue?.first?["value"]?.stringValue == "World")
-        #expect(docs[0]["spec"]?["template"]?["metadata"]?["annotations"]?["autoscaling.knative.dev/target"]?.stringValue == "10")
+        #expect(
+            docs[0]["spec"]?["template"]?["metadata"]?["annotations"]?["autoscaling.knative.dev/target"]?.stringValue
+                == "10")
         let service = try Manifest.decode(docs[0])
         #expect(service.template.scaling.target == 10)
         #expect(service.traffic == [TrafficEntry(latestRevision: true, percent: 100)])
@@ -73,7 +78,12 @@ import ProxyCore
         #expect(d["d"] == .number(42))
         #expect(d["e"] == .bool(true))
         #expect(d["f"] == .null)
-        #expect(d["list"] == .array([.string("x"), .object([("y", .number(1)), ("z", .array([.number(1), .string("two"), .string("three")]))])]))
+        #expect(
+            d["list"]
+                == .array([
+                    .string("x"),
+                    .object([("y", .number(1)), ("z", .array([.number(1), .string("two"), .string("three")]))]),
+                ]))
         #expect(d["empty"] == .object([]))
         #expect(d["flow"] == .object([("k", .string("v")), ("n", .number(2))]))
         #expect(d["script"] == .string("line one\n  indented\nline three\n"))
@@ -134,69 +144,95 @@ import ProxyCore
     }
 
     @Test func trafficErrorsUseKnativesMessages() {
-        let sum = errors(Self.service(traffic: """
-              traffic:
-              - latestRevision: true
-                percent: 40
-              - revisionName: hello-00001
-                percent: 50
-            """))
+        let sum = errors(
+            Self.service(
+                traffic: """
+                      traffic:
+                      - latestRevision: true
+                        percent: 40
+                      - revisionName: hello-00001
+                        percent: 50
+                    """))
         #expect(sum == "Traffic targets sum to 90, want 100: spec.traffic")
-        let tags = errors(Self.service(traffic: """
-              traffic:
-              - latestRevision: true
-                percent: 50
-                tag: same
-              - revisionName: hello-00001
-                percent: 50
-                tag: same
-            """))
+        let tags = errors(
+            Self.service(
+                traffic: """
+                      traffic:
+                      - latestRevision: true
+                        percent: 50
+                        tag: same
+                      - revisionName: hello-00001
+                        percent: 50
+                        tag: same
+                    """))
         #expect(tags == "Multiple definitions for \"same\": spec.traffic[0].tag, spec.traffic[1].tag")
-        let both = errors(Self.service(traffic: """
-              traffic:
-              - latestRevision: true
-                revisionName: hello-00001
-                percent: 100
-            """))
-        #expect(both == "may not set revisionName \"hello-00001\" when latestRevision is true: spec.traffic[0].latestRevision")
-        let percent = errors(Self.service(traffic: """
-              traffic:
-              - latestRevision: true
-                percent: 150
-            """))
+        let both = errors(
+            Self.service(
+                traffic: """
+                      traffic:
+                      - latestRevision: true
+                        revisionName: hello-00001
+                        percent: 100
+                    """))
+        #expect(
+            both
+                == "may not set revisionName \"hello-00001\" when latestRevision is true: spec.traffic[0].latestRevision"
+        )
+        let percent = errors(
+            Self.service(
+                traffic: """
+                      traffic:
+                      - latestRevision: true
+                        percent: 150
+                    """))
         #expect(percent.contains("expected 0 <= 150 <= 100: spec.traffic[0].percent"))
     }
 
     @Test func templateErrorsUseKnativesMessages() {
-        let cc = errors(Self.service().replacingOccurrences(of: "    spec:\n", with: "    spec:\n      containerConcurrency: 2000\n"))
+        let cc = errors(
+            Self.service().replacingOccurrences(
+                of: "    spec:\n", with: "    spec:\n      containerConcurrency: 2000\n"))
         #expect(cc == "expected 0 <= 2000 <= 1000: spec.template.spec.containerConcurrency")
-        let timeout = errors(Self.service().replacingOccurrences(of: "    spec:\n", with: "    spec:\n      timeoutSeconds: 601\n"))
+        let timeout = errors(
+            Self.service().replacingOccurrences(of: "    spec:\n", with: "    spec:\n      timeoutSeconds: 601\n"))
         #expect(timeout == "expected 0 <= 601 <= 600: spec.template.spec.timeoutSeconds")
         let prefix = errors(Self.service(template: "    metadata:\n      name: other-v1"))
         #expect(prefix == "invalid value: \"other-v1\" must have prefix \"hello-\": spec.template.metadata.name")
-        let scale = errors(Self.service(template: """
-                metadata:
-                  annotations:
-                    autoscaling.knative.dev/min-scale: "5"
-                    autoscaling.knative.dev/max-scale: "2"
-            """))
-        #expect(scale == "max-scale=2 is less than min-scale=5: spec.template.metadata.annotations.autoscaling.knative.dev/max-scale, spec.template.metadata.annotations.autoscaling.knative.dev/min-scale")
-        let unquoted = errors(Self.service(template: """
-                metadata:
-                  annotations:
-                    autoscaling.knative.dev/target: 10
-            """))
-        #expect(unquoted.contains("expected a string (quote the value in YAML): spec.template.metadata.annotations.autoscaling.knative.dev/target"))
+        let scale = errors(
+            Self.service(
+                template: """
+                        metadata:
+                          annotations:
+                            autoscaling.knative.dev/min-scale: "5"
+                            autoscaling.knative.dev/max-scale: "2"
+                    """))
+        #expect(
+            scale
+                == "max-scale=2 is less than min-scale=5: spec.template.metadata.annotations.autoscaling.knative.dev/max-scale, spec.template.metadata.annotations.autoscaling.knative.dev/min-scale"
+        )
+        let unquoted = errors(
+            Self.service(
+                template: """
+                        metadata:
+                          annotations:
+                            autoscaling.knative.dev/target: 10
+                    """))
+        #expect(
+            unquoted.contains(
+                "expected a string (quote the value in YAML): spec.template.metadata.annotations.autoscaling.knative.dev/target"
+            ))
         let name = errors(Self.service(name: "Hello_World"))
         #expect(name.hasPrefix("invalid value: not a DNS 1035 label: [a DNS-1035 label must consist of lower case"))
         let kind = errors("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n")
         #expect(kind.contains("no matches for kind \"Pod\" in version \"v1\""))
-        let missing = errors(Self.service().replacingOccurrences(of: "      - image: example/app\n", with: "      - name: app\n"))
+        let missing = errors(
+            Self.service().replacingOccurrences(of: "      - image: example/app\n", with: "      - name: app\n"))
         #expect(missing == "missing field(s): spec.template.spec.containers[0].image")
     }
 
     @Test func jsonManifestsWork() throws {
-        let json = #"{"apiVersion":"serving.knative.dev/v1","kind":"Service","metadata":{"name":"j","namespace":"ns"},"spec":{"template":{"spec":{"containerConcurrency":3,"containers":[{"image":"x","command":["/bin/true"]}]}}}}"#
+        let json =
+            #"{"apiVersion":"serving.knative.dev/v1","kind":"Service","metadata":{"name":"j","namespace":"ns"},"spec":{"template":{"spec":{"containerConcurrency":3,"containers":[{"image":"x","command":["/bin/true"]}]}}}}"#
         let services = try Manifest.parse(json)
         #expect(services.count == 1)
         #expect(services[0].namespace == "ns")
@@ -205,8 +241,9 @@ import ProxyCore
     }
 
     @Test func readinessProbeEncodingFollowsTheController() throws {
-        #expect(ReadinessProbeEncoding.encode(nil, userPort: 10001, declaredPort: 8080)
-            == #"{"tcpSocket":{"port":10001,"host":"127.0.0.1"},"successThreshold":1}"#)
+        #expect(
+            ReadinessProbeEncoding.encode(nil, userPort: 10001, declaredPort: 8080)
+                == #"{"tcpSocket":{"port":10001,"host":"127.0.0.1"},"successThreshold":1}"#)
         let probe = try JSON.parse(#"{"httpGet":{"path":"/healthz","port":8080},"periodSeconds":1}"#)
         let encoded = try JSON.parse(ReadinessProbeEncoding.encode(probe, userPort: 10001, declaredPort: 8080))
         #expect(encoded["httpGet"]?["port"]?.intValue == 10001)
@@ -221,18 +258,25 @@ import ProxyCore
     @Test func imageMapResolvesExactThenUntaggedThenTheSamples() throws {
         let path = NSTemporaryDirectory() + "image-map-\(getpid()).yaml"
         try """
-            # image → command
-            example.com/app:v1: /bin/app --flag
-            example.com/other: ["/usr/bin/env", "python3", "-m", "http.server"]
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        # image → command
+        example.com/app:v1: /bin/app --flag
+        example.com/other: ["/usr/bin/env", "python3", "-m", "http.server"]
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         var settings = LocalSettings()
         settings.binDirectory = "/opt/bin"
         settings.imageMap = try LocalSettings.loadImageMap(path)
         #expect(settings.command(forImage: "example.com/app:v1") == ["/bin/app", "--flag"])
-        #expect(settings.command(forImage: "example.com/other:latest") == ["/usr/bin/env", "python3", "-m", "http.server"])
-        #expect(settings.command(forImage: "example.com/other@sha256:abc") == ["/usr/bin/env", "python3", "-m", "http.server"])
-        #expect(settings.command(forImage: "registry.cn-hangzhou.aliyuncs.com/knative-sample/helloworld-go:160e4dc8") == ["/opt/bin/helloworld"])
+        #expect(
+            settings.command(forImage: "example.com/other:latest") == ["/usr/bin/env", "python3", "-m", "http.server"])
+        #expect(
+            settings.command(forImage: "example.com/other@sha256:abc") == [
+                "/usr/bin/env", "python3", "-m", "http.server",
+            ])
+        #expect(
+            settings.command(forImage: "registry.cn-hangzhou.aliyuncs.com/knative-sample/helloworld-go:160e4dc8") == [
+                "/opt/bin/helloworld"
+            ])
         #expect(settings.command(forImage: "example.com/unknown:1") == nil)
         try "example.com/x: 42\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: ManifestError.self) { try LocalSettings.loadImageMap(path) }
@@ -240,20 +284,23 @@ import ProxyCore
 }
 
 @Suite struct AutoscalerTests {
-    func scaler(cc: Int = 0, target: Double? = nil, config: AutoscalerConfig = AutoscalerConfig(), initial: Int? = nil,
-                minScale: Int? = nil, maxScale: Int? = nil) -> RevisionAutoscaler {
+    func scaler(
+        cc: Int = 0, target: Double? = nil, config: AutoscalerConfig = AutoscalerConfig(), initial: Int? = nil,
+        minScale: Int? = nil, maxScale: Int? = nil
+    ) -> RevisionAutoscaler {
         var annotations = ScalingAnnotations()
         annotations.target = target
         annotations.initialScale = initial
         annotations.minScale = minScale
         annotations.maxScale = maxScale
-        return RevisionAutoscaler(config: config, spec: ScalingSpec(containerConcurrency: cc, annotations: annotations), nowMs: 0)
+        return RevisionAutoscaler(
+            config: config, spec: ScalingSpec(containerConcurrency: cc, annotations: annotations), nowMs: 0)
     }
 
     @Test func targetsFollowTheSpec() {
-        #expect(scaler().target == 70)                 // 100 × 0.7 when cc = 0
-        #expect(scaler(cc: 10).target == 7)            // cc × 0.7
-        #expect(scaler(cc: 0, target: 10).target == 7) // annotation × 0.7
+        #expect(scaler().target == 70)  // 100 × 0.7 when cc = 0
+        #expect(scaler(cc: 10).target == 7)  // cc × 0.7
+        #expect(scaler(cc: 0, target: 10).target == 7)  // annotation × 0.7
         #expect(abs(scaler(cc: 5, target: 10).target - 3.5) < 1e-9)  // annotation capped at cc
     }
 
@@ -262,7 +309,9 @@ import ProxyCore
         #expect(GoDuration.milliseconds("9999999999999999h") == nil)
         #expect(GoDuration.milliseconds("1x") == nil)
         let env = ["PORT=8080", "NAME=x"]
-        #expect(Controller.expand("--port=$(PORT) $$(NAME) $(NAME) $(MISSING) $", env) == "--port=8080 $(NAME) x $(MISSING) $")
+        #expect(
+            Controller.expand("--port=$(PORT) $$(NAME) $(NAME) $(MISSING) $", env)
+                == "--port=8080 $(NAME) x $(MISSING) $")
     }
 
     @Test func activationScaleStaysWithinMaxScale() {
@@ -341,6 +390,8 @@ import ProxyCore
         #expect(config.scaleToZeroGracePeriodMs == 90_000)
         #expect(config.containerConcurrencyTargetPercentage == 0.5)
         #expect(throws: AutoscalerConfig.Invalid.self) { try config.set("stable-window", "soon") }
-        do { try config.set("max-scale-up-rate", "x") } catch { #expect(error.description.hasPrefix("--max-scale-up-rate=x: expected a number")) }
+        do { try config.set("max-scale-up-rate", "x") } catch {
+            #expect(error.description.hasPrefix("--max-scale-up-rate=x: expected a number"))
+        }
     }
 }

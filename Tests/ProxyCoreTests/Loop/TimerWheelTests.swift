@@ -66,7 +66,10 @@ struct TimerWheelTests {
     @Test func callbacksMayCancelOrMoveOtherDueEntries() {
         // Entries sharing a slot: the first one's callback cancels the second and re-arms the third.
         let wheel = TimerWheel(nowMs: 0)
-        let first = Probe(), second = Probe(), third = Probe(), fourth = Probe()
+        let first = Probe()
+        let second = Probe()
+        let third = Probe()
+        let fourth = Probe()
         for probe in [fourth, third, second, first] { wheel.schedule(probe, deadlineMs: 100) }
         first.onFire = { now in
             wheel.cancel(second)

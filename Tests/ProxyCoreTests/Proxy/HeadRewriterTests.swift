@@ -121,7 +121,7 @@ struct HeadRewriterTests {
         // The activator: the pod's address as Host, the request's Host kept in K-Original-Host.
         var activator = RequestRewrite()
         activator.hostLiteral = Array("10.0.0.1:8012".utf8)
-        activator.moveHostToOriginalHost = true
+        activator.originalHostField = "K-Original-Host: "
         #expect(
             try request("GET / HTTP/1.1\r\nHost: svc.example\r\n\r\n", rewrite: activator)
                 == "GET / HTTP/1.1\r\nK-Original-Host: svc.example\r\nHost: 10.0.0.1:8012\r\n"
@@ -133,15 +133,15 @@ struct HeadRewriterTests {
             "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1 , ::1,\r\nX-Forwarded-Host: a.example\r\n"
             + "X-Forwarded-Proto: https\r\n\r\n"
         var options = RequestRewrite()
-        options.synthesizeForwarded = true
-        options.forwardedFor = range(of: "1.1.1.1 , ::1,", in: text)
-        options.forwardedHost = range(of: "a.example", in: text)
-        options.forwardedProto = range(of: "https", in: text)
+        options.fieldWriter = ForwardedShim()
+        options.writerValues = (
+            range(of: "1.1.1.1 , ::1,", in: text), range(of: "a.example", in: text), range(of: "https", in: text)
+        )
         let out = try request(text, rewrite: options)
         #expect(out.contains("\r\nForwarded: for=1.1.1.1;host=a.example;proto=https, for=\"[::1]\"\r\n"))
         var hostOnly = RequestRewrite()
-        hostOnly.synthesizeForwarded = true
-        hostOnly.forwardedHost = range(of: "a.example", in: text)
+        hostOnly.fieldWriter = ForwardedShim()
+        hostOnly.writerValues = (nil, range(of: "a.example", in: text), nil)
         #expect(try request(text, rewrite: hostOnly).contains("\r\nForwarded: host=a.example\r\n"))
     }
 

@@ -382,7 +382,10 @@ struct ProxyExchangeTests {
         ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", 400),
         ("GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", 400),
         // Ambiguous request framing is refused, never passed on (issue 11 item 5).
-        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400
+        ),
         ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400),
@@ -476,7 +479,10 @@ struct ProxyExchangeTests {
         let started = Date()
         var closed = false
         for byte in "GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8 {
-            if (try? client.send([byte])) == nil { closed = true; break }
+            if (try? client.send([byte])) == nil {
+                closed = true
+                break
+            }
             usleep(100_000)  // the client's pace (not a wait): each byte is within the timeout, the head never is
             if Date().timeIntervalSince(started) > 3 { break }
         }
@@ -534,6 +540,8 @@ struct ProxyExchangeTests {
             #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200)
             connections += 1
         }
-        #expect(proxy.requestsPerLoop.map(\.value).allSatisfy { $0 > 0 }, "requests per loop after \(connections) connections")
+        #expect(
+            proxy.requestsPerLoop.map(\.value).allSatisfy { $0 > 0 },
+            "requests per loop after \(connections) connections")
     }
 }

@@ -12,7 +12,8 @@ struct WebSocketThroughProxiesTests {
         { conn, _ in
             while true {
                 let (_, fields) = try conn.readHead()
-                guard fields.contains(where: { $0.0.lowercased() == "upgrade" && $0.1.lowercased() == "websocket" }) else {
+                guard fields.contains(where: { $0.0.lowercased() == "upgrade" && $0.1.lowercased() == "websocket" })
+                else {
                     try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
                     continue
                 }
@@ -33,13 +34,15 @@ struct WebSocketThroughProxiesTests {
         let qp = try QueueProxyFixture(env: ["QUEUE_DRAIN_QUIET_PERIOD": "200ms"], app: Self.echoApp())  // cc = 1
         let activator = try ActivatorFixture()
         try activator.revision("ws-00001", cc: 1)
-        let put = try activator.admin("PUT", "/v1/revisions/default/ws-00001/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
+        let put = try activator.admin(
+            "PUT", "/v1/revisions/default/ws-00001/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
         #expect(put.status == 200)
 
         let client = try TestSocket.connect(port: activator.port)
-        try client.send("GET /chat HTTP/1.1\r\nHost: ws.example\r\nKnative-Serving-Namespace: default\r\n"
-            + "Knative-Serving-Revision: ws-00001\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        try client.send(
+            "GET /chat HTTP/1.1\r\nHost: ws.example\r\nKnative-Serving-Namespace: default\r\n"
+                + "Knative-Serving-Revision: ws-00001\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         let (status, fields) = try client.readHead()
         #expect(status.hasPrefix("HTTP/1.1 101"), "\(status)")
         #expect(fields.contains { $0.0.lowercased() == "upgrade" && $0.1 == "websocket" })
@@ -71,10 +74,12 @@ struct WebSocketThroughProxiesTests {
     @Test func theOverallTimeoutEndsAWebsocket() throws {
         // Upstream tears the proxied connection down when the request context ends (timeoutSeconds), websockets
         // included (spec §1.7): a tunnel that is still talking is cut at the revision timeout.
-        let qp = try QueueProxyFixture(env: ["REVISION_TIMEOUT_SECONDS": "1", "CONTAINER_CONCURRENCY": "0"], app: Self.echoApp())
+        let qp = try QueueProxyFixture(
+            env: ["REVISION_TIMEOUT_SECONDS": "1", "CONTAINER_CONCURRENCY": "0"], app: Self.echoApp())
         let client = try TestSocket.connect(port: qp.port)
-        try client.send("GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        try client.send(
+            "GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         let (status, _) = try client.readHead()
         #expect(status.hasPrefix("HTTP/1.1 101"), "\(status)")
         let started = Date()
@@ -90,7 +95,9 @@ struct WebSocketThroughProxiesTests {
     /// Issue 11 item 3: activator → queue-proxy with the same revision timeout, the app writes its first bytes
     /// then stalls. Whichever proxy times out first, the client gets one complete response with the timeout
     /// text once (as behind upstream's Go proxies), for the overall and the idle timer alike.
-    @Test(arguments: [("REVISION_TIMEOUT_SECONDS", "timeoutSeconds"), ("REVISION_IDLE_TIMEOUT_SECONDS", "idleTimeoutSeconds")])
+    @Test(arguments: [
+        ("REVISION_TIMEOUT_SECONDS", "timeoutSeconds"), ("REVISION_IDLE_TIMEOUT_SECONDS", "idleTimeoutSeconds"),
+    ])
     func aTimeoutThroughBothProxiesEndsTheResponseWithTheTextOnce(_ env: String, _ field: String) throws {
         let qp = try QueueProxyFixture(env: [env: "1", "CONTAINER_CONCURRENCY": "0"]) { conn, _ in
             let (_, fields) = try conn.readHead()
@@ -102,9 +109,11 @@ struct WebSocketThroughProxiesTests {
             _ = conn.isClosedByPeer()
         }
         let activator = try ActivatorFixture()
-        let put = try activator.admin("PUT", "/v1/revisions/default/slow", #"{"containerConcurrency": 0, "\#(field)": 1}"#)
+        let put = try activator.admin(
+            "PUT", "/v1/revisions/default/slow", #"{"containerConcurrency": 0, "\#(field)": 1}"#)
         #expect(put.status == 200, "\(put.bodyText)")
-        _ = try activator.admin("PUT", "/v1/revisions/default/slow/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
+        _ = try activator.admin(
+            "PUT", "/v1/revisions/default/slow/endpoints", #"{"addresses": ["127.0.0.1:\#(qp.port)"]}"#)
         let response = try activator.toRevision("slow")
         #expect(response.status == 200 && response.isComplete, "\(response)")
         let body = response.bodyText

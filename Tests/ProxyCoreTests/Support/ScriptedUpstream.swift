@@ -28,7 +28,9 @@ final class ScriptedUpstream: @unchecked Sendable {
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
             let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
             guard rc == 0, listen(fd, 512) == 0 else {
                 Glibc.close(fd)
@@ -61,7 +63,10 @@ final class ScriptedUpstream: @unchecked Sendable {
             let fd = accept(listenFD, nil, nil)
             if fd < 0 {
                 if errno == EINTR || errno == ECONNABORTED { continue }
-                if errno == EMFILE || errno == ENFILE, !lock.withLock({ isStopped }) { usleep(10_000); continue }
+                if errno == EMFILE || errno == ENFILE, !lock.withLock({ isStopped }) {
+                    usleep(10_000)
+                    continue
+                }
                 return  // listener shut down by stop()
             }
             let connection = TestSocket(fd: fd)
@@ -99,7 +104,12 @@ final class ScriptedUpstream: @unchecked Sendable {
         shutdown(listenFD, Int32(SHUT_RDWR))  // wakes the accept thread (EINVAL)
         acceptEnded.wait()  // shutdown always wakes accept(); closing earlier could hit a reused descriptor
         Glibc.close(listenFD)
-        lock.withLock { for c in connections { c.shutdownWrite(); shutdown(c.fd, Int32(SHUT_RDWR)) } }
+        lock.withLock {
+            for c in connections {
+                c.shutdownWrite()
+                shutdown(c.fd, Int32(SHUT_RDWR))
+            }
+        }
         _ = done.wait(timeout: .now() + 5)
     }
 

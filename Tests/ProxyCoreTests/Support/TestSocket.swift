@@ -1,9 +1,9 @@
 // Blocking sockets for tests: a client that speaks just enough HTTP/1.1 to check what the proxy sends,
 // written independently of the code under test.
 import Foundation
-import Synchronization
 import Glibc
 import ProxyCore
+import Synchronization
 
 struct TestError: Error, CustomStringConvertible {
     let description: String
@@ -92,7 +92,9 @@ final class TestSocket: @unchecked Sendable {
     func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            }
             if n <= 0 { throw TestError("send failed: errno \(errno)") }
             offset += n
         }
@@ -186,7 +188,10 @@ final class TestSocket: @unchecked Sendable {
                         if line.isEmpty { break }
                         if let colon = line.firstIndex(of: ":") {
                             trailers.append(
-                                (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+                                (
+                                    String(line[..<colon]),
+                                    line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                                ))
                         }
                     }
                     return (body, trailers, true)
@@ -258,7 +263,9 @@ private func kernelFreePort() -> UInt16 {
         addr.sin_port = candidate.bigEndian
         addr.sin_addr.s_addr = INADDR_ANY
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         if rc == 0 { return candidate }
     }
