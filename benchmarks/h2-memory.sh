@@ -58,16 +58,16 @@ http {
 EOF
 nginx -p "$TMP/nginx/" -e stderr -c "$TMP/nginx.conf" >"$TMP/nginx.log" 2>&1 &
 PIDS+=($!)
-env QUEUE_SERVING_PORT=$QP_PORT USER_PORT=$BACKEND_PORT CONTAINER_CONCURRENCY=0 QUEUE_USER_PROTOCOL=h2c \
+env QUEUE_SERVING_PORT="$QP_PORT" USER_PORT="$BACKEND_PORT" CONTAINER_CONCURRENCY=0 QUEUE_USER_PROTOCOL=h2c \
   QUEUE_SERVING_TLS_PORT=$((QP_PORT + 100)) REVISION_TIMEOUT_SECONDS=300 SERVING_NAMESPACE=default \
   SERVING_LOGGING_CONFIG= SERVING_LOGGING_LEVEL= \
   SERVING_SERVICE=bench SERVING_CONFIGURATION=bench SERVING_REVISION=bench-00001 SERVING_POD=bench-pod \
   SERVING_POD_IP=127.0.0.1 QUEUE_ADMIN_PORT=$((QP_PORT + 10)) QUEUE_METRICS_PORT=$((QP_PORT + 20)) \
   QUEUE_USER_METRICS_PORT=$((QP_PORT + 30)) \
-  SERVING_READINESS_PROBE='{"tcpSocket":{"port":'$BACKEND_PORT',"host":"127.0.0.1"},"successThreshold":1}' \
+  SERVING_READINESS_PROBE='{"tcpSocket":{"port":'"$BACKEND_PORT"',"host":"127.0.0.1"},"successThreshold":1}' \
   "$QP_BIN" >"$TMP/qp.log" 2>&1 &
 QP=$!
-PIDS+=($QP)
+PIDS+=("$QP")
 for _ in $(seq 100); do
   [[ "$(curl -s -o /dev/null -w '%{http_code}' --http2-prior-knowledge "http://127.0.0.1:$QP_PORT/")" == 200 ]] && break
   sleep 0.1

@@ -9,7 +9,7 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-# shellcheck source=lib.sh
+# shellcheck source=lib.sh disable=SC1091
 source "$SCRIPT_DIR/lib.sh"
 
 ROUNDS=3
@@ -22,6 +22,8 @@ QP_BIN="${QP_BIN:-$REPO_ROOT/.build/release/queue-proxy}"
 ACT_BIN="${ACT_BIN:-$REPO_ROOT/.build/release/activator}"
 BACKEND_PORT=8080 QP_PORT=8012 ACT_PORT=8014 HAPROXY_PORT=8082 ACT_ADMIN=127.0.0.1:8090
 
+# SCRIPT and ORIG_ARGS are read by lib.sh's enter_private_netns (it re-executes this script).
+# shellcheck disable=SC2034
 ORIG_ARGS=("$@")
 while (($#)); do
   case $1 in
@@ -107,11 +109,11 @@ RSS_IDLE=("-" "$(status_kb "$QP_PID" VmRSS)" "$(status_kb "$ACT_PID" VmRSS)" "$(
 
 # run ROUND INDEX: one h2load run; appends "round index req/s mean-ms succeeded non2xx cpu cpu-qp" to $RAW.
 run() {
-  local r=$1 i=$2 out="$TMP/h2load-$1-$2.txt" t0=0 t1=0 q0=0 q1=0 args=()
+  local r=$1 i=$2 log="$TMP/h2load-$1-$2.txt" t0=0 t1=0 q0=0 q1=0 args=()
   [[ $i == 2 ]] && args=("${ROUTE[@]}")
   [[ -n "${PIDS[i]}" ]] && t0=$(cpu_ticks "${PIDS[i]}")
   q0=$(cpu_ticks "$QP_PID")
-  h2load -c "$CLIENTS" -m "$STREAMS" -D "$DURATION" --warm-up-time=1 "${args[@]}" "http://127.0.0.1:${PORTS[i]}/" >"$out" 2>&1 || true
+  h2load -c "$CLIENTS" -m "$STREAMS" -D "$DURATION" --warm-up-time=1 "${args[@]}" "http://127.0.0.1:${PORTS[i]}/" >"$log" 2>&1 || true
   [[ -n "${PIDS[i]}" ]] && t1=$(cpu_ticks "${PIDS[i]}")
   q1=$(cpu_ticks "$QP_PID")
   read -r rps mean ok non2xx < <(awk '
@@ -119,7 +121,7 @@ run() {
     /^requests:/ { ok = $8 }
     /^status codes:/ { non2xx = $5 + $7 + $9 }
     /^time for request:/ { v = $6; if (v ~ /us$/) m = v * 0.001; else if (v ~ /ms$/) m = v + 0; else m = v * 1000 }
-    END { printf "%s %s %d %d\n", rps + 0, m + 0, ok, non2xx }' "$out")
+    END { printf "%s %s %d %d\n", rps + 0, m + 0, ok, non2xx }' "$log")
   local cpu=- cpuq=-
   if ((ok > 0)); then
     [[ -n "${PIDS[i]}" ]] && cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ok" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
@@ -145,6 +147,8 @@ REPORT="$TMP/section.md"
 {
   echo "## HTTP/2 (h2load, benchmarks/h2.sh)"
   echo
+  # The \\n is meant literally (it is nginx's config text in the report).
+  # shellcheck disable=SC2028
   echo "$(date -u +%Y-%m-%d), commit $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, kernel $(uname -r)." \
     "\`h2load -c$CLIENTS -m$STREAMS -D$DURATION\` (h2c prior knowledge), $ROUNDS rounds alternated, medians." \
     "Backend: nginx, one worker, h2c, \`return 200 \"Hello World!\\n\"\`. Every proxy speaks h2c to it."
