@@ -11,8 +11,8 @@ import Testing
 final class FakePod: @unchecked Sendable {
     /// Counters shared with the pod's connection threads.
     final class Counters: Sendable {
-        let probes = Mutex(0)
-        let active = Mutex((now: 0, max: 0))
+        let probes = Locked(0)
+        let active = Locked((now: 0, max: 0))
     }
 
     let server: ScriptedUpstream
@@ -608,20 +608,22 @@ struct ActivatorTests {
 
     /// The harness itself: a port taken between `freePort` and the child's bind costs a restart, not a failure.
     @Test func aServerWhosePortWasTakenIsStartedAgainOnFreshPorts() throws {
-        let squatter = try ScriptedUpstream { _, _ in }  // listens on its port: the first attempt cannot bind it
+        // The squatter holds the first attempt's data port, which the activator binds first: that attempt never
+        // listens on its admin port (the harness waits for it and sees the child exit), however slowly it dies.
+        let squatter = try ScriptedUpstream { _, _ in }
         var attempt = 0
-        let (process, adminPort) = try ChildProcess.startServer("activator") {
+        let (process, port) = try ChildProcess.startServer("activator") {
             attempt += 1
-            let port = freePort()
-            let adminPort = attempt == 1 ? squatter.port : freePort()
+            let port = attempt == 1 ? squatter.port : freePort()
+            let adminPort = freePort()
             return (
                 [port, adminPort], [:],
-                ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "0"], adminPort
+                ["--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "0"], port
             )
         }
         defer { process.signal(SIGKILL) }
         #expect(attempt == 2)
-        #expect(adminPort != squatter.port)
+        #expect(port != squatter.port)
     }
 
     @Test func badFlagsNameTheFlag() throws {

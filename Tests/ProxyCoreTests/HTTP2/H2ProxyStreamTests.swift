@@ -251,7 +251,7 @@ final class WindowlessH2Client: H2SessionDelegate {
 /// arrives it notes how many bytes the proxy had let it send on the open big streams (sent + window left).
 final class BigBodyH2App: Sendable {
     final class Record: Sendable {
-        let state = Mutex<(big: Int, granted: Int?, resets: Int)>((0, nil, 0))
+        let state = Locked<(big: Int, granted: Int?, resets: Int)>((0, nil, 0))
     }
 
     let server: ScriptedUpstream
@@ -312,7 +312,7 @@ final class BigBodyH2App: Sendable {
 /// An h2c app that takes request heads and never reads a body (no WINDOW_UPDATE for its streams) nor answers.
 final class SinkH2App: Sendable {
     final class Record: Sendable {
-        let state = Mutex<(streams: Int, received: Int)>((0, 0))
+        let state = Locked<(streams: Int, received: Int)>((0, 0))
     }
 
     let server: ScriptedUpstream

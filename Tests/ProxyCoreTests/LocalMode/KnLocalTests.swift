@@ -12,7 +12,7 @@ final class KnLocalInstance {
     let port: UInt16
     let control: UInt16
     let stateDirectory: String
-    private static let podRangeIndex = Mutex(0)
+    private static let podRangeIndex = Locked(0)
 
     init(_ extra: [String] = []) throws {
         // Each instance gets its own block of pod ports (10000–19999; the harness uses 20000–32000).

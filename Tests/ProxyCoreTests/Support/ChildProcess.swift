@@ -5,8 +5,8 @@ import Synchronization
 
 /// Every child still running, so that an exiting test process takes them along (a test that fails in an
 /// unexpected way must not leave a queue-proxy listening).
-private let runningChildren = Mutex<Set<Int32>>([])
-private let reaperInstalled = Mutex(false)
+private let runningChildren = Locked<Set<Int32>>([])
+private let reaperInstalled = Locked(false)
 
 private func registerChild(_ pid: Int32) {
     let install = reaperInstalled.withLock { installed in
@@ -48,7 +48,10 @@ final class ChildProcess: @unchecked Sendable {
     init(executable url: URL, environment: [String: String], arguments: [String] = []) throws {
         process.executableURL = url
         process.arguments = arguments
-        process.environment = ["PATH": "/usr/bin:/bin"].merging(environment) { $1 }
+        // TSAN_OPTIONS passes on so that sanitized children report where the suite asks (.ci/run).
+        var base = ["PATH": "/usr/bin:/bin"]
+        if let tsan = ProcessInfo.processInfo.environment["TSAN_OPTIONS"] { base["TSAN_OPTIONS"] = tsan }
+        process.environment = base.merging(environment) { $1 }
         process.standardError = stderrPipe
         process.standardOutput = stdoutPipe
         try process.run()

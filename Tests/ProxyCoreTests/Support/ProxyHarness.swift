@@ -14,7 +14,7 @@ final class ProxyHarness: @unchecked Sendable {
         upstreamPort: UInt16, loops: Int = 1, maxIdle: Int = 1000, idleTimeoutMs: Int64 = 90_000,
         server: ServerConfig = ServerConfig()
     ) throws {
-        let bound = Mutex<UInt16>(0)
+        let bound = Locked<UInt16>(0)
         let upstream = UpstreamConfig(
             address: SocketAddress(ip: "127.0.0.1", port: upstreamPort)!, maxIdle: maxIdle, idleTimeoutMs: idleTimeoutMs
         )

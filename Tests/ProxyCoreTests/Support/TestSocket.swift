@@ -239,7 +239,7 @@ final class TestSocket: @unchecked Sendable {
 /// Ports handed out so far (by `freePort` and taken by test servers): a port is never used twice in one test
 /// process. Without this, a port released by `freePort` for a child process could be taken by a test server's
 /// bind to port 0 before the child binds it, and the test would talk to the wrong server.
-let issuedPorts = Mutex<Set<UInt16>>([])
+let issuedPorts = Locked<Set<UInt16>>([])
 
 /// A free ephemeral port (bound and released; good enough for tests on loopback).
 func freePort() -> UInt16 {
