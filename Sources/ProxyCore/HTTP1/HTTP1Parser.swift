@@ -116,8 +116,12 @@ public struct HTTP1Parser {
         let authority = start..<i
         head.target = i..<end
         head.isAbsoluteForm = true
-        // No Host field is reported by the caller (HTTP/1.1 requires one even with absolute form, as in Go).
-        guard head.host != nil else { return }
+        // No Host field: HTTP/1.1 is refused by the caller (it requires one even with absolute form, as in Go);
+        // HTTP/1.0 takes the URI's authority (`head.host`, which HeadRewriter writes when no field carries it).
+        guard head.host != nil else {
+            if head.minorVersion == 0 { head.host = authority }
+            return
+        }
         head.host = authority
         for k in head.fields.indices where head.fields[k].kind == .host { head.fields[k].value = authority }
     }
@@ -268,7 +272,7 @@ public struct HTTP1Parser {
                     head.connectionTokens.append(element)
                 }
             }
-        case .host:
+        case .host where head.isRequest:  // a response may carry anything, Host twice included
             if head.host != nil { throw .duplicateHost }
             head.host = value
         case .upgrade:

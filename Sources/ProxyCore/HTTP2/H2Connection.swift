@@ -151,9 +151,6 @@ final class H2ServerConnection: H2Connection {
     /// Our stream window for clients (RFC 9113's default): what a stream may send before we pass it on, so
     /// also what a waiting stream can make us hold (the activator counts it in its queue's byte budget).
     static let initialWindowSize: UInt32 = 65_535
-    /// Request body bytes this connection's streams may make us hold before its connection window stops (Go's
-    /// `MaxUploadBufferPerConnection`, 1 MiB): 250 streams of an app that does not read would be 16 MiB else.
-    static let uploadHoldLimit = 1 << 20
     /// Most response bytes the upstream streams of this connection's requests may make us hold at once (their
     /// granted windows together); streams beyond it get `H2ProxyStream.minimumResponseWindow`.
     static let responseWindowBudget = 1 << 20
@@ -177,7 +174,7 @@ final class H2ServerConnection: H2Connection {
         do {
             session = try H2Session(
                 role: .server, delegate: self, maxConcurrentStreams: Self.maxConcurrentStreams,
-                initialWindowSize: Self.initialWindowSize, connectionHoldLimit: Self.uploadHoldLimit)
+                initialWindowSize: Self.initialWindowSize)
             if let upgrade {
                 let stream = H2ProxyStream(connection: self, id: 1)
                 guard stream.prepare(head: upgrade.head) else {

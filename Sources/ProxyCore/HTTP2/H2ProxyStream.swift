@@ -38,6 +38,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     @exclusivity(unchecked) private var pool: UpstreamPool?
     @exclusivity(unchecked) private var options = ProxyOptions()
     @exclusivity(unchecked) private var responseStarted = false
+    /// The response declared its length: a timeout cannot append to it (the stream is reset, as HTTP/1 closes).
+    @exclusivity(unchecked) private var responseHasLength = false
     @exclusivity(unchecked) private var responseEnded = false
     @exclusivity(unchecked) private var status = 0
     @exclusivity(unchecked) private var responseBytes = 0
@@ -309,6 +311,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             return
         }
         responseStarted = true
+        responseHasLength = block.value(of: "content-length") != nil
         status = code
         lastWriteMs = loop.nowMs
         // The upstream's block goes on as it is: nghttp2 already refused connection-specific fields in it.
@@ -444,6 +447,13 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             return
         }
         state = .local
+        if responseHasLength {
+            // A declared length cannot take the text (Go's write fails too): the stream is cut, not ended short.
+            session.reset(stream: id, code: .internalError)
+            endRequest()
+            connection.writeOut()
+            return
+        }
         let text = options.timeoutMessage
         session.send(
             stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount), end: true)

@@ -211,6 +211,9 @@ public final class H2Session {
     ///     connection window is no longer acknowledged on arrival, so that a peer opening many streams that
     ///     nobody reads can make us hold at most this plus one connection window (Go's server: 1 MiB per
     ///     connection, `MaxUploadBufferPerConnection`). Below it, one stalled stream cannot stop the others.
+    ///     Not used by the proxy yet: counted over every stream, it lets streams that wait in a queue (the
+    ///     activator's, the breaker's) hold the window that the stream being proxied needs to finish its upload,
+    ///     a deadlock until the timeouts. Waiting streams must be left out of the count first.
     public init(
         role: Role, delegate: H2SessionDelegate?, maxConcurrentStreams: UInt32 = 1000,
         initialWindowSize: UInt32 = 65_535, maxHeaderListSize: Int = 64 * 1024,

@@ -200,8 +200,8 @@ public final class EventLoop {
 
     /// Releases (closed connections, ended streams) after which freed memory is handed back to the system.
     static let trimAfterReleases = 1_000
-    /// The trim runs this long after the threshold is crossed, once fewer than `trimAfterReleases` ended in that
-    /// time (the burst is over); so it runs at most this often, and never under steady load.
+    /// The trim runs this long after the threshold is crossed, once at most a tenth of `trimAfterReleases` ended
+    /// in that time (the burst is over); so it runs at most this often, and not under steady load above 100/s.
     static let trimDelayMs: Int64 = 1_000
 
     /// Counts a released connection or stream. After a burst (`trimAfterReleases` of them) the loop calls
@@ -223,9 +223,9 @@ public final class EventLoop {
     }
 
     private func trim() {
-        if releasesSinceTrim - releasesAtSchedule >= Self.trimAfterReleases {
-            // Still busy (another burst's worth ended during the delay): the memory is in use, and trimming every
-            // second under steady load would only cost. Look again once it calms down.
+        if releasesSinceTrim - releasesAtSchedule > Self.trimAfterReleases / 10 {
+            // Still busy (more than a tenth of a burst ended during the delay): the memory is in use, and trimming
+            // under steady load would only cost. Look again once it calms down.
             scheduleTrim()
             return
         }

@@ -56,8 +56,14 @@ enum HeadRewriter {
             out.append(UnsafeRawBufferPointer(rebasing: bytes[host]))
             out.append("\r\n")
         } else if !hasHost {
-            out.append("Host: ")  // HTTP/1.0 without Host: we speak HTTP/1.1 upstream, which requires one
-            defaultHost.withUnsafeBytes { out.append($0) }
+            // HTTP/1.0 without Host: we speak HTTP/1.1 upstream, which requires one: the absolute-form target's
+            // authority, else the upstream's address (as Go's transport).
+            out.append("Host: ")
+            if let authority = head.host {
+                out.append(UnsafeRawBufferPointer(rebasing: bytes[authority]))
+            } else {
+                defaultHost.withUnsafeBytes { out.append($0) }
+            }
             out.append("\r\n")
         }
         if head.contentLengthRepeated { writeContentLength(head, out) }

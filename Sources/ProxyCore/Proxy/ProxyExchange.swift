@@ -267,6 +267,10 @@ final class ProxyExchange {
     /// (conformance's TestRevisionTimeout). A declared length cannot take more bytes: that response is cut
     /// (Go drops the write too).
     private func timedOut() {
+        if phase == .tunnel {
+            abort()  // an upgraded connection's bytes are not HTTP: no text (Go cannot write to a hijacked one)
+            return
+        }
         if !responseStarted {
             closeUpstream()
             phase = .idle

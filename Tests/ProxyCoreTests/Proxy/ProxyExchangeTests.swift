@@ -444,7 +444,8 @@ struct ProxyExchangeTests {
                 let (start, fields) = try conn.readHead()
                 let (body, _, _) = try conn.readBody(fields: fields, untilClose: false)
                 heads.add([("start", start), ("body", String(decoding: body, as: UTF8.self))] + fields)
-                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok")
+                // Two Host fields in a response are the app's business: passed on, not a malformed response.
+                try conn.send("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nHost: a\r\nHost: b\r\n\r\nok")
             }
         }
         let proxy = try ProxyHarness(upstreamPort: upstream.port)
@@ -453,6 +454,7 @@ struct ProxyExchangeTests {
             let response = try client.exchange(request)
             #expect(response.status == 200 && response.bodyText == "ok")
             #expect(response.headers("Content-Length") == ["2"])  // responses are normalised too
+            #expect(response.headers("Host") == ["a", "b"])
             return try #require(heads.all.last)
         }
         func values(_ head: [(String, String)], _ name: String) -> [String] {
@@ -468,6 +470,10 @@ struct ProxyExchangeTests {
         #expect(values(head, "content-length") == ["5"] && head[1].1 == "hello")
         head = try seen("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello")
         #expect(values(head, "content-length") == ["5"] && head[1].1 == "hello")
+        // HTTP/1.0 may omit Host: an absolute-form target's authority becomes the Host upstream. (Last: an HTTP/1.0
+        // request closes the connection.)
+        head = try seen("GET http://old.example/y HTTP/1.0\r\n\r\n")
+        #expect(head[0].1 == "GET /y HTTP/1.1" && values(head, "host") == ["old.example"])
     }
 
     @Test func aTricklingHeadDoesNotExtendTheHeaderTimeout() throws {
