@@ -30,17 +30,7 @@ public final class LoopGroup: Sendable {
                 ready.arrive(inbox: loop.inbox, error: nil)
                 loop.run()
             }
-            var tid = pthread_t()
-            let context = Unmanaged.passRetained(box).toOpaque()
-            let rc = pthread_create(
-                &tid, nil,
-                { arg in
-                    // The box was retained for exactly this thread; take it back and run.
-                    Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
-                    return nil
-                }, context)
-            precondition(rc == 0, "pthread_create failed: \(rc)")
-            tids.append(tid)
+            tids.append(Threads.start(box))
         }
         threads = Mutex(tids)
         let (boxes, errors) = ready.wait()
@@ -132,15 +122,21 @@ private final class ReadyLatch: Sendable {
 public enum Threads {
     /// Runs `body` on a new detached pthread.
     public static func detach(_ body: @escaping @Sendable () -> Void) {
+        pthread_detach(start(ThreadBox(body)))
+    }
+
+    /// Starts a pthread running `box.body` (the loops' threads, joined later, and detached ones).
+    fileprivate static func start(_ box: ThreadBox) -> pthread_t {
         var tid = pthread_t()
-        let context = Unmanaged.passRetained(ThreadBox(body)).toOpaque()
+        let context = Unmanaged.passRetained(box).toOpaque()
         let rc = pthread_create(
             &tid, nil,
             { arg in
+                // The box was retained for exactly this thread; take it back and run.
                 Unmanaged<ThreadBox>.fromOpaque(arg!).takeRetainedValue().body()
                 return nil
             }, context)
         precondition(rc == 0, "pthread_create failed: \(rc)")
-        pthread_detach(tid)
+        return tid
     }
 }

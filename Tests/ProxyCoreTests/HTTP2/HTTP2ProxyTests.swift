@@ -295,8 +295,7 @@ struct HTTP2ProxyTests {
             env: ["USER_PORT": "\(appPort)", "CONTAINER_CONCURRENCY": "0", "QUEUE_DRAIN_QUIET_PERIOD": "200ms"],
             app: nil)
         let client = try GRPCPeer.start(qp.port, "long-8")  // 1.4 s of messages
-        let deadline = Date().addingTimeInterval(20)
-        while !client.stdout.contains("first") && Date() < deadline { usleep(5_000) }  // wait: the stream is flowing
+        #expect(eventually { client.stdout.contains("first") })  // the stream is flowing
         qp.proxy.signal(SIGTERM)
         let result = try GRPCPeer.result(client)
         #expect(result["code"] as? String == "OK" && result["received"] as? Int == 8, "\(result)")

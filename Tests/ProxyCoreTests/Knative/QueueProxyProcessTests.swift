@@ -70,15 +70,12 @@ struct QueueProxyProcessTests {
 
     @Test func slowReaderGetsBackpressureNotBuffering() throws {
         let size = 32 * 1024 * 1024
-        let blocksSent = Counter()
+        let pushedBack = Gate()
         let upstream = try ScriptedUpstream { conn, _ in
             _ = try conn.readHead()
             try conn.send("HTTP/1.1 200 OK\r\nContent-Length: \(size)\r\n\r\n")
             let block = [UInt8](repeating: 0x62, count: 1024 * 1024)
-            for _ in 0..<32 {
-                try conn.send(block)
-                blocksSent.increment()
-            }
+            for _ in 0..<32 { try conn.send(block, whenBlocked: { pushedBack.open() }) }
         }
         let port = freePort()
         let proxy = try ChildProcess(
@@ -89,14 +86,9 @@ struct QueueProxyProcessTests {
         var small: Int32 = 64 * 1024
         setsockopt(client.fd, SOL_SOCKET, SO_RCVBUF, &small, 4)
         try client.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
-        // The client reads nothing while the upstream pushes 32 MB, until backpressure stops the upstream.
-        // A stall has no event to wait for; it shows as the upstream making no progress for 300 ms.
-        #expect(
-            eventually {
-                let before = blocksSent.value
-                usleep(300_000)
-                return before > 0 && blocksSent.value == before
-            })
+        // The client reads nothing while the upstream pushes 32 MB: backpressure must reach the upstream (its
+        // send blocks) instead of the proxy buffering.
+        #expect(pushedBack.wait(seconds: 20), "the upstream never felt backpressure")
         let stalled = proxy.memoryKB()
         #expect(stalled.peak - baseline < 8 * 1024, "peak \(stalled.peak) kB while stalled, baseline \(baseline) kB")
         let response = try client.readResponse()

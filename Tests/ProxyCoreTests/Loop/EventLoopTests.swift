@@ -77,4 +77,24 @@ struct EventLoopTests {
         loop.runOnce()
         #expect(ran.value == 2)
     }
+    /// After a burst of releases the loop gives memory back (its spare buffers, then malloc_trim) once a quiet
+    /// second passed; while releases go on (steady load) it does not.
+    @Test func aBurstIsTrimmedOnlyOnceItIsOver() throws {
+        let (loop, _) = try makeLoop()
+        func spares(_ count: Int) {
+            let taken = (0..<count).map { _ in loop.buffers.take() }
+            for buffer in taken { loop.buffers.give(buffer) }
+        }
+        spares(100)
+        #expect(loop.buffers.spareCount == 100)
+        loop.noteReleased(EventLoop.trimAfterReleases)
+        // Still busy: another burst's worth ends within the delay, so the trim waits.
+        loop.advanceTime(byMs: 500)
+        loop.noteReleased(EventLoop.trimAfterReleases)
+        loop.advanceTime(byMs: 600)
+        #expect(loop.buffers.spareCount == 100)
+        // A quiet second: the spare buffers go (down to the reserve).
+        loop.advanceTime(byMs: EventLoop.trimDelayMs + Int64(TimerWheel.tickMs))
+        #expect(loop.buffers.spareCount == 16)
+    }
 }

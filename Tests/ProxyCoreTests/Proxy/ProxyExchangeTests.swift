@@ -499,7 +499,7 @@ struct ProxyExchangeTests {
 
     @Test func anHTTP10ClientThatStopsReadingDoesNotStallTheLoop() throws {
         // The response is chunked, so it is de-chunked for the HTTP/1.0 client; the client reads nothing.
-        let chunksSent = Counter()
+        let pushedBack = Gate()
         let upstream = try ScriptedUpstream { conn, _ in
             let (start, _) = try conn.readHead()
             if start.contains("/small") {
@@ -509,8 +509,7 @@ struct ProxyExchangeTests {
             try conn.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             let chunk = "4000\r\n" + String(repeating: "x", count: 0x4000) + "\r\n"
             for _ in 0..<1024 {  // 16 MiB: more than the loopback socket buffers hold
-                try conn.send(chunk)
-                chunksSent.increment()
+                try conn.send(Array(chunk.utf8), whenBlocked: { pushedBack.open() })
             }
             try conn.send("0\r\n\r\n")
         }
@@ -518,13 +517,8 @@ struct ProxyExchangeTests {
         let stalled = try TestSocket.connect(port: proxy.port)
         try stalled.send("GET /big HTTP/1.0\r\n\r\n")
         // Not reading: the kernel buffers fill, then the proxy's own output (64 KiB), then the upstream's send
-        // blocks. A stall has no event to wait for; it shows as the upstream making no progress for 300 ms.
-        #expect(
-            eventually {
-                let before = chunksSent.value
-                usleep(300_000)
-                return before > 0 && chunksSent.value == before
-            })
+        // blocks: wait for that.
+        #expect(pushedBack.wait(seconds: 20), "the upstream never felt backpressure")
         // The same loop must still serve others (a loop blocked on the stalled client would time this out).
         let bystander = try TestSocket.connect(port: proxy.port, timeoutSeconds: 5)
         #expect(try bystander.exchange("GET /small HTTP/1.1\r\nHost: h\r\n\r\n").bodyText == "ok")

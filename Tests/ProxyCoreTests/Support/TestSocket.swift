@@ -100,6 +100,25 @@ final class TestSocket: @unchecked Sendable {
         }
     }
 
+    /// Sends all of `bytes` like `send`, calling `whenBlocked` each time the kernel cannot take more (the peer
+    /// stopped reading and the socket buffers are full): backpressure as an event a test can wait for.
+    func send(_ bytes: [UInt8], whenBlocked: () -> Void) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                whenBlocked()
+                var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&entry, 1, -1)  // until the peer reads (or goes away: the next send fails)
+                continue
+            }
+            if n <= 0 { throw TestError("send failed: errno \(errno)") }
+            offset += n
+        }
+    }
+
     /// Reads more bytes into the internal buffer. - Returns: false on EOF.
     @discardableResult
     func fill() throws -> Bool {
