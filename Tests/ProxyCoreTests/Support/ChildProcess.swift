@@ -48,7 +48,7 @@ final class ChildProcess: @unchecked Sendable {
     init(executable url: URL, environment: [String: String], arguments: [String] = []) throws {
         process.executableURL = url
         process.arguments = arguments
-        // TSAN_OPTIONS passes on so that sanitized children report where the suite asks (.ci/run).
+        // TSAN_OPTIONS passes on so that sanitized children use the suite's suppressions (README, Tests).
         var base = ["PATH": "/usr/bin:/bin"]
         if let tsan = ProcessInfo.processInfo.environment["TSAN_OPTIONS"] { base["TSAN_OPTIONS"] = tsan }
         process.environment = base.merging(environment) { $1 }

@@ -18,8 +18,8 @@ final class Gate: Sendable {
 }
 
 /// A value behind a pthread lock. The tests use it rather than Synchronization's `Mutex`, whose futex-based lock
-/// the thread sanitizer cannot see: it reports every `Mutex`-guarded access from two threads as a race (.ci/run
-/// runs the suite under -sanitize=thread).
+/// the thread sanitizer cannot see: it reports every `Mutex`-guarded access from two threads as a race (README
+/// says how to run the suite under -sanitize=thread).
 final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: Value
