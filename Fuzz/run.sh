@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 mkdir -p .build/fuzz Fuzz/.out
-swiftc -O -parse-as-library -sanitize=fuzzer,address -module-name FuzzHTTP1 \
+swiftc -O -parse-as-library -sanitize=fuzzer,address -module-name FuzzHTTP1 -package-name knative_dataplane \
     Sources/ProxyCore/HTTP1/HTTPHead.swift Sources/ProxyCore/HTTP1/HTTP1Parser.swift \
     Sources/ProxyCore/HTTP1/ChunkedDecoder.swift Fuzz/FuzzHTTP1.swift \
     -o .build/fuzz/fuzz-http1 2> >(grep -v 'Cannot export local symbol' >&2)

@@ -1,4 +1,6 @@
 // The activator's flags and environment. Every error names the flag and the expected form.
+import ActivatorCore
+import KnativeWire
 import ProxyCore
 
 struct OptionsError: Error, CustomStringConvertible {

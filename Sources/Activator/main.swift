@@ -1,5 +1,7 @@
+import ActivatorCore
 // activator: Knative's shared proxy for scaled-to-zero revisions. Thin: flags, config file, listeners, signals.
 import Glibc
+import KnativeWire
 import ProxyCore
 import Synchronization
 

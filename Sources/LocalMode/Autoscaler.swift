@@ -2,6 +2,7 @@
 // per-second metric buckets, stable and panic window averages, desired pods bounded by the scale rates,
 // panic mode, min/max/initial scale, and scale to zero after the stable window plus the grace period.
 // Pure logic over explicit times (milliseconds) so tests can drive it without waiting.
+import KnativeWire
 import ProxyCore
 
 /// Knative's config-autoscaler keys (spec §3.4), settable at start with `--<key>=<value>`.

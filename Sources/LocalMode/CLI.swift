@@ -2,6 +2,7 @@
 // it over the control API.
 import CLinuxShims
 import Glibc
+import KnativeWire
 import ProxyCore
 import Synchronization
 
@@ -219,7 +220,7 @@ public enum KnLocal {
         var target = "/v1/apply"
         if let namespace { target += "?namespace=\(escaped(namespace))" }
         do {
-            let response = try BlockingHTTP.request(
+            let response = try BlockingClient.request(
                 "POST", control, target, headers: [("Content-Type", "application/yaml")],
                 body: Array(text.utf8), timeoutMs: 30_000)
             let body = String(decoding: response.body, as: UTF8.self)
@@ -235,7 +236,7 @@ public enum KnLocal {
 
     private static func call(_ method: String, _ target: String, _ body: [UInt8], _ control: SocketAddress) -> Int32 {
         do {
-            let response = try BlockingHTTP.request(method, control, target, body: body, timeoutMs: 30_000)
+            let response = try BlockingClient.request(method, control, target, body: body, timeoutMs: 30_000)
             let text = String(decoding: response.body, as: UTF8.self)
             if response.status == 200 {
                 print(text, terminator: "")

@@ -4,6 +4,7 @@
 //                                           400 = denied by validation, 422 = unparsable
 //   GET    /v1/get?kind=K[&name=N][&namespace=NS][&output=json]
 //   DELETE /v1/services/NS/NAME
+import KnativeWire
 import ProxyCore
 
 final class ControlAPI: HTTPResponder {

@@ -1,5 +1,6 @@
 // The KPA's inputs and ticks: activator stats, queue-proxy scrapes, and the per-revision decisions.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 extension Controller {

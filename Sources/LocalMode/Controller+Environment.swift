@@ -1,6 +1,7 @@
 // The environments of a pod's containers: the app's (`PORT`, `K_*`) and the queue-proxy's (Knative's
 // controller's env, queue.go upstream).
 import Glibc
+import KnativeWire
 import ProxyCore
 
 extension Controller {

@@ -1,5 +1,6 @@
 // `kn-local get`: the kubectl-style tables (and JSON) of services, configurations, revisions, routes, pods.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 extension Controller {

@@ -1,5 +1,6 @@
 // Pods as processes: start the queue-proxy and the app, follow their readiness, terminate and reap them.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 extension Controller {

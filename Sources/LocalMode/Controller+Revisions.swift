@@ -1,6 +1,7 @@
 // Revisions (Knative's revision reconciler): readiness, and keeping the number of pods at the autoscaler's
 // decision (with crash back-off).
 import Glibc
+import KnativeWire
 import ProxyCore
 
 extension Controller {

@@ -1,6 +1,7 @@
 // Routes (Knative's route reconciler): resolve a Service's traffic to revisions and program the activator,
 // which acts as the ingress, through its admin API.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 extension Controller {
@@ -113,7 +114,7 @@ extension Controller {
     func admin(_ method: String, _ path: String, _ body: JSON) {
         guard activatorPID != 0, !isShuttingDown else { return }
         do {
-            let response = try BlockingHTTP.request(
+            let response = try BlockingClient.request(
                 method, activatorAdmin, path, headers: [("Content-Type", "application/json")],
                 body: Array(body.text.utf8), timeoutMs: 2000)
             if response.status != 200 {

@@ -1,6 +1,7 @@
 // Services and configurations (Knative's service and configuration reconcilers): apply and delete manifests,
 // and stamp a new Revision from a Service's template when it changes.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 extension Controller {
@@ -73,12 +74,12 @@ extension Controller {
 
     public func deleteService(namespace: String, name: String) -> Bool {
         guard let service = services.removeValue(forKey: namespace + "/" + name) else { return false }
-        _ = try? BlockingHTTP.request("DELETE", activatorAdmin, "/v1/routes/\(namespace)/\(name)")
+        _ = try? BlockingClient.request("DELETE", activatorAdmin, "/v1/routes/\(namespace)/\(name)")
         for revisionName in service.revisionNames {
             guard let revision = revisions.removeValue(forKey: namespace + "/" + revisionName) else { continue }
             revision.retryTimer.map { loop.cancel($0) }
             for pod in revision.activePods { terminate(pod, reason: "service deleted") }
-            _ = try? BlockingHTTP.request("DELETE", activatorAdmin, "/v1/revisions/\(namespace)/\(revisionName)")
+            _ = try? BlockingClient.request("DELETE", activatorAdmin, "/v1/revisions/\(namespace)/\(revisionName)")
         }
         updateScrapeBoard()
         events.emit("service \(namespace)/\(name) deleted")

@@ -6,6 +6,7 @@
 // Blocking calls made here are all loopback calls to our own children (admin PUTs, ~0.1 ms); probes and
 // scrapes that can take long run on their own threads and post results back.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 public final class Controller {
@@ -69,7 +70,7 @@ public final class Controller {
         // Wait for its admin API (it binds every listener before serving; a failed bind makes it exit).
         let deadline = now + 10_000
         while true {
-            if (try? BlockingHTTP.request("GET", activatorAdmin, "/v1/state", timeoutMs: 500)) != nil { break }
+            if (try? BlockingClient.request("GET", activatorAdmin, "/v1/state", timeoutMs: 500)) != nil { break }
             // Only the activator is reaped here: other exits stay for reapChildren.
             if let exit = ProcessControl.reap(pid: activatorPID) {
                 activatorPID = 0

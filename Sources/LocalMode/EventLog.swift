@@ -1,5 +1,6 @@
 // Human-readable events and the small file helpers kn-local's control plane shares.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 /// Makes a directory and its parents.

@@ -1,5 +1,6 @@
 // Knative `serving.knative.dev/v1` Service manifests: decoding from YAML/JSON values, Knative's defaults, and
 // validation with Knative's messages (knative.dev/pkg FieldError rendering: "<message>: <path>[, <path>]").
+import KnativeWire
 import ProxyCore
 
 /// Knative's validation failure: one or more field errors, rendered one per line like `apis.FieldError`.

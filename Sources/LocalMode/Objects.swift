@@ -1,6 +1,7 @@
 // The objects kn-local keeps, standing in for the Kubernetes API: Services (with their Configuration and Route
 // folded in, as a ksvc shows them), immutable Revisions, and Pods (two processes each). All confined to the
 // controller's loop thread.
+import KnativeWire
 import ProxyCore
 import Synchronization
 

@@ -1,6 +1,7 @@
 // Threads that watch pods from the outside, as kubelet and the autoscaler's scraper do, and post what they
 // see to the controller's loop: readiness of a starting pod, and the queue-proxies' protobuf stats.
 import Glibc
+import KnativeWire
 import ProxyCore
 import Synchronization
 
@@ -23,7 +24,7 @@ enum ReadinessWaiter {
             let deadline = spawned + 600_000_000_000
             func elapsedMs() -> Double { Double(monotonicNs() - spawned) / 1e6 }
             while !flag.isSet && monotonicNs() < deadline {
-                if let fd = try? BlockingHTTP.connect(user, timeoutMs: 100) {
+                if let fd = try? BlockingClient.connect(user, timeoutMs: 100) {
                     close(fd)
                     break
                 }
@@ -32,7 +33,7 @@ enum ReadinessWaiter {
             let started = elapsedMs()
             inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }
             while !flag.isSet && monotonicNs() < deadline {
-                let response = try? BlockingHTTP.request(
+                let response = try? BlockingClient.request(
                     "GET", queue, "/",
                     headers: [
                         ("User-Agent", "kube-probe/kn-local"), ("K-Network-Probe", "queue"),
@@ -76,7 +77,7 @@ enum Scraper {
                 var totals: [String: (Double, Double)] = [:]
                 for target in board.snapshot() {
                     guard
-                        let response = try? BlockingHTTP.request(
+                        let response = try? BlockingClient.request(
                             "GET", target.metrics, "/metrics",
                             headers: [("Accept", "application/protobuf")], timeoutMs: 3000, maxBytes: 4096),
                         (200..<300).contains(response.status),
@@ -94,51 +95,5 @@ enum Scraper {
                 inbox.post { loop in Controller.on(loop)?.recordScrapes(result) }
             }
         }
-    }
-}
-
-/// SERVING_READINESS_PROBE as Knative's controller writes it (spec §1.5): host 127.0.0.1, the port defaulted to
-/// (or mapped onto) this pod's user port, HTTP scheme, threshold defaults; no probe → the default TCP probe.
-enum ReadinessProbeEncoding {
-    static func encode(_ probe: JSON?, userPort: UInt16, declaredPort: Int) -> String {
-        guard let probe, let members = probe.objectValue else {
-            return #"{"tcpSocket":{"port":\#(userPort),"host":"127.0.0.1"},"successThreshold":1}"#
-        }
-        func port(_ value: JSON?) -> JSON {
-            // The declared containerPort (or none) means the pod's port; locally every pod has its own.
-            if let p = value?.intValue, p != declaredPort { return .number(Double(p)) }
-            return .number(Double(userPort))
-        }
-        var out: [(String, JSON)] = []
-        let period = probe["periodSeconds"]?.intValue ?? 0
-        for (key, value) in members {
-            switch key {
-            case "httpGet":
-                var fields = (value.objectValue ?? []).filter { !["port", "host", "scheme"].contains($0.0) }
-                fields.append(("port", port(value["port"])))
-                fields.append(("host", .string("127.0.0.1")))
-                fields.append(("scheme", value["scheme"] ?? .string("HTTP")))
-                out.append((key, .object(fields)))
-            case "tcpSocket", "grpc":
-                var fields = (value.objectValue ?? []).filter { !["port", "host"].contains($0.0) }
-                fields.append(("port", port(value["port"])))
-                if key == "tcpSocket" { fields.append(("host", .string("127.0.0.1"))) }
-                out.append((key, .object(fields)))
-            case "timeoutSeconds":
-                if period > 0, (value.intValue ?? 0) < 1 {
-                    out.append((key, .number(1)))
-                } else {
-                    out.append((key, value))
-                }
-            default:
-                out.append((key, value))
-            }
-        }
-        if probe["successThreshold"] == nil { out.append(("successThreshold", .number(1))) }
-        if period != 0 {
-            if probe["failureThreshold"] == nil { out.append(("failureThreshold", .number(3))) }
-            if probe["timeoutSeconds"] == nil { out.append(("timeoutSeconds", .number(1))) }
-        }
-        return JSON.object(out).text
     }
 }

@@ -2,6 +2,7 @@
 // small HTTP calls, and port allocation. Everything else in LocalMode is plain Swift over these.
 import CLinuxShims
 import Glibc
+import KnativeWire
 import ProxyCore
 
 public enum ProcessControl {
@@ -135,91 +136,5 @@ public struct PortAllocator: Sendable {
                 bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         } == 0
-    }
-}
-
-/// Minimal blocking HTTP/1.1 over loopback for the supervisor: admin calls, probes, scrapes. One request per
-/// connection (`Connection: close`); bounded response size; timeouts on connect, send and receive.
-public enum BlockingHTTP {
-    public struct Response: Sendable {
-        public var status: Int
-        public var headers: [(String, String)]
-        public var body: [UInt8]
-
-        public func header(_ name: String) -> String? {
-            headers.first { $0.0.lowercased() == name.lowercased() }?.1
-        }
-    }
-
-    public struct Failure: Error, CustomStringConvertible {
-        public let description: String
-        public let refused: Bool
-    }
-
-    public static func request(
-        _ method: String, _ address: SocketAddress, _ target: String, headers: [(String, String)] = [],
-        body: [UInt8] = [], timeoutMs: Int = 3000, maxBytes: Int = 4 << 20
-    ) throws(Failure) -> Response {
-        let fd = try connect(address, timeoutMs: timeoutMs)
-        defer { close(fd) }
-        var head = "\(method) \(target) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n"
-        for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        if !body.isEmpty || method == "PUT" || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
-        head += "\r\n"
-        try sendAll(fd, Array(head.utf8) + body)
-        var data: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16384)
-        while data.count <= maxBytes {
-            let n = recv(fd, &chunk, chunk.count, 0)
-            if n == 0 { break }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure(description: "read from \(address): \(SysError.text(errno))", refused: false)
-            }
-            data += chunk[0..<n]
-        }
-        return try parse(data, from: address)
-    }
-
-    /// A connected blocking socket with send/receive timeouts.
-    public static func connect(_ address: SocketAddress, timeoutMs: Int) throws(Failure) -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: \(SysError.text(errno))", refused: false) }
-        var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
-        if rc != 0 {
-            let code = errno
-            close(fd)
-            throw Failure(
-                description: "dial tcp \(address): connect: \(SysError.text(code))", refused: code == ECONNREFUSED)
-        }
-        return fd
-    }
-
-    public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws(Failure) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure(description: "write: \(SysError.text(errno))", refused: false)
-            }
-            offset += n
-        }
-    }
-
-    static func parse(_ data: [UInt8], from address: SocketAddress) throws(Failure) -> Response {
-        let parsed: ResponseHead?
-        do { parsed = try ResponseHead.parse(data) } catch {
-            throw Failure(description: "malformed HTTP response from \(address): \(error)", refused: false)
-        }
-        guard let head = parsed, let body = head.body(in: data) else {
-            throw Failure(description: "incomplete HTTP response from \(address)", refused: false)
-        }
-        return Response(status: head.status, headers: head.fields.map { ($0.name, $0.value) }, body: body)
     }
 }

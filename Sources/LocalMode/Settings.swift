@@ -1,5 +1,6 @@
 // kn-local's settings: flags of `serve`, with the config-autoscaler keys (spec §3.4) accepted as flags.
 import Glibc
+import KnativeWire
 import ProxyCore
 
 public struct LocalSettings: Sendable {

@@ -2,8 +2,8 @@
 // WireStatMessages every second (and a poke at once when a revision at zero gets a request). Any path; a
 // kubelet-UA request without Upgrade gets 200. Blocking threads: one accepts, one per connection reads.
 // Stats go to `deliver`, which hands them to the controller's loop.
-import CLinuxShims
 import Glibc
+import KnativeWire
 import ProxyCore
 
 public final class StatServer: Sendable {
@@ -20,7 +20,7 @@ public final class StatServer: Sendable {
                 try Socket.setBlocking(fd)
                 self.port = try Socket.localAddress(fd).port
             } catch {
-                close(fd)
+                closeDescriptor(fd)
                 throw error
             }
         } catch {
@@ -29,14 +29,21 @@ public final class StatServer: Sendable {
         listenFD = fd
         Threads.detach {
             while true {
-                let client = CLinuxShims_accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
-                if client < 0 {
-                    if errno == EINTR || errno == ECONNABORTED { continue }
-                    if errno == EMFILE || errno == ENFILE {
-                        usleep(100_000)
+                let accepted: IOResult<(Int32, SocketAddress)>
+                do throws(SysError) { accepted = try Socket.accept(fd) } catch {
+                    switch error.code {
+                    case ECONNABORTED: continue
+                    case EMFILE, ENFILE:
+                        usleep(100_000)  // out of descriptors: a back-off pause, not a wait for an event
                         continue
+                    default: return  // the listener was closed
                     }
-                    return  // closed
+                }
+                guard case .processed((let client, _)) = accepted else { continue }
+                // Each connection has a thread of its own and blocking reads.
+                do { try Socket.setBlocking(client) } catch {
+                    closeDescriptor(client)
+                    continue
                 }
                 Threads.detach {
                     var connection = StatConnection(fd: client, deliver: deliver)
@@ -59,7 +66,7 @@ struct StatConnection {
     }
 
     mutating func run() {
-        defer { close(fd) }
+        defer { closeDescriptor(fd) }
         guard let head = readHead() else { return }
         let lines = head.split(separator: "\r\n")
         var key: String?
@@ -129,15 +136,12 @@ struct StatConnection {
 
     private mutating func fill() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 8192)
-        while true {
-            let n = recv(fd, &chunk, chunk.count, 0)
-            if n > 0 {
-                buffer += chunk[0..<n]
-                return true
-            }
-            if n < 0 && errno == EINTR { continue }
-            return false
+        let result = chunk.withUnsafeMutableBytes { bytes in
+            Result { () throws(SysError) in try Socket.read(fd, into: bytes) }
         }
+        guard case .success(.processed(let n)) = result, n > 0 else { return false }
+        buffer += chunk[0..<n]
+        return true
     }
 
     private mutating func need(_ count: Int) -> Bool {
@@ -177,5 +181,5 @@ struct StatConnection {
         return (fin, opcode, payload)
     }
 
-    private func send(_ bytes: [UInt8]) { try? BlockingHTTP.sendAll(fd, bytes) }
+    private func send(_ bytes: [UInt8]) { try? BlockingClient.sendAll(fd, bytes) }
 }

@@ -3,6 +3,7 @@
 // 'single' and "double" quoted scalars, `|`/`>` block scalars, one-line flow lists and maps, comments and
 // `---` documents. Everything else (anchors, aliases, tags, complex keys, tabs, multi-line plain scalars)
 // is refused with the line number, never guessed at.
+import KnativeWire
 import ProxyCore
 
 public struct YAMLError: Error, CustomStringConvertible, Sendable {

@@ -1,6 +1,8 @@
 // The queue-proxy's environment contract (spec §1.1), parsed and validated once at start. Every error names
 // the variable and the form it expects; the process then exits 1 (as upstream's envconfig does).
+import KnativeWire
 import ProxyCore
+import QueueProxyCore
 
 struct ConfigError: Error, CustomStringConvertible {
     let description: String

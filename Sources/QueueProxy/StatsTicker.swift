@@ -1,5 +1,7 @@
 // Closes the autoscaler stats window every second on loop 0.
+import KnativeWire
 import ProxyCore
+import QueueProxyCore
 
 final class StatsTicker {
     private let timer: LoopTimer

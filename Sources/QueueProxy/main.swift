@@ -1,7 +1,9 @@
 // queue-proxy: Knative's revision sidecar. This file only reads the environment, wires the listeners onto the
 // loops and handles signals; the work happens in ProxyCore.
 import Glibc
+import KnativeWire
 import ProxyCore
+import QueueProxyCore
 
 let arguments = CommandLine.arguments.dropFirst()
 if arguments.contains("--help") || arguments.contains("-h") {

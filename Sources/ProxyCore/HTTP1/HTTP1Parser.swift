@@ -4,18 +4,18 @@
 
 /// Byte classes as constant bitmaps (no table, no lazy global: a `static let` array costs a `swift_once`
 /// check on every access in the hot loop).
-enum ByteClass {
+package enum ByteClass {
     /// RFC 9110 tchar: ALPHA / DIGIT / "!#$%&'*+-.^_`|~".
     private static let tokenLow: UInt64 = 0x03FF_6CFA_0000_0000  // 0x00-0x3F: ! # $ % & ' * + - . 0-9
     private static let tokenHigh: UInt64 = 0x57FF_FFFF_C7FF_FFFE  // 0x40-0x7F: A-Z ^ _ ` a-z | ~
 
-    @inline(__always) static func isToken(_ c: UInt8) -> Bool {
+    @inline(__always) package static func isToken(_ c: UInt8) -> Bool {
         if c < 64 { return tokenLow >> UInt64(c) & 1 != 0 }
         if c < 128 { return tokenHigh >> UInt64(c - 64) & 1 != 0 }
         return false
     }
 
-    @inline(__always) static func lower(_ c: UInt8) -> UInt8 {
+    @inline(__always) package static func lower(_ c: UInt8) -> UInt8 {
         c &- 65 < 26 ? c | 0x20 : c
     }
 }

@@ -46,15 +46,29 @@ public struct RequestContext {
     public var admittedMs: Int64 = 0
     /// Proxy settings kept for a request that waits (`.pending`) before it is proxied.
     public var options = ProxyOptions()
-    /// A responder's integer scratch value (the activator keeps a waiting request's byte cost here).
-    public var scratch = 0
-    /// A per-request number, unique on its connection (breaker queue entries check it).
+    /// A per-request number, unique on its connection (queue entries check it).
     public var ticket: UInt64 = 0
-    /// Anything else (built only when needed, e.g. request-log fields).
-    public var extra: AnyObject? = nil
+    /// The responder's own state for this request (see `RequestState`).
+    public var state: (any RequestState)? = nil
 
     public init() {}
+
+    /// The responder's state as the one type that responder declared (nil when none was set).
+    @inline(__always)
+    public func state<State: RequestState>(as type: State.Type) -> State? { state as? State }
 }
+
+/// What a responder keeps per request between `dispose` and `requestEnded`: each responder declares one type,
+/// usually an enum of the request's phases (the queue-proxy: its route tag or request-log entry; the activator:
+/// the revision it waits on, or the pod it holds).
+///
+/// Why an existential and not a generic parameter: connections and HTTP/2 streams hold their responder as
+/// `any HTTPResponder` (each listener has its own), so a generic state type would make every connection type
+/// generic and specialise the engine per product for one word of state. An enum whose payload is a class
+/// reference or two words fits the existential's inline buffer, so storing it does not allocate; reading it
+/// back is one checked cast to the responder's own type (`RequestContext.state(as:)`), as NIO's
+/// `unwrapInboundIn` is.
+public protocol RequestState {}
 
 /// The server's side of one request, as the responder may hold it.
 public protocol RequestHandle: AnyObject {

@@ -1,13 +1,15 @@
 // A dictionary looked up by bytes straight from a request buffer (no String built per request): FNV-1a over
 // the key's bytes, optionally lower-cased, with the stored key compared byte for byte on a hit.
 
-struct ByteKeyIndex<Value: AnyObject> {
+package struct ByteKeyIndex<Value: AnyObject> {
     private var buckets: [UInt64: [(key: [UInt8], value: Value)]] = [:]
 
-    mutating func removeAll() { buckets.removeAll() }
+    package init() {}
+
+    package mutating func removeAll() { buckets.removeAll() }
 
     /// Stores `value` under `key` (compared as given: lower-case it first for case-insensitive lookups).
-    mutating func insert(_ key: String, _ value: Value) {
+    package mutating func insert(_ key: String, _ value: Value) {
         let bytes = Array(key.utf8)
         var hash = Self.start
         for b in bytes { hash = Self.step(hash, b) }
@@ -16,7 +18,8 @@ struct ByteKeyIndex<Value: AnyObject> {
     }
 
     /// Looks up the concatenation of `parts` (joined by `separator` when given), lower-casing when asked.
-    func lookup(_ parts: UnsafeRawBufferPointer..., separator: UInt8? = nil, lowercase: Bool = false) -> Value? {
+    package func lookup(_ parts: UnsafeRawBufferPointer..., separator: UInt8? = nil, lowercase: Bool = false) -> Value?
+    {
         var hash = Self.start
         var length = 0
         for (i, part) in parts.enumerated() {

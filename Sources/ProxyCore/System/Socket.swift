@@ -140,6 +140,27 @@ public enum Socket {
         }
     }
 
+    /// A blocking connect for threads without a loop; `timeoutMs` also becomes the socket's send and receive
+    /// timeout (a blocking read or write that times out reports `.wouldBlock`).
+    public static func connectBlocking(to address: SocketAddress, timeoutMs: Int) throws(SysError) -> Int32 {
+        let family = address.isIPv6 ? AF_INET6 : AF_INET
+        let fd = try sys("socket") { socket(family, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0) }
+        do {
+            var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
+            for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+                _ = try sys("setsockopt") {
+                    setsockopt(fd, SOL_SOCKET, option, &tv, socklen_t(MemoryLayout<timeval>.size))
+                }
+            }
+            try setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            _ = try sys("connect") { address.withSockaddr { Glibc.connect(fd, $0, $1) } }
+            return fd
+        } catch {
+            closeDescriptor(fd)
+            throw error
+        }
+    }
+
     /// The error a non-blocking connect ended with (0 = connected).
     public static func pendingError(_ fd: Int32) -> Int32 {
         var value: Int32 = 0

@@ -1,0 +1,14 @@
+import Foundation
+
+/// The package's root directory: the nearest directory above this file that holds `Package.swift` (test files
+/// move between folders; a fixed count of `..` would break silently).
+enum PackageRoot {
+    static let url: URL = {
+        var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while url.path != "/" {
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+            url = url.deletingLastPathComponent()
+        }
+        fatalError("no Package.swift above \(#filePath)")
+    }()
+}

@@ -1,0 +1,410 @@
+// kn-local end to end: the real kn-local binary running the real activator, queue-proxies and helloworld as
+// processes, driven through its CLI and the ingress port, with short autoscaler windows.
+import Foundation
+import Glibc
+import ProxyCore
+import Synchronization
+import Testing
+
+/// One `kn-local serve` with its own ports and state directory.
+final class KnLocalInstance {
+    let process: ChildProcess
+    let port: UInt16
+    let control: UInt16
+    let stateDirectory: String
+    private static let podRangeIndex = Locked(0)
+
+    init(_ extra: [String] = []) throws {
+        // Each instance gets its own block of pod ports (10000–19999; the harness uses 20000–32000).
+        let block = Self.podRangeIndex.withLock { i in
+            defer { i = (i + 1) % 40 }
+            return 10_000 + i * 250
+        }
+        // A port freePort() found free can be taken by another process before kn-local binds it: kn-local then
+        // exits saying so, and starts again on fresh ports (as ChildProcess.startServer does for the proxies).
+        var lastError = ""
+        for _ in 0..<3 {
+            let (port, control) = (freePort(), freePort())
+            let stateDirectory = NSTemporaryDirectory() + "kn-local-test-\(getpid())-\(port)"
+            let process = try ChildProcess(
+                "kn-local", environment: [:],
+                arguments: [
+                    "serve", "--port", "\(port)", "--control", "127.0.0.1:\(control)", "--pod-ports",
+                    "\(block)-\(block + 249)",
+                    "--state-dir", stateDirectory, "--tick-interval=200ms", "--stable-window=3s",
+                    "--scale-to-zero-grace-period=1s",
+                    "--drain-quiet-period=200ms",
+                ] + extra)
+            _ = waitUntil(seconds: 20) { process.stdout.contains("kn-local serving") || !process.process.isRunning }
+            if process.stdout.contains("kn-local serving") && process.process.isRunning {
+                (self.process, self.port, self.control, self.stateDirectory) = (process, port, control, stateDirectory)
+                return
+            }
+            process.signal(SIGKILL)
+            _ = process.waitForExit()
+            lastError = "\(process.stdout) \(process.stderr)"
+            try? FileManager.default.removeItem(atPath: stateDirectory)
+            guard lastError.contains("in use") || lastError.contains("cannot listen") else { break }
+        }
+        throw TestError("kn-local did not start: \(lastError)")
+    }
+
+    /// Runs a client command; returns (exit status, stdout, stderr).
+    func cli(_ arguments: [String]) throws -> (Int32, String, String) {
+        let client = try ChildProcess(
+            "kn-local", environment: ["KN_LOCAL_CONTROL": "127.0.0.1:\(control)"], arguments: arguments)
+        let status = client.waitForExit(seconds: 30) ?? -1
+        return (status, client.stdout, client.stderr)
+    }
+
+    func apply(_ yaml: String) throws -> (Int32, String, String) {
+        let path = stateDirectory + "-\(UUID().uuidString).yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        return try cli(["apply", "-f", path])
+    }
+
+    /// `get KIND -o json` through the control API.
+    func objects(_ kind: String) -> [[String: Any]] {
+        guard let socket = try? TestSocket.connect(port: control),
+            let response = try? socket.exchange("GET /v1/get?kind=\(kind)&output=json HTTP/1.1\r\nHost: x\r\n\r\n"),
+            let list = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [[String: Any]]
+        else { return [] }
+        return list
+    }
+
+    func pods(phase: String? = "Running") -> [[String: Any]] {
+        objects("pods").filter { phase == nil || $0["phase"] as? String == phase }
+    }
+
+    func get(host: String, on socket: TestSocket? = nil) throws -> TestResponse {
+        let s = try socket ?? TestSocket.connect(port: port)
+        return try s.exchange("GET / HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+    }
+
+    /// Process ids whose parent is kn-local.
+    func children() -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return false }
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == process.pid
+        }
+    }
+
+    /// Stops kn-local with SIGTERM and checks that it exits 0 leaving no child.
+    func stop() {
+        let kids = children()
+        process.signal(SIGTERM)
+        #expect(process.waitForExit(seconds: 30) == 0, "stdout: \(process.stdout)\nstderr: \(process.stderr)")
+        for pid in kids { #expect(isGone(pid), "child \(pid) outlived kn-local") }
+        try? FileManager.default.removeItem(atPath: stateDirectory)
+    }
+}
+
+/// True when `pid` no longer runs (absent, or a zombie waiting for a reaper).
+func isGone(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else {
+        return true
+    }
+    return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass.
+func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+let helloWorldYAML =
+    (try? String(
+        contentsOfFile: PackageRoot.url.appendingPathComponent("examples/helloworld-go.yaml").path, encoding: .utf8))
+    ?? ""
+
+func serviceYAML(name: String, target: String, cc: Int = 0, annotations: [String: String] = [:], traffic: String = "")
+    -> String
+{
+    var text = """
+        apiVersion: serving.knative.dev/v1
+        kind: Service
+        metadata:
+          name: \(name)
+        spec:
+          template:
+            metadata:
+              annotations:
+                autoscaling.knative.dev/target: "10"
+
+        """
+    for (k, v) in annotations.sorted(by: { $0.key < $1.key }) {
+        text += "        autoscaling.knative.dev/\(k): \"\(v)\"\n"
+    }
+    text += """
+            spec:
+              containerConcurrency: \(cc)
+              containers:
+                - image: ghcr.io/knative/helloworld-go:latest
+                  env:
+                    - name: TARGET
+                      value: "\(target)"
+
+        """
+    return text + traffic
+}
+
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct KnLocalTests {
+    @Test func helloWorldFromZeroThenWarmThenBackToZero() throws {
+        #expect(helloWorldYAML.contains("helloworld-go:160e4dc8"))
+        let kn = try KnLocalInstance(["--initial-scale=0", "--allow-zero-initial-scale=true"])
+        defer { kn.stop() }
+        let (status, out, err) = try kn.apply(helloWorldYAML)
+        #expect(status == 0, "\(err)")
+        #expect(out == "service.serving.knative.dev/helloworld-go created\n")
+        #expect(kn.pods(phase: nil).isEmpty)  // initial scale 0: nothing runs yet
+        // From zero: the activator holds the request, kn-local starts a pod, the answer comes.
+        let client = try TestSocket.connect(port: kn.port)
+        let first = try kn.get(host: "helloworld-go.default.example.com", on: client)
+        #expect(first.status == 200)
+        #expect(first.bodyText == "Hello World!\n")
+        #expect(kn.pods().count == 1)
+        let warm = try kn.get(host: "helloworld-go.default.example.com", on: client)
+        #expect(warm.bodyText == "Hello World!\n")
+        client.close()
+        let (_, table, _) = try kn.cli(["get", "ksvc"])
+        let lines = table.split(separator: "\n")
+        #expect(
+            lines.first?.split(separator: " ", omittingEmptySubsequences: true) == [
+                "NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON",
+            ])
+        #expect(
+            lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true)
+                == [
+                    "helloworld-go", "http://helloworld-go.default.example.com", "helloworld-go-00001",
+                    "helloworld-go-00001", "True",
+                ])
+        // Idle for the window (3 s) + grace (1 s): back at zero.
+        #expect(waitUntil(seconds: 15) { kn.pods(phase: nil).isEmpty }, "\(kn.process.stdout)")
+        #expect(kn.process.stdout.contains("scaled 1 → 0"))
+        // And from zero once more.
+        #expect(try kn.get(host: "helloworld-go.default.example.com").bodyText == "Hello World!\n")
+    }
+
+    @Test func splitAndTagsReachTheirRevisions() throws {
+        let kn = try KnLocalInstance()
+        defer { kn.stop() }
+        #expect(try kn.apply(serviceYAML(name: "split", target: "One")).0 == 0)
+        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        let traffic = """
+              traffic:
+                - revisionName: split-00001
+                  percent: 50
+                  tag: one
+                - latestRevision: true
+                  percent: 50
+                  tag: two
+
+            """
+        let (status, out, err) = try kn.apply(serviceYAML(name: "split", target: "Two", traffic: traffic))
+        #expect(status == 0, "\(err)")
+        #expect(out == "service.serving.knative.dev/split configured\n")
+        // The route moves to the new revision once it is ready.
+        #expect(
+            waitUntil(seconds: 10) {
+                (kn.objects("ksvc").first?["latestReadyRevisionName"] as? String) == "split-00002"
+                    && (kn.objects("ksvc").first?["traffic"] as? [Any])?.count == 2
+            })
+        let client = try TestSocket.connect(port: kn.port)
+        var counts: [String: Int] = [:]
+        for _ in 0..<400 {
+            let response = try kn.get(host: "split.default.example.com", on: client)
+            counts[response.bodyText, default: 0] += 1
+        }
+        #expect((160...240).contains(counts["Hello One!\n"] ?? 0), "\(counts)")
+        #expect((160...240).contains(counts["Hello Two!\n"] ?? 0), "\(counts)")
+        #expect(counts.values.reduce(0, +) == 400)
+        #expect(try kn.get(host: "one-split.default.example.com", on: client).bodyText == "Hello One!\n")
+        #expect(try kn.get(host: "two-split.default.example.com", on: client).bodyText == "Hello Two!\n")
+        let (_, revisions, _) = try kn.cli(["get", "revisions"])
+        #expect(revisions.contains("split-00001") && revisions.contains("split-00002"))
+        // Applying the same file again changes nothing.
+        #expect(
+            try kn.apply(serviceYAML(name: "split", target: "Two", traffic: traffic)).1
+                == "service.serving.knative.dev/split unchanged\n")
+        // Deleting a service with running pods stops them; kn-local carries on (stop() checks its exit status).
+        #expect(try kn.cli(["delete", "ksvc", "split"]).1 == "service.serving.knative.dev \"split\" deleted\n")
+        #expect(waitUntil(seconds: 10) { kn.pods(phase: nil).isEmpty })
+        #expect(try kn.get(host: "split.default.example.com").status == 404)
+    }
+
+    @Test func concurrencyOneScalesOutUnderLoadWithoutErrors() throws {
+        let kn = try KnLocalInstance(["--stable-window=6s"])
+        defer { kn.stop() }
+        #expect(try kn.apply(serviceYAML(name: "busy", target: "Busy", cc: 1, annotations: ["max-scale": "6"])).0 == 0)
+        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        let failures = Atomic<Int>(0)
+        let successes = Atomic<Int>(0)
+        let stop = Atomic<Bool>(false)
+        let finished = Atomic<Int>(0)
+        var threads: [Thread] = []
+        for _ in 0..<8 {
+            let port = kn.port
+            let thread = Thread {
+                defer { finished.add(1, ordering: .relaxed) }
+                guard let socket = try? TestSocket.connect(port: port) else {
+                    failures.add(1, ordering: .relaxed)
+                    return
+                }
+                while !stop.load(ordering: .relaxed) {
+                    guard let r = try? socket.exchange("GET / HTTP/1.1\r\nHost: busy.default.example.com\r\n\r\n"),
+                        r.status == 200
+                    else {
+                        failures.add(1, ordering: .relaxed)
+                        return
+                    }
+                    successes.add(1, ordering: .relaxed)
+                }
+            }
+            thread.start()
+            threads.append(thread)
+        }
+        let scaled = waitUntil(seconds: 20) { kn.pods().count >= 4 }
+        stop.store(true, ordering: .relaxed)
+        #expect(waitUntil(seconds: 20) { finished.load(ordering: .relaxed) == 8 })  // their last exchanges ended
+        #expect(scaled, "\(kn.process.stdout)")
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(successes.load(ordering: .relaxed) > 100)
+        #expect(kn.pods(phase: nil).count <= 6)
+    }
+
+    @Test func aKilledPodIsReplaced() throws {
+        let kn = try KnLocalInstance()
+        defer { kn.stop() }
+        #expect(try kn.apply(serviceYAML(name: "phoenix", target: "Again", annotations: ["min-scale": "1"])).0 == 0)
+        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        let before = kn.pods()[0]
+        let pid = Int32(before["userPid"] as? Double ?? 0)
+        #expect(pid > 0)
+        kill(pid, SIGKILL)
+        #expect(
+            waitUntil(seconds: 10) {
+                let now = kn.pods()
+                return now.count == 1 && (now[0]["name"] as? String) != (before["name"] as? String)
+            }, "\(kn.process.stdout)")
+        #expect(kn.process.stdout.contains("user-container exited (signal 9 (killed)); replacing the pod"))
+        #expect(
+            isGone(Int32(before["queuePid"] as? Double ?? 0))
+                || waitUntil(seconds: 5) { isGone(Int32(before["queuePid"] as? Double ?? 0)) })
+        #expect(try kn.get(host: "phoenix.default.example.com").bodyText == "Hello Again!\n")
+    }
+
+    @Test func childrenDieWithKnLocalEvenOnSIGKILL() throws {
+        let kn = try KnLocalInstance()
+        #expect(try kn.apply(serviceYAML(name: "orphan", target: "X")).0 == 0)
+        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        let kids = kn.children()
+        #expect(kids.count == 3)  // activator, helloworld, queue-proxy
+        kn.process.signal(SIGKILL)
+        #expect(waitUntil(seconds: 5) { kids.allSatisfy(isGone) })
+        for pid in kids where !isGone(pid) { kill(pid, SIGKILL) }  // only if the check above failed
+        _ = kn.process.waitForExit(seconds: 10)
+        try? FileManager.default.removeItem(atPath: kn.stateDirectory)
+    }
+
+    @Test func badManifestsAreRefusedWithKnativesMessages() throws {
+        let kn = try KnLocalInstance()
+        defer { kn.stop() }
+        let traffic = """
+              traffic:
+                - latestRevision: true
+                  percent: 90
+
+            """
+        let (status, _, err) = try kn.apply(serviceYAML(name: "bad", target: "X", traffic: traffic))
+        #expect(status == 1)
+        #expect(err.contains("Error from server (BadRequest): error when creating"))
+        #expect(
+            err.contains(
+                "admission webhook \"validation.webhook.serving.knative.dev\" denied the request: validation failed: Traffic targets sum to 90, want 100: spec.traffic"
+            ))
+        let (status2, _, err2) = try kn.apply(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n\tname: x\n")
+        #expect(status2 == 1)
+        #expect(err2.contains("line 4: tabs cannot indent YAML"))
+        let (status3, _, err3) = try kn.cli(["get", "ksvc", "nothing"])
+        #expect(status3 == 1)
+        #expect(err3 == "Error from server (NotFound): services.serving.knative.dev \"nothing\" not found\n")
+        // An image nobody maps: the revision fails with a reason, the service says so.
+        let unknown = serviceYAML(name: "ghost", target: "X").replacingOccurrences(
+            of: "ghcr.io/knative/helloworld-go:latest", with: "example.com/unknown:1")
+        #expect(try kn.apply(unknown).0 == 0)
+        let row = kn.objects("ksvc").first { $0["name"] as? String == "ghost" }
+        #expect(row?["ready"] as? String == "False")
+        #expect(row?["reason"] as? String == "RevisionMissing")
+        #expect(try kn.cli(["delete", "ksvc", "ghost"]).1 == "service.serving.knative.dev \"ghost\" deleted\n")
+    }
+
+    /// Issue 11 §6: a Service that has not served yet answers 404 (as Knative's gateway, which has no rule for a
+    /// Route that is not ready) naming its revision and why, not `revision.serving.knative.dev "" not found`.
+    @Test func aServiceThatIsNotReadyNamesItsRevision() throws {
+        let kn = try KnLocalInstance()
+        defer { kn.stop() }
+        func sleeper(_ name: String, traffic: String = "") -> String {
+            """
+            apiVersion: serving.knative.dev/v1
+            kind: Service
+            metadata:
+              name: \(name)
+            spec:
+              template:
+                spec:
+                  containers:
+                    - image: example.com/sleeper:1
+                      command:
+                        - sleep
+                        - "120"
+
+            """ + traffic
+        }
+        // Starting: the pod never listens, so the revision stays Deploying.
+        #expect(try kn.apply(sleeper("slow")).0 == 0)
+        let slow = try kn.get(host: "slow.default.example.com")
+        #expect(slow.status == 404)
+        #expect(
+            slow.bodyText
+                == "service \"default/slow\" is not ready: revision \"slow-00001\" is not ready yet (Deploying)\n")
+        // Failed: an image nobody maps.
+        let ghost = serviceYAML(name: "ghost", target: "X").replacingOccurrences(
+            of: "ghcr.io/knative/helloworld-go:latest", with: "example.com/unknown:1")
+        #expect(try kn.apply(ghost).0 == 0)
+        let failed = try kn.get(host: "ghost.default.example.com")
+        #expect(failed.status == 404)
+        #expect(
+            failed.bodyText.hasPrefix(
+                "service \"default/ghost\" is not ready: revision \"ghost-00001\" failed: ContainerMissing: Unable to fetch image \"example.com/unknown:1\""
+            ),
+            "\(failed.bodyText)")
+        // Traffic naming a revision that does not exist.
+        let traffic = """
+              traffic:
+                - revisionName: nope-00009
+                  percent: 100
+
+            """
+        #expect(try kn.apply(sleeper("nope", traffic: traffic)).0 == 0)
+        let nope = try kn.get(host: "nope.default.svc.cluster.local")
+        #expect(nope.status == 404)
+        #expect(
+            nope.bodyText
+                == "service \"default/nope\" is not ready: Revision \"nope-00009\" referenced in traffic not found.\n")
+        for name in ["slow", "ghost", "nope"] { _ = try kn.cli(["delete", "ksvc", name]) }
+    }
+}
