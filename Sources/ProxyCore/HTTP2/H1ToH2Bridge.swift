@@ -8,10 +8,9 @@
 // buffer is under `StreamConnection.outputLimit`), so each direction holds at most a window plus a buffer.
 // One object per request (unlike `ProxyExchange`): this path is rarer, and a fresh object makes the
 // re-entrant finish (which may start the next request at once) safe.
-// Exclusivity: stored properties here are marked `@exclusivity(unchecked)`. They are confined to one loop thread
-// and only ever touched by short, non-overlapping reads and writes, so the dynamic check (a TLS lookup and an
-// access-set insert per access, ~8 % of the proxy's CPU when measured) buys nothing. STYLE.md forbids the
-// module-wide `-enforce-exclusivity=unchecked`; this per-property exception is the documented alternative.
+// What it decides (timeouts, retries, endings, interim heads, body framing) is decided in `Exchange/`, as for
+// the other exchange kinds; the endings are carried out by the HTTP/1 connection (`exchangeEnded`).
+// Exclusivity: as `ProxyExchange`, one state struct in one `@exclusivity(unchecked)` property.
 import Glibc
 
 /// Whoever owns a stream on an `H2UpstreamConnection`.
@@ -28,32 +27,41 @@ protocol H2UpstreamStream: AnyObject {
 }
 
 final class H1ToH2Bridge: H2UpstreamStream {
+    /// Everything one request changes.
+    struct State {
+        var method = HTTPHead.Method.get
+        var clientKeepAlive = true
+        var clientMinorVersion = 1
+        var requestBody = BodyMeter()
+        /// Body bytes went to the upstream stream (it cannot be opened again with nothing lost).
+        var bodyForwarded = false
+        var retried = false
+        var responseStarted = false
+        var responseEnded = false
+        /// The response goes to the client chunked (the upstream gave no length).
+        var chunked = false
+        var bodyless = false
+        var hasLength = false
+        var closeAfter = false
+        var status = 0
+        var responseBytes = 0
+        /// Response bytes written to the client but not yet acknowledged upstream.
+        var unacknowledged = 0
+        var startMs: Int64 = 0
+        var lastWriteMs: Int64 = 0
+        var isOver = false
+
+        var requestDone: Bool { requestBody.ended }
+    }
+
     unowned(unsafe) let downstream: HTTP1ServerConnection  // holds us while the exchange runs
     @exclusivity(unchecked) private var upstream: H2UpstreamConnection?
     @exclusivity(unchecked) private var upstreamID: Int32 = -1
     @exclusivity(unchecked) private var pool: UpstreamPool!
     @exclusivity(unchecked) private var options = ProxyOptions()
-    @exclusivity(unchecked) private var method = HTTPHead.Method.get
-    @exclusivity(unchecked) private var keepAlive = true
-    @exclusivity(unchecked) private var clientMinorVersion = 1
-    @exclusivity(unchecked) private var requestFraming = BodyFraming.none
-    @exclusivity(unchecked) private var requestRemaining = 0
-    @exclusivity(unchecked) private var requestDecoder = ChunkedDecoder()
-    @exclusivity(unchecked) private var requestDone = false
-    @exclusivity(unchecked) private var bodyForwarded = false
-    @exclusivity(unchecked) private var responseStarted = false
-    @exclusivity(unchecked) private var responseEnded = false
-    @exclusivity(unchecked) private var chunked = false
-    @exclusivity(unchecked) private var bodyless = false
-    @exclusivity(unchecked) private var hasLength = false
-    @exclusivity(unchecked) private var closeAfter = false
-    @exclusivity(unchecked) private var status = 0
-    @exclusivity(unchecked) private var responseBytes = 0
-    /// Response bytes written to the client but not yet acknowledged upstream.
-    @exclusivity(unchecked) private var unacknowledged = 0
-    @exclusivity(unchecked) private var startMs: Int64 = 0
-    @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
-    @exclusivity(unchecked) private var isOver = false
+    @exclusivity(unchecked) private var state = State()
+    /// The upstream header block, kept for a second `open` after REFUSED_STREAM (one bridge per request).
+    @exclusivity(unchecked) private var fields = H2HeaderList()
     static let queueLimit = 64 * 1024
 
     init(downstream: HTTP1ServerConnection) {
@@ -66,17 +74,12 @@ final class H1ToH2Bridge: H2UpstreamStream {
     func start(head: HTTPHead, headBytes: UnsafeRawBufferPointer, pool: UpstreamPool, options: ProxyOptions) {
         self.pool = pool
         self.options = options
-        startMs = downstream.context.startMs
-        lastWriteMs = startMs
-        method = head.methodKind
-        keepAlive = head.keepAlive && head.minorVersion >= 1
-        clientMinorVersion = head.minorVersion
-        requestFraming = head.requestFraming
-        switch requestFraming {
-        case .none, .untilClose, .length(0): requestDone = true
-        case .length(let n): requestRemaining = n
-        case .chunked: break
-        }
+        state.startMs = downstream.context.startMs
+        state.lastWriteMs = state.startMs
+        state.method = head.methodKind
+        state.clientKeepAlive = head.keepAlive && head.minorVersion >= 1
+        state.clientMinorVersion = head.minorVersion
+        state.requestBody.reset(head.requestFraming == .untilClose ? .none : head.requestFraming)
         armTimer()
         let connection: H2UpstreamConnection
         do {
@@ -89,9 +92,14 @@ final class H1ToH2Bridge: H2UpstreamStream {
         }
         H2Request.upstreamFields(
             head, bytes: headBytes, peerIP: downstream.peerIP, rewrite: options.rewrite, defaultHost: pool.hostBytes,
-            loop: loop, into: &connection.requestFields)
+            loop: loop, into: &fields)
         downstream.input!.moveReader(by: headBytes.count)
-        do { upstreamID = try connection.open(self, endStream: requestDone) } catch {
+        open(on: connection)
+    }
+
+    /// Opens the upstream stream with `fields` and starts the body.
+    private func open(on connection: H2UpstreamConnection) {
+        do { upstreamID = try connection.open(self, fields: fields, endStream: state.requestDone) } catch {
             connection.armIdle()
             fail(.badResponse)
             return
@@ -113,7 +121,7 @@ final class H1ToH2Bridge: H2UpstreamStream {
         do {
             if downstream.hasPendingOutput { try downstream.flush() }
             acknowledge()
-            if !requestDone {
+            if !state.requestDone {
                 try pumpRequest()
             } else if downstream.canRead && Socket.peerHasClosed(downstream.fd) {
                 abort()  // the client left (Go cancels the request)
@@ -124,53 +132,45 @@ final class H1ToH2Bridge: H2UpstreamStream {
     }
 
     func downstreamTimerFired() {
-        if isOver { return }
+        if state.isOver { return }
         let now = loop.nowMs
         if nextDeadlineMs <= now { timedOut() } else { armTimer() }
     }
 
     func downstreamClosed() {
         detach()
-        isOver = true
+        state.isOver = true
     }
 
     // MARK: - Request body
 
-    /// Moves body bytes from the client to the upstream stream while its queue has room.
+    /// A malformed request chunk, told apart from socket errors on the way out of `pumpRequest`.
+    private static let malformedBody = SysError(code: EPROTO, call: "chunked")
+
+    /// Moves body bytes from the client to the upstream stream (chunk framing stripped) while its queue has
+    /// room.
     private func pumpRequest() throws(SysError) {
-        guard let upstream, !requestDone else { return }
+        guard let upstream, !state.requestDone else { return }
         defer { upstream.writeOut() }
-        while !requestDone {
+        while !state.requestDone {
             // `requestPulled` resumes
             if upstream.session.queuedBytes(stream: upstreamID) >= Self.queueLimit { return }
             let input = downstream.inputBuffer()
             if !input.isEmpty {
                 let readable = input.readable
-                switch requestFraming {
-                case .length:
-                    let n = min(requestRemaining, readable.count)
-                    upstream.session.send(stream: upstreamID, UnsafeRawBufferPointer(rebasing: readable[0..<n]))
-                    input.moveReader(by: n)
-                    requestRemaining -= n
-                    if requestRemaining == 0 { requestDone = true }
-                case .chunked:
-                    let id = upstreamID
-                    let session = upstream.session!
-                    let taken: Int
-                    do {
-                        taken = try requestDecoder.consume(readable) { range in
-                            session.send(stream: id, UnsafeRawBufferPointer(rebasing: readable[range]))
-                        }
-                    } catch {
-                        throw SysError(code: EPROTO, call: "chunked")  // `requestFailed`: a 400
+                let id = upstreamID
+                let session = upstream.session!
+                let taken: Int
+                do {
+                    taken = try state.requestBody.decode(readable) { range in
+                        session.send(stream: id, UnsafeRawBufferPointer(rebasing: readable[range]))
                     }
-                    input.moveReader(by: taken)
-                    if requestDecoder.isDone { requestDone = true }
-                case .none, .untilClose:
-                    requestDone = true
+                } catch {
+                    throw Self.malformedBody  // `requestFailed`: a 400
                 }
-                bodyForwarded = true
-                if requestDone {
+                input.moveReader(by: taken)
+                state.bodyForwarded = true
+                if state.requestDone {
                     upstream.session.send(stream: upstreamID, UnsafeRawBufferPointer(start: nil, count: 0), end: true)
                     return
                 }
@@ -185,55 +185,67 @@ final class H1ToH2Bridge: H2UpstreamStream {
     }
 
     func requestPulled(_ count: Int) {
-        guard !requestDone, !isOver else { return }
+        guard !state.requestDone, !state.isOver else { return }
         do { try pumpRequest() } catch { requestFailed(error) }
     }
 
     // MARK: - Response
 
     func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
-        guard !isOver else { return }
+        guard !state.isOver else { return }
         if block.isTruncated {  // over our header limit: not passed on with fields missing
-            if responseStarted { truncate() } else { fail(.badResponse) }
+            if state.responseStarted { end(.truncated) } else { fail(.badResponse) }
             return
         }
         let output = downstream.outputBuffer()
         if isTrailers {
-            if chunked {
+            if state.chunked {
                 output.append("0\r\n")
                 for i in 0..<block.count { append(block, i, to: output) }
                 output.append("\r\n")
-                chunked = false  // the final chunk is written
+                state.chunked = false  // the final chunk is written
             }
             responseComplete()
             return
         }
         let code = H2Request.status(block)
-        if code < 200 {
-            if code != 101 && clientMinorVersion >= 1 {  // interim answers go to HTTP/1.1 clients as they are
-                writeStatusLine(code, output)
-                for i in 0..<block.count where block.name(i).first != 0x3A { append(block, i, to: output) }
-                output.append("\r\n")
-                flushDownstream()
-            }
+        switch InterimRule.classify(
+            status: code, clientTakesInterim: state.clientMinorVersion >= 1, upgradeRequested: false)
+        {
+        case .invalid, .switchProtocols:
+            // No status, or a 101 (HTTP/2 has no upgrade): a malformed response.
+            if state.responseStarted { end(.truncated) } else { fail(.badResponse) }
             return
+        case .forwardInterim:
+            writeStatusLine(code, output)
+            for i in 0..<block.count where block.name(i).first != 0x3A { append(block, i, to: output) }
+            output.append("\r\n")
+            flushDownstream()
+            return
+        case .dropInterim:
+            return
+        case .final:
+            break
         }
-        responseStarted = true
-        status = code
-        lastWriteMs = loop.nowMs
-        bodyless = method == .head || code == 204 || code == 304
-        hasLength = false
+        state.responseStarted = true
+        state.status = code
+        state.lastWriteMs = loop.nowMs
+        state.bodyless = state.method == .head || code == 204 || code == 304
+        state.hasLength = false
         writeStatusLine(code, output)
         for i in 0..<block.count where block.name(i).first != 0x3A {
-            if block.name(i).elementsEqual(H1ToH2Bridge.contentLength) { hasLength = true }
+            if block.name(i).elementsEqual(H1ToH2Bridge.contentLength) { state.hasLength = true }
             append(block, i, to: output)
         }
+        let hasBody = !state.hasLength && !state.bodyless && !endStream
         // No length: chunked for HTTP/1.1; an HTTP/1.0 client cannot read chunks, its body ends with the close.
-        chunked = !hasLength && !bodyless && !endStream && clientMinorVersion >= 1
-        if !hasLength && !bodyless && endStream { output.append("content-length: 0\r\n") }
-        if chunked { output.append("transfer-encoding: chunked\r\n") }
-        closeAfter = !keepAlive || loop.draining || (!hasLength && !bodyless && !endStream && !chunked)
-        output.append(closeAfter ? "connection: close\r\n\r\n" : "\r\n")
+        state.chunked = hasBody && state.clientMinorVersion >= 1
+        if !state.hasLength && !state.bodyless && endStream { output.append("content-length: 0\r\n") }
+        if state.chunked { output.append("transfer-encoding: chunked\r\n") }
+        state.closeAfter = ReuseRule.closesAfterResponse(
+            clientKeepAlive: state.clientKeepAlive, closeDelimited: hasBody && !state.chunked,
+            draining: loop.draining)
+        output.append(state.closeAfter ? "connection: close\r\n\r\n" : "\r\n")
         if endStream {
             responseComplete()
         } else {
@@ -242,21 +254,21 @@ final class H1ToH2Bridge: H2UpstreamStream {
     }
 
     func upstreamData(_ bytes: UnsafeRawBufferPointer) {
-        guard !isOver, responseStarted, !bodyless else {
+        guard !state.isOver, state.responseStarted, !state.bodyless else {
             upstream?.session.consume(stream: upstreamID, count: bytes.count)
             return
         }
         writeBody(bytes)
-        responseBytes += bytes.count
-        unacknowledged += bytes.count
-        lastWriteMs = loop.nowMs
+        state.responseBytes += bytes.count
+        state.unacknowledged += bytes.count
+        state.lastWriteMs = loop.nowMs
         flushDownstream()
-        if isOver { return }  // the client went away: the connection (and `downstream`) may be gone
+        if state.isOver { return }  // the client went away: the connection (and `downstream`) may be gone
         acknowledge()
     }
 
     func upstreamEnd() {
-        guard !isOver else { return }
+        guard !state.isOver else { return }
         responseComplete()
     }
 
@@ -264,35 +276,41 @@ final class H1ToH2Bridge: H2UpstreamStream {
         let stream = upstreamID
         upstream = nil
         upstreamID = -1
-        guard !isOver, !responseEnded else { return }
-        if responseStarted {
-            truncate()
-        } else {
-            fail(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream))
-        }
+        guard !state.isOver, !state.responseEnded else { return }
+        upstreamFailed(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream))
     }
 
-    /// No retry on another pool here, unlike `ProxyExchange`: the bridge serves the queue-proxy, whose one
-    /// upstream is the app (the activator speaks HTTP/1.1 to queue-proxies, never h2c-only).
+    /// The upstream failed before the response ended: `ReplayRule` says whether the stream is opened again
+    /// (REFUSED_STREAM: not processed); else 502, or a cut once the response started.
     func upstreamFailed(_ error: ProxyError) {
         upstream = nil
         upstreamID = -1
-        guard !isOver, !responseEnded else { return }
-        if responseStarted { truncate() } else { fail(error) }
+        guard !state.isOver, !state.responseEnded else { return }
+        let decision = ReplayRule.decide(
+            error.replayFailure(reusedConnection: false), responseBytesSeen: state.responseStarted,
+            heldWhole: !state.bodyForwarded, safe: false, retried: state.retried)
+        // A failed connect is not offered to the responder: the bridge serves the queue-proxy, whose one
+        // upstream is the app (the activator speaks HTTP/1.1 to queue-proxies, never h2c-only).
+        if decision == .samePool, let connection = try? pool.acquireH2() {
+            state.retried = true
+            open(on: connection)
+            return
+        }
+        if state.responseStarted { end(.truncated) } else { fail(error) }
     }
 
     /// Response bytes the client's socket took are acknowledged upstream, which may then send more.
     private func acknowledge() {
-        guard !isOver, unacknowledged > 0, downstream.outputRoom > 0, let upstream else { return }
-        upstream.session.consume(stream: upstreamID, count: unacknowledged)
-        unacknowledged = 0
+        guard !state.isOver, state.unacknowledged > 0, downstream.outputRoom > 0, let upstream else { return }
+        upstream.session.consume(stream: upstreamID, count: state.unacknowledged)
+        state.unacknowledged = 0
         upstream.writeOut()
     }
 
     /// Body bytes to the client, as one chunk when the response is chunked.
     private func writeBody(_ bytes: UnsafeRawBufferPointer) {
         let output = downstream.outputBuffer()
-        if chunked {
+        if state.chunked {
             output.append(hex: bytes.count)
             output.append("\r\n")
             output.append(bytes)
@@ -321,68 +339,51 @@ final class H1ToH2Bridge: H2UpstreamStream {
         output.append("\r\n")
     }
 
-    // MARK: - Endings
+    // MARK: - Endings (`ExchangeEnding`)
 
     private func responseComplete() {
-        if chunked { downstream.outputBuffer().append("0\r\n\r\n") }
-        responseEnded = true
-        isOver = true
+        if state.chunked { downstream.outputBuffer().append("0\r\n\r\n") }
+        state.responseEnded = true
+        end(.complete(closeAfter: state.closeAfter))
+    }
+
+    /// The one exit: the upstream stream is let go, the downstream carries the ending out.
+    private func end(_ ending: ExchangeEnding) {
+        guard !state.isOver else { return }
+        state.isOver = true
         detach()
-        downstream.endRequest(status: status, responseBytes: responseBytes)
-        downstream.exchangeFinished(reusable: !closeAfter && requestDone)
+        downstream.exchangeEnded(
+            ending, requestRead: state.requestDone, status: state.responseStarted ? state.status : 0,
+            responseBytes: state.responseBytes)
     }
 
     /// 502 with Go's error text (nothing of the response was sent).
     private func fail(_ error: ProxyError) {
-        isOver = true
-        detach()
-        let response = error.response(address: pool.config.address)
-        downstream.respondInstead(response, close: !requestDone)
-        downstream.endRequest(status: 502, responseBytes: response.body.count)
-        downstream.exchangeFinished(reusable: requestDone && keepAlive)
-    }
-
-    /// The response cannot be completed: the client gets what came, without the framing's end.
-    private func truncate() {
-        isOver = true
-        detach()
-        downstream.endRequest(status: status, responseBytes: responseBytes)
-        downstream.exchangeTruncated()
+        end(.answered(error.answer(address: pool.config.address)))
     }
 
     /// Reading the request body failed: a malformed chunk is answered 400 (`Connection: close`) if no response
     /// byte went out yet, and the upstream stream is reset; anything else (the client left) aborts.
     private func requestFailed(_ error: SysError) {
-        guard error.code == EPROTO, !responseStarted, !isOver else {
-            abort()
-            return
-        }
-        isOver = true
-        detach()
-        let response = LocalResponse.error(400, "400 Bad Request")
-        downstream.respondInstead(response, close: true)
-        downstream.endRequest(status: 400, responseBytes: response.body.count)
-        downstream.exchangeFinished(reusable: false)
+        guard error.code == Self.malformedBody.code, !state.responseStarted else { return abort() }
+        end(.answered(.error(400, HTTPParseError.badChunk.responseText)))
     }
 
-    private func abort() {
-        guard !isOver else { return }
-        isOver = true
-        detach()
-        downstream.endRequest(status: responseStarted ? status : 0, responseBytes: responseBytes)
-        downstream.exchangeAborted()
-    }
+    private func abort() { end(.aborted) }
 
     private func detach() {
-        if let upstream, upstreamID > 0 { upstream.forget(upstreamID, reset: !(responseEnded && requestDone)) }
+        if let upstream, upstreamID > 0 {
+            upstream.forget(upstreamID, reset: !(state.responseEnded && state.requestDone))
+        }
         upstream = nil
         upstreamID = -1
     }
 
-    // MARK: - Timeouts (spec §1.7, as `ProxyExchange`)
+    // MARK: - Timeouts (spec §1.7, `TimeoutRule`)
 
     private var nextDeadlineMs: Int64 {
-        options.nextDeadlineMs(startMs: startMs, lastWriteMs: lastWriteMs, responseStarted: responseStarted)
+        options.nextDeadlineMs(
+            startMs: state.startMs, lastWriteMs: state.lastWriteMs, responseStarted: state.responseStarted)
     }
 
     private func armTimer() {
@@ -390,24 +391,30 @@ final class H1ToH2Bridge: H2UpstreamStream {
         if deadline != .max { loop.schedule(downstream, at: deadline) }
     }
 
+    /// What the client's response can still take: whole chunks only are written, so a chunked response is
+    /// always at a chunk boundary.
+    private var responseTail: ResponseTail {
+        if !state.responseStarted { return .notStarted }
+        if state.chunked { return .chunked(atBoundary: true, finalChunkPassed: false) }
+        if state.closeAfter && !state.hasLength && !state.bodyless { return .closeDelimited }
+        return .fixed
+    }
+
     private func timedOut() {
-        if !responseStarted {
-            isOver = true
-            detach()
-            downstream.exchangeTimedOut(message: options.timeoutMessage)
-            return
-        }
-        // As upstream (spec §1.7): the text is appended and the response ends properly: the final chunk, or the
-        // close of a close-delimited body. A declared length (or no body) cannot take more bytes: cut and close.
-        let text = options.timeoutMessage
-        let bytes = UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)
-        if chunked {
-            detach()  // cancels the upstream stream (the response is not complete there)
-            writeBody(bytes)
+        let message = options.timeoutMessage
+        switch TimeoutRule.action(for: responseTail) {
+        case .gatewayTimeout:
+            end(.answered(TimeoutRule.gatewayTimeout(message)))
+        case .appendChunkAndEnd:
+            detach()  // cancels the upstream stream: its response is not complete there
+            TimeoutRule.appendChunkAndEnd(message, to: downstream.outputBuffer())
+            state.chunked = false  // the final chunk is written
             responseComplete()
-        } else {
-            if closeAfter && !hasLength && !bodyless { writeBody(bytes) }
-            truncate()
+        case .appendAndClose:
+            writeBody(TimeoutRule.bytes(message))
+            end(.complete(closeAfter: true))  // the close ends the body
+        case .endAsIs, .cut, .appendAndEndStream, .abortTunnel:
+            end(.truncated)
         }
     }
 

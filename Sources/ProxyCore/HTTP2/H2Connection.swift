@@ -345,10 +345,14 @@ final class H2UpstreamConnection: H2Connection {
 
     override var role: StaticString { "upstream" }
 
-    /// Opens a stream for `stream`. - Returns: the upstream stream id.
     /// Opens a stream for `stream` with the header block in `requestFields`. - Returns: the upstream stream id.
     func open(_ stream: H2UpstreamStream, endStream: Bool) throws(H2Error) -> Int32 {
-        let id = try session.submitRequest(requestFields, endStream: endStream)
+        try open(stream, fields: requestFields, endStream: endStream)
+    }
+
+    /// Opens a stream for `stream` with the header block `fields`. - Returns: the upstream stream id.
+    func open(_ stream: H2UpstreamStream, fields: H2HeaderList, endStream: Bool) throws(H2Error) -> Int32 {
+        let id = try session.submitRequest(fields, endStream: endStream)
         streams[id] = stream
         return id
     }

@@ -26,34 +26,48 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     @exclusivity(unchecked) var headBytes: [UInt8] = []
     @exclusivity(unchecked) var head = HTTPHead()
     @exclusivity(unchecked) var context = RequestContext()
-    /// The client ended its side (END_STREAM).
-    @exclusivity(unchecked) var requestComplete = false
-    @exclusivity(unchecked) private var requestTrailers: [H2Field]?
-    /// Body bytes received before an upstream stream exists (waiting in a queue): at most one stream window,
-    /// since they are not acknowledged until the upstream takes them.
-    @exclusivity(unchecked) private var backlog: [UInt8] = []
-    @exclusivity(unchecked) private var bodyForwarded = false
     @exclusivity(unchecked) private var upstream: H2UpstreamConnection?
     @exclusivity(unchecked) private var upstreamID: Int32 = -1
     @exclusivity(unchecked) private var pool: UpstreamPool?
     @exclusivity(unchecked) private var options = ProxyOptions()
-    @exclusivity(unchecked) private var responseStarted = false
-    /// The response declared its length: a timeout cannot append to it (the stream is reset, as HTTP/1 closes).
-    @exclusivity(unchecked) private var responseHasLength = false
-    @exclusivity(unchecked) private var responseEnded = false
-    @exclusivity(unchecked) private var status = 0
-    @exclusivity(unchecked) private var responseBytes = 0
-    @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
-    @exclusivity(unchecked) private var pendingDeadlineMs = Int64.max
-    /// A timed-out response: its text and END_STREAM are queued; a client that has not taken them within
-    /// `resetGraceMs` gets a reset instead (the stream would linger).
-    @exclusivity(unchecked) private var endingAfterTimeout = false
-    @exclusivity(unchecked) private var owesEnd = false
-    @exclusivity(unchecked) private var retriedRefused = false
-    /// Our END_STREAM went (or is queued) to the upstream stream.
-    @exclusivity(unchecked) private var requestEndForwarded = false
-    /// The receive window granted to the upstream stream: the response bytes it may make us hold.
-    @exclusivity(unchecked) private var responseWindow = 0
+    @exclusivity(unchecked) private var x = Exchange()
+
+    /// What one stream's exchange changes (one struct, one exclusivity exception; see `ProxyExchange`).
+    struct Exchange {
+        /// The client ended its side (END_STREAM).
+        var requestComplete = false
+        var requestTrailers: [H2Field]?
+        /// Body bytes received before an upstream stream exists (waiting in a queue): at most one stream
+        /// window, since they are not acknowledged until the upstream takes them.
+        var backlog: [UInt8] = []
+        var bodyForwarded = false
+        /// Our END_STREAM went (or is queued) to the upstream stream.
+        var requestEndForwarded = false
+        var responseStarted = false
+        /// The response declared its length: a timeout cannot append to it (the stream is reset, as HTTP/1
+        /// closes).
+        var responseHasLength = false
+        var responseEnded = false
+        var status = 0
+        var responseBytes = 0
+        var lastWriteMs: Int64 = 0
+        var pendingDeadlineMs = Int64.max
+        /// A timed-out response: its text and END_STREAM are queued; a client that has not taken them within
+        /// `resetGraceMs` gets a reset instead (the stream would linger).
+        var endingAfterTimeout = false
+        /// `requestEnded` is still owed to the responder.
+        var owesEnd = false
+        var retried = false
+        /// The receive window granted to the upstream stream: the response bytes it may make us hold.
+        var responseWindow = 0
+    }
+
+    /// The client ended its side (END_STREAM).
+    var requestComplete: Bool {
+        get { x.requestComplete }
+        set { x.requestComplete = newValue }
+    }
+
     /// A response stream's window when budgets allow (the RFC's default window).
     static let responseWindowTarget = 65_535
     /// The window a stream whose client reads gets even when the budgets are spent (no stream starves).
@@ -72,7 +86,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// Writes the header block as an HTTP/1.1 head for the responder. - Returns: false if answered (400/431).
     func prepare(block: H2HeaderBlock) -> Bool {
         guard !block.isTruncated, let bytes = H2Request.head(from: block, limit: connection.config.maxHeadLength) else {
-            respond(.error(431, "431 Request Header Fields Too Large"))
+            respond(.error(431, HTTPParseError.headTooLarge.responseText))
             return false
         }
         return prepare(head: bytes)
@@ -96,9 +110,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         parsed.connectionUpgrade = false  // stream 1 of an `Upgrade: h2c` still says so; no HTTP/2 request upgrades
         head = parsed
         if let error = failure {
-            respond(
-                error.status == 431
-                    ? .error(431, "431 Request Header Fields Too Large") : .error(400, "400 Bad Request"))
+            respond(.error(error.status, error.responseText))  // the HTTP/1 server's texts
             return false
         }
         return true
@@ -108,10 +120,10 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     func begin() {
         context.startMs = loop.nowMs
         context.ticket = 1
-        owesEnd = true
+        x.owesEnd = true
         let disposition = headBytes.withUnsafeBytes { raw in
             var view = RequestView(bytes: raw, head: head, peer: connection.peer, handle: self)
-            view.pendingBodyLimit = requestComplete ? 0 : Int(H2ServerConnection.initialWindowSize)
+            view.pendingBodyLimit = x.requestComplete ? 0 : Int(H2ServerConnection.initialWindowSize)
             return connection.responder.dispose(view)
         }
         apply(disposition)
@@ -133,14 +145,14 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
 
     func resume(_ disposition: Disposition) {
         guard state == .pending else { return }
-        pendingDeadlineMs = .max
+        x.pendingDeadlineMs = .max
         loop.cancel(self)
         apply(disposition)
         connection.writeOut()
     }
 
     func armDeadline(atMs: Int64) {
-        pendingDeadlineMs = atMs
+        x.pendingDeadlineMs = atMs
         loop.schedule(self, at: atMs)
     }
 
@@ -149,9 +161,9 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// Answers with `response`; a request body still arriving is acknowledged and dropped.
     private func respond(_ response: LocalResponse) {
         state = .local
-        responseStarted = true
-        status = response.status
-        responseBytes = response.body.count
+        x.responseStarted = true
+        x.status = response.status
+        x.responseBytes = response.body.count
         let bodyless = response.body.isEmpty || head.methodKind == .head
         do {
             try session.submitResponse(stream: id, response.h2Fields(), endStream: bodyless)
@@ -159,19 +171,19 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         } catch {
             session.reset(stream: id, code: .internalError)
         }
-        responseEnded = true
-        if !backlog.isEmpty {
-            session.consume(stream: id, count: backlog.count)
-            backlog = []
+        x.responseEnded = true
+        if !x.backlog.isEmpty {
+            session.consume(stream: id, count: x.backlog.count)
+            x.backlog = []
         }
-        if !requestComplete { session.resetWhenResponseEnds(stream: id) }
+        if !x.requestComplete { session.resetWhenResponseEnds(stream: id) }
     }
 
     /// The response is complete on our side: a request body still coming is refused (RST_STREAM NO_ERROR once
     /// the response is out), as Go's server does, so the stream (and its slot) does not linger.
     private func responseFinished() {
-        responseEnded = true
-        if !requestComplete { session.resetWhenResponseEnds(stream: id) }
+        x.responseEnded = true
+        if !x.requestComplete { session.resetWhenResponseEnds(stream: id) }
     }
 
     // MARK: - Proxying
@@ -180,7 +192,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         self.pool = pool
         self.options = options
         state = .proxying
-        lastWriteMs = context.startMs
+        x.lastWriteMs = context.startMs
         armTimer()
         let upstream: H2UpstreamConnection
         do {
@@ -198,7 +210,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
                 head, bytes: raw, peerIP: connection.peerIP, rewrite: options.rewrite, defaultHost: pool.hostBytes,
                 loop: loop, into: &upstream.requestFields)
         }
-        let bodyless = requestComplete && backlog.isEmpty && requestTrailers == nil
+        let bodyless = x.requestComplete && x.backlog.isEmpty && x.requestTrailers == nil
         do {
             upstreamID = try upstream.open(self, endStream: bodyless)
         } catch {
@@ -207,14 +219,14 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             return
         }
         self.upstream = upstream
-        requestEndForwarded = requestComplete
+        x.requestEndForwarded = x.requestComplete
         grantResponseWindow(upTo: min(Self.responseWindowTarget, session.sendWindow(stream: id)))
         if !bodyless {
-            backlog.withUnsafeBytes {
-                upstream.session.send(stream: upstreamID, $0, end: requestComplete, trailers: requestTrailers)
+            x.backlog.withUnsafeBytes {
+                upstream.session.send(stream: upstreamID, $0, end: x.requestComplete, trailers: x.requestTrailers)
             }
-            bodyForwarded = !backlog.isEmpty
-            backlog = []
+            x.bodyForwarded = !x.backlog.isEmpty
+            x.backlog = []
         }
         upstream.writeOut()
     }
@@ -222,12 +234,12 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// Client body bytes.
     func requestData(_ bytes: UnsafeRawBufferPointer) {
         switch state {
-        case .proxying where upstream != nil && !responseEnded:
+        case .proxying where upstream != nil && !x.responseEnded:
             upstream!.session.send(stream: upstreamID, bytes)
-            bodyForwarded = true
+            x.bodyForwarded = true
             upstream!.writeOut()
         case .starting, .pending:
-            backlog.append(contentsOf: bytes)
+            x.backlog.append(contentsOf: bytes)
         case .proxying, .local, .done:
             // Nobody will read it (the upstream stream is gone, or the response is complete): acknowledge, drop.
             session.consume(stream: id, count: bytes.count)
@@ -236,14 +248,14 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
 
     /// The client's END_STREAM (with trailers, if it sent any).
     func requestEnd(trailers: [H2Field]?) {
-        requestComplete = true
-        requestTrailers = trailers
+        x.requestComplete = true
+        x.requestTrailers = trailers
         // After the response ended the rest of the body was dropped: an END_STREAM now would present a cut body
         // as whole (the upstream stream is reset when this one closes instead).
-        if state == .proxying, !responseEnded, let upstream {
+        if state == .proxying, !x.responseEnded, let upstream {
             upstream.session.send(
                 stream: upstreamID, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers)
-            requestEndForwarded = true
+            x.requestEndForwarded = true
             upstream.writeOut()
         }
     }
@@ -256,32 +268,32 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
 
     /// The client's windows let the response go on and nothing is queued: the upstream may send more.
     func responseWanted() {
-        if responseWindow < Self.responseWindowTarget { grantResponseWindow(upTo: Self.responseWindowTarget) }
+        if x.responseWindow < Self.responseWindowTarget { grantResponseWindow(upTo: Self.responseWindowTarget) }
     }
 
     /// Raises the upstream stream's window towards `wanted`, within this connection's and this loop's budgets
     /// (but to at least `minimumResponseWindow`).
     private func grantResponseWindow(upTo wanted: Int) {
-        guard let upstream, upstreamID > 0, wanted > responseWindow, !responseEnded else { return }
+        guard let upstream, upstreamID > 0, wanted > x.responseWindow, !x.responseEnded else { return }
         let budget = connection.windowBudget!
         let free = min(
             H2ServerConnection.responseWindowBudget - connection.responseWindows,
             H2WindowBudget.perLoop - budget.granted)
-        let size = min(wanted, max(responseWindow + free, Self.minimumResponseWindow))
-        guard size > responseWindow else { return }
-        connection.responseWindows += size - responseWindow
-        budget.granted += size - responseWindow
-        responseWindow = size
+        let size = min(wanted, max(x.responseWindow + free, Self.minimumResponseWindow))
+        guard size > x.responseWindow else { return }
+        connection.responseWindows += size - x.responseWindow
+        budget.granted += size - x.responseWindow
+        x.responseWindow = size
         upstream.session.setWindow(stream: upstreamID, size)
         upstream.writeOut()
     }
 
     /// The upstream stream is gone: its window goes back to the budgets.
     private func releaseResponseWindow() {
-        guard responseWindow > 0 else { return }
-        connection.responseWindows -= responseWindow
-        connection.windowBudget.granted -= responseWindow
-        responseWindow = 0
+        guard x.responseWindow > 0 else { return }
+        connection.responseWindows -= x.responseWindow
+        connection.windowBudget.granted -= x.responseWindow
+        x.responseWindow = 0
     }
 
     /// The downstream session framed `count` response bytes: the upstream may send that much more.
@@ -305,15 +317,21 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             return
         }
         let code = H2Request.status(block)
-        if code < 200 {
+        switch InterimRule.classify(status: code, clientTakesInterim: true, upgradeRequested: false) {
+        case .invalid, .switchProtocols:
+            fail(.badResponse)  // no status, or a 101 (HTTP/2 has no upgrade)
+            return
+        case .forwardInterim, .dropInterim:
             try? session.submitInformational(stream: id, block)
             connection.writeOut()
             return
+        case .final:
+            break
         }
-        responseStarted = true
-        responseHasLength = block.value(of: "content-length") != nil
-        status = code
-        lastWriteMs = loop.nowMs
+        x.responseStarted = true
+        x.responseHasLength = block.value(of: "content-length") != nil
+        x.status = code
+        x.lastWriteMs = loop.nowMs
         // The upstream's block goes on as it is: nghttp2 already refused connection-specific fields in it.
         do { try session.submitResponse(stream: id, block, endStream: endStream) } catch {
             session.reset(stream: id, code: .internalError)
@@ -328,8 +346,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             return
         }
         session.send(stream: id, bytes)
-        responseBytes += bytes.count
-        lastWriteMs = loop.nowMs
+        x.responseBytes += bytes.count
+        x.lastWriteMs = loop.nowMs
         connection.writeOut()
     }
 
@@ -346,47 +364,68 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         upstream = nil
         upstreamID = -1
         releaseResponseWindow()
-        guard state == .proxying, !responseEnded else { return }
-        if !responseStarted && code == .refusedStream && !bodyForwarded && !retriedRefused, let pool {
-            // REFUSED_STREAM: the upstream did not process it (a GOAWAY, its stream limit). Go's transport
-            // retries such requests; so do we, once, on a connection that still takes streams.
-            retriedRefused = true
-            proxy(to: pool, options: options)
-            connection.writeOut()
-        } else if !responseStarted {
-            fail(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream))
-        } else {
+        guard state == .proxying, !x.responseEnded else { return }
+        if x.responseStarted {
+            // The client's stream carries the upstream's reason (a clean close mid-body is an internal error).
             session.reset(stream: id, code: code == .noError ? .internalError : code)
+            state = .local
             connection.writeOut()
+            return
         }
+        upstreamFailed(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream))
     }
 
-    /// The upstream connection failed (refused, reset, closed) with this stream on it.
+    /// The upstream failed before the response ended: `ReplayRule` says whether the request goes again (a
+    /// refused stream: once, on a connection that still takes streams; a failed connect: wherever the
+    /// responder says, e.g. the activator's next pod); else 502, or a cut once the response started.
     func upstreamFailed(_ error: ProxyError) {
         upstream = nil
         upstreamID = -1
         releaseResponseWindow()
-        guard state == .proxying, !responseEnded else { return }
-        if !responseStarted, case .connect = error, !bodyForwarded, let pool,
-            let next = connection.responder.connectFailed(self, pool: pool)
-        {
-            apply(next)  // nothing reached the upstream: another one may take it (the activator's next pod)
-        } else {
-            fail(error)
+        guard state == .proxying, !x.responseEnded else { return }
+        let decision = ReplayRule.decide(
+            error.replayFailure(reusedConnection: false), responseBytesSeen: x.responseStarted,
+            heldWhole: !x.bodyForwarded, safe: false, retried: x.retried)
+        switch decision {
+        case .samePool:
+            if let pool {
+                x.retried = true
+                proxy(to: pool, options: options)
+                connection.writeOut()
+                return
+            }
+        case .askResponder:
+            if let pool, let next = connection.responder.connectFailed(self, pool: pool) {
+                apply(next)
+                connection.writeOut()
+                return
+            }
+        case .none:
+            break
         }
+        fail(error)
         connection.writeOut()
     }
 
     /// Answers 502 with Go's error text, or cuts a started response.
     private func fail(_ error: ProxyError) {
+        if x.responseStarted { return end(.truncated) }
+        Log.debug("h2 upstream failed: \(error) → 502")
+        end(.answered(error.answer(address: pool?.config.address ?? connection.peer)))
+    }
+
+    /// The one exit of a proxied stream that does not simply complete (`ExchangeEnding` on HTTP/2).
+    private func end(_ ending: ExchangeEnding) {
         detachUpstream()
-        if responseStarted {
+        switch ending {
+        case .answered(let response):
+            respond(response)
+        case .truncated, .aborted:
             state = .local
             session.reset(stream: id, code: .internalError)
-            return
+        case .complete:
+            responseFinished()
         }
-        Log.debug("h2 upstream failed: \(error) → 502")
-        respond(error.response(address: pool?.config.address ?? connection.peer))
     }
 
     private func detachUpstream() {
@@ -398,7 +437,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
             let unsent = upstream.session.queuedBytes(stream: upstreamID)
             if unsent > 0 && state != .done { session.consume(stream: id, count: unsent) }
             // No reset only for an exchange complete both ways, closing on its own.
-            upstream.forget(upstreamID, reset: !(responseEnded && requestEndForwarded && unsent == 0))
+            upstream.forget(upstreamID, reset: !(x.responseEnded && x.requestEndForwarded && unsent == 0))
         }
         upstream = nil
         upstreamID = -1
@@ -408,7 +447,8 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     // MARK: - Timeouts (spec §1.7)
 
     private var nextDeadlineMs: Int64 {
-        options.nextDeadlineMs(startMs: context.startMs, lastWriteMs: lastWriteMs, responseStarted: responseStarted)
+        options.nextDeadlineMs(
+            startMs: context.startMs, lastWriteMs: x.lastWriteMs, responseStarted: x.responseStarted)
     }
 
     private func armTimer() {
@@ -419,17 +459,17 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     override func timerFired(nowMs: Int64) {
         switch state {
         case .pending:
-            if nowMs >= pendingDeadlineMs {
-                pendingDeadlineMs = .max
+            if nowMs >= x.pendingDeadlineMs {
+                x.pendingDeadlineMs = .max
                 connection.responder.pendingExpired(self)
             } else {
-                loop.schedule(self, at: pendingDeadlineMs)
+                loop.schedule(self, at: x.pendingDeadlineMs)
             }
         case .proxying:
-            if responseEnded { return }
+            if x.responseEnded { return }
             if nextDeadlineMs <= nowMs { timedOut() } else { armTimer() }
-        case .local where endingAfterTimeout:
-            endingAfterTimeout = false
+        case .local where x.endingAfterTimeout:
+            x.endingAfterTimeout = false
             session.reset(stream: id, code: .internalError)  // the END_STREAM has not left in time
         case .starting, .local, .done:
             return
@@ -441,37 +481,37 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// upstream's Go server does (spec §1.7: the client reads a complete response). The upstream stream is
     /// cancelled either way.
     private func timedOut() {
-        detachUpstream()
-        if !responseStarted {
-            respond(.text(504, String(describing: options.timeoutMessage)))
-            return
-        }
-        state = .local
-        if responseHasLength {
-            // A declared length cannot take the text (Go's write fails too): the stream is cut, not ended short.
-            session.reset(stream: id, code: .internalError)
+        // A declared length, or a response without body (HEAD, 204, 304), cannot take the text.
+        let fixed = x.responseHasLength || head.methodKind == .head || x.status == 204 || x.status == 304
+        let tail: ResponseTail = !x.responseStarted ? .notStarted : fixed ? .fixed : .stream
+        switch TimeoutRule.action(for: tail) {
+        case .gatewayTimeout:
+            end(.answered(TimeoutRule.gatewayTimeout(options.timeoutMessage)))
+        case .appendAndEndStream:
+            detachUpstream()
+            state = .local
+            session.send(stream: id, TimeoutRule.bytes(options.timeoutMessage), end: true)
+            responseFinished()
+            x.endingAfterTimeout = true
+            // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not
+            // take the end of the response gets a reset after a grace period.
+            endRequest()
+            loop.schedule(self, at: loop.nowMs + Self.resetGraceMs)
+        case .cut, .endAsIs, .appendChunkAndEnd, .appendAndClose, .abortTunnel:
+            end(.truncated)  // a declared length cannot take the text (Go's write fails too): cut, not ended short
             endRequest()
             connection.writeOut()
-            return
         }
-        let text = options.timeoutMessage
-        session.send(
-            stream: id, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount), end: true)
-        responseFinished()
-        endingAfterTimeout = true
-        // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not take
-        // the end of the response gets a reset after a grace period.
-        endRequest()
-        loop.schedule(self, at: loop.nowMs + Self.resetGraceMs)
     }
 
     /// How long a timed-out stream's last bytes may take to leave before the stream is reset regardless.
     static let resetGraceMs: Int64 = 10_000
 
     private func endRequest() {
-        guard owesEnd else { return }
-        owesEnd = false
-        connection.responder.requestEnded(self, status: responseStarted ? status : 0, responseBytes: responseBytes)
+        guard x.owesEnd else { return }
+        x.owesEnd = false
+        connection.responder.requestEnded(
+            self, status: x.responseStarted ? x.status : 0, responseBytes: x.responseBytes)
     }
 
     // MARK: - End
@@ -483,7 +523,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         state = .done
         loop.cancel(self)
         detachUpstream()
-        backlog = []
+        x.backlog = []
         if wasPending { connection.responder.pendingCancelled(self) }
         endRequest()
     }

@@ -125,7 +125,7 @@ public protocol HTTPResponder: AnyObject {
 
 extension HTTPResponder {
     public func pendingExpired(_ request: RequestHandle) {
-        request.resume(.respond(.text(504, String(describing: request.context.options.timeoutMessage))))
+        request.resume(.respond(TimeoutRule.gatewayTimeout(request.context.options.timeoutMessage)))
     }
     public func pendingCancelled(_ request: RequestHandle) {}
     public func requestEnded(_ request: RequestHandle, status: Int, responseBytes: Int) {}
@@ -218,13 +218,18 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     @exclusivity(unchecked) var state = State.head
     @exclusivity(unchecked) var parser: HTTP1Parser
     @exclusivity(unchecked) var head = HTTPHead()
-    @exclusivity(unchecked) private var exchangeStorage: ProxyExchange?
-    /// The running exchange when it goes to an h2c-only upstream (then `exchangeStorage` is idle).
-    @exclusivity(unchecked) private var bridge: H1ToH2Bridge?
+    /// The running exchange, by upstream kind (an h2c-only upstream takes the bridge).
+    private enum ActiveExchange {
+        case none
+        case http1(ProxyExchange)
+        case h2c(H1ToH2Bridge)
+    }
+    @exclusivity(unchecked) private var active = ActiveExchange.none
+    /// The HTTP/1 exchange object, kept from request to request (the common case allocates nothing).
+    @exclusivity(unchecked) private var http1Exchange: ProxyExchange?
     @exclusivity(unchecked) private var isDriving = false
     /// Body skipping after a local answer.
-    @exclusivity(unchecked) private var discardRemaining = 0
-    @exclusivity(unchecked) private var discardDecoder: ChunkedDecoder?
+    @exclusivity(unchecked) private var discarded = BodyMeter()
     @exclusivity(unchecked) var context = RequestContext()
     /// Length of the head at the front of the input while `.pending`.
     @exclusivity(unchecked) private var pendingHeadLength = 0
@@ -267,7 +272,11 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                 loop.schedule(self, at: pendingDeadlineMs)
             }
         case .exchange:
-            if let bridge { bridge.downstreamTimerFired() } else { exchangeStorage?.downstreamTimerFired() }
+            switch active {
+            case .http1(let exchange): exchange.downstreamTimerFired()
+            case .h2c(let bridge): bridge.downstreamTimerFired()
+            case .none: break
+            }
         }
     }
 
@@ -276,7 +285,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         case .head:
             if (input?.isEmpty ?? true) && !hasPendingOutput { close() }
         case .exchange:
-            exchangeStorage?.drainStarted()  // only tunnels care, and tunnels never take the h2c bridge
+            // Only tunnels care, and tunnels never take the h2c bridge.
+            if case .http1(let exchange) = active { exchange.drainStarted() }
         default:
             break  // the current request finishes; the keep-alive decision sees `loop.draining`
         }
@@ -285,7 +295,12 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     override func didClose() {
         switch state {
         case .exchange:
-            if let bridge { bridge.downstreamClosed() } else { exchangeStorage?.downstreamClosed() }
+            switch active {
+            case .http1(let exchange): exchange.downstreamClosed()
+            case .h2c(let bridge): bridge.downstreamClosed()
+            case .none: break
+            }
+            active = .none
         case .pending: responder.pendingCancelled(self)
         default: break
         }
@@ -361,7 +376,11 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
                     }
                     return
                 case .exchange:
-                    if let bridge { bridge.downstreamReady() } else { exchangeStorage!.downstreamReady() }
+                    switch active {
+                    case .http1(let exchange): exchange.downstreamReady()
+                    case .h2c(let bridge): bridge.downstreamReady()
+                    case .none: break
+                    }
                     if state == .exchange { return }
                 case .discarding:
                     try flush()  // the answer goes out while we skip the body
@@ -478,15 +497,7 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
             let keepAlive = head.keepAlive && !loop.draining && !head.expectsContinue
             response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: !keepAlive)
             input!.moveReader(by: bytes.count)
-            switch head.requestFraming {
-            case .none, .untilClose:
-                discardRemaining = 0
-                discardDecoder = nil
-            case .length(let n):
-                discardRemaining = n
-                discardDecoder = nil
-            case .chunked: discardDecoder = ChunkedDecoder()
-            }
+            discarded.reset(head.requestFraming == .untilClose ? .none : head.requestFraming)
             state = keepAlive ? .discarding : .closing
             // A client that stops sending its body (or reading our answer) is not kept forever.
             loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
@@ -494,13 +505,13 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         case .proxy(let pool, let options) where pool.config.speaksH2c && !head.isUpgrade:
             // Upgrades (websockets) stay HTTP/1.1: h2c servers such as Go's h2c handler take both.
             let bridge = H1ToH2Bridge(downstream: self)
-            self.bridge = bridge
+            active = .h2c(bridge)
             state = .exchange
             bridge.start(head: head, headBytes: bytes, pool: pool, options: options)
         case .proxy(let pool, let options):
-            bridge = nil
-            let exchange = exchangeStorage ?? ProxyExchange(downstream: self)
-            exchangeStorage = exchange
+            let exchange = http1Exchange ?? ProxyExchange(downstream: self)
+            http1Exchange = exchange
+            active = .http1(exchange)
             state = .exchange
             exchange.start(head: head, headBytes: bytes, pool: pool, options: options)
         case .pending:
@@ -563,23 +574,13 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
     private func discardBody() throws(SysError) -> Bool {
         while true {
             let buffer = inputBuffer()
-            if !buffer.isEmpty {
-                if var decoder = discardDecoder {
-                    let n: Int
-                    do { n = try decoder.consume(buffer.readable) { _ in } } catch {
-                        state = .closing
-                        return true
-                    }
-                    buffer.moveReader(by: n)
-                    discardDecoder = decoder
-                    if decoder.isDone { discardDecoder = nil }
-                } else {
-                    let n = min(discardRemaining, buffer.readableCount)
-                    buffer.moveReader(by: n)
-                    discardRemaining -= n
+            if !buffer.isEmpty && !discarded.ended {
+                do { buffer.moveReader(by: try discarded.measure(buffer.readable)) } catch {
+                    state = .closing
+                    return true
                 }
             }
-            if discardDecoder == nil && discardRemaining == 0 {
+            if discarded.ended {
                 state = .head
                 loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
                 return true
@@ -608,10 +609,37 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         state = .closing
     }
 
+    /// Carries out how an exchange on this connection ended: the one place an HTTP/1 exchange's ending (any
+    /// upstream kind) becomes the connection's next state. `requestRead`: the request was read to its end;
+    /// `status` and `responseBytes` are reported to the responder (a local answer reports its own).
+    func exchangeEnded(_ ending: ExchangeEnding, requestRead: Bool, status: Int, responseBytes: Int) {
+        switch ending {
+        case .complete(let closeAfter):
+            endRequest(status: status, responseBytes: responseBytes)
+            exchangeFinished(reusable: ReuseRule.continues(requestRead: requestRead, closeAfter: closeAfter))
+        case .answered(let response):
+            // Unread request bytes would be taken for the next request: without them read, the answer closes.
+            let closeAfter =
+                !requestRead
+                || ReuseRule.closesAfterResponse(
+                    clientKeepAlive: head.keepAlive && head.minorVersion >= 1, closeDelimited: false,
+                    draining: loop.draining)
+            respondInstead(response, close: closeAfter)
+            endRequest(status: response.status, responseBytes: response.body.count)
+            exchangeFinished(reusable: !closeAfter)
+        case .truncated:
+            endRequest(status: status, responseBytes: responseBytes)
+            exchangeTruncated()
+        case .aborted:
+            endRequest(status: status, responseBytes: responseBytes)
+            exchangeAborted()
+        }
+    }
+
     /// The exchange is over. `reusable`: the request and response were both complete and framed.
-    func exchangeFinished(reusable: Bool) {
+    private func exchangeFinished(reusable: Bool) {
         guard state == .exchange else { return }
-        bridge = nil
+        active = .none
         if reusable && !loop.draining {
             state = .head
             loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
@@ -622,33 +650,25 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         drive()
     }
 
-    /// The exchange gave up on this connection (client gone, truncated response): close now.
-    func exchangeAborted() {
-        bridge = nil
+    /// The exchange gave up on this connection (client gone): close now.
+    private func exchangeAborted() {
+        active = .none
         state = .lingering  // keeps didClose from calling back into the exchange
         close()
     }
 
     /// The response cannot be completed: deliver what was sent so far, then close without completing the
     /// framing, so that the client sees the truncation instead of a response that looks whole.
-    func exchangeTruncated() {
+    private func exchangeTruncated() {
         guard state == .exchange else { return }
-        bridge = nil
+        active = .none
         state = .closing
         input?.clear()
         drive()
     }
 
-    /// The request timed out before any response byte (spec §1.7): 504 with `message`; the connection closes.
-    func exchangeTimedOut(message: StaticString) {
-        let response = LocalResponse.text(504, String(describing: message))
-        respondInstead(response, close: true)
-        endRequest(status: 504, responseBytes: response.body.count)
-        exchangeFinished(reusable: false)
-    }
-
     /// Writes a local answer in place of the upstream's response.
-    func respondInstead(_ response: LocalResponse, close: Bool) {
+    private func respondInstead(_ response: LocalResponse, close: Bool) {
         response.write(into: outputBuffer(), headOnly: head.methodKind == .head, close: close)
     }
 }

@@ -1,37 +1,13 @@
-// One request/response exchange between a downstream connection and an upstream connection (HAProxy's
-// "stream"). It moves head and body bytes both ways with backpressure, decides reuse, and turns failures
-// into answers. The HTTP/1 specifics (head rewriting, chunk walking) sit in `HeadRewriter` and the codec.
-// Exclusivity: stored properties here are marked `@exclusivity(unchecked)`. They are confined to one loop thread
-// and only ever touched by short, non-overlapping reads and writes, so the dynamic check (a TLS lookup and an
-// access-set insert per access, ~8 % of the proxy's CPU when measured) buys nothing. STYLE.md forbids the
-// module-wide `-enforce-exclusivity=unchecked`; this per-property exception is the documented alternative.
+// One request/response exchange between an HTTP/1 downstream connection and an HTTP/1 upstream connection
+// (HAProxy's "stream"). It moves head and body bytes both ways with backpressure over the sockets. What it
+// decides is decided in `Exchange/` once for every exchange kind (this one, the h2c bridge and HTTP/2 streams):
+// the timeout rule, the replay rule, the endings and reuse, interim heads, body framing (`BodyMeter`).
+// Exclusivity: the exchange's mutable state is one struct (`state`) in one `@exclusivity(unchecked)` property.
+// It is confined to one loop thread and only touched by short, non-overlapping accesses, so the dynamic check
+// (a TLS lookup and an access-set insert per access, ~8 % of the proxy's CPU when measured) buys nothing.
+// STYLE.md forbids the module-wide `-enforce-exclusivity=unchecked`; this per-property exception is the
+// documented alternative.
 import Glibc
-
-/// The proxy's domain errors; `ProxyError.response` is the one place that maps them to answers.
-enum ProxyError: Error {
-    case connect(SysError)
-    case upstreamClosed
-    case upstreamIO(SysError)
-    case badResponse
-    /// An HTTP/2 upstream reset the stream before answering.
-    case streamReset(code: H2ErrorCode, stream: Int32)
-
-    /// Go's error text, as Knative's error handler writes it into the 502 body.
-    func response(address: SocketAddress) -> LocalResponse {
-        switch self {
-        case .connect(let error):
-            return .error(502, "dial tcp \(address): connect: \(SysError.text(error.code))")
-        case .upstreamClosed:
-            return .error(502, "EOF")
-        case .upstreamIO(let error):
-            return .error(502, "read tcp \(address): \(SysError.text(error.code))")
-        case .badResponse:
-            return .error(502, "malformed HTTP response")
-        case .streamReset(let code, let stream):
-            return .error(502, "stream error: stream ID \(stream); \(code.name); received from peer")
-        }
-    }
-}
 
 /// The exchange. One instance per downstream connection, reused for every request on it.
 ///
@@ -44,56 +20,66 @@ enum ProxyError: Error {
 final class ProxyExchange {
     enum Phase { case idle, awaitingHead, body, tunnel, done }
 
+    /// Everything one request changes, replaced in one store when the next request starts.
+    struct State {
+        var phase = Phase.idle
+        var startMs: Int64 = 0
+        /// The last write to the client (the idle timeout's clock).
+        var lastWriteMs: Int64 = 0
+        /// When a drain started while this exchange was a tunnel: the tunnel's last moment (Knative: 60 s).
+        var tunnelDrainDeadlineMs = Int64.max
+
+        // Request side
+        var method = HTTPHead.Method.get
+        var clientMinorVersion = 1
+        var clientKeepAlive = true
+        var isUpgradeRequest = false
+        var requestBody = BodyMeter()
+        /// Verified body bytes at the front of the downstream input not yet taken by the upstream.
+        var requestPending = 0
+        /// The whole request (head and body) went to the upstream's connection.
+        var requestDone = false
+        var downstreamEOF = false
+
+        // Response side
+        var responseBody = BodyMeter()
+        /// Verified body bytes at the front of the upstream input not yet taken by the client.
+        var responsePending = 0
+        /// HTTP/1.0 client, chunked response: the payload goes down without the chunk framing.
+        var dechunk = false
+        var responseStarted = false
+        var responseBytesSeen = false
+        var closeDownstreamAfter = false
+        var upstreamKeepAlive = true
+        var responseStatus = 0
+        var responseBytes = 0
+
+        // Replay (`ReplayRule`)
+        /// Bytes of a complete request still intact at the front of the upstream output buffer (0 = not held
+        /// whole): what a replay sends.
+        var replayLength = 0
+        var replaySafe = false
+        var retried = false
+
+        // Tunnel
+        var upstreamEOF = false
+        /// A FIN to pass on once the queued bytes ahead of it are written.
+        var upstreamShutdownOwed = false
+        var downstreamShutdownOwed = false
+
+        /// The request was read to its end (nothing of it is left in the client's input).
+        var requestRead: Bool { requestDone || (requestBody.ended && requestPending == 0) }
+    }
+
     unowned(unsafe) let downstream: HTTP1ServerConnection  // owns us
     @exclusivity(unchecked) var upstream: UpstreamConnection?
     /// Strong for the same reason as `UpstreamConnection.pool`; dropped when the exchange ends.
     @exclusivity(unchecked) var pool: UpstreamPool!
-    @exclusivity(unchecked) var phase = Phase.idle
-
-    // Request side
-    @exclusivity(unchecked) private var method = HTTPHead.Method.get
-    @exclusivity(unchecked) private var requestFraming = BodyFraming.none
-    @exclusivity(unchecked) private var requestRemaining = 0
-    @exclusivity(unchecked) private var requestDecoder = ChunkedDecoder()
-    /// Verified body bytes at the front of the downstream input not yet taken by the upstream.
-    @exclusivity(unchecked) private var requestPending = 0
-    @exclusivity(unchecked) private var requestBodyEnded = false
-    @exclusivity(unchecked) private var requestDone = false
-    @exclusivity(unchecked) private var downstreamKeepAlive = true
-    @exclusivity(unchecked) private var isUpgradeRequest = false
-    @exclusivity(unchecked) private var clientMinorVersion = 1
-
-    // Response side
+    @exclusivity(unchecked) private var state = State()
+    @exclusivity(unchecked) private var options = ProxyOptions()
+    // The response parser and head keep their storage from request to request.
     @exclusivity(unchecked) private var responseParser = HTTP1Parser()
     @exclusivity(unchecked) private var responseHead = HTTPHead()
-    @exclusivity(unchecked) private var responseFraming = BodyFraming.none
-    @exclusivity(unchecked) private var responseRemaining = 0
-    @exclusivity(unchecked) private var responseDecoder = ChunkedDecoder()
-    @exclusivity(unchecked) private var responsePending = 0
-    @exclusivity(unchecked) private var responseBodyEnded = false
-    @exclusivity(unchecked) private var responseStarted = false
-    @exclusivity(unchecked) private var responseBytesSeen = false
-    @exclusivity(unchecked) private var closeDownstreamAfter = false
-    @exclusivity(unchecked) private var upstreamKeepAlive = true
-    /// Bytes of a complete request still intact at the front of the upstream output buffer: sent again if the
-    /// connect fails (nothing was sent) or, when `replaySafe`, if a reused connection dies before answering.
-    /// 0 = not held whole.
-    @exclusivity(unchecked) private var replayLength = 0
-    /// Whether the request may reach the app twice (`isReplayable`).
-    @exclusivity(unchecked) private var replaySafe = false
-    @exclusivity(unchecked) private var hasRetried = false
-    @exclusivity(unchecked) private var downstreamEOF = false
-    /// In a tunnel, a FIN to pass on once the queued bytes ahead of it are written.
-    @exclusivity(unchecked) private var upstreamShutdownOwed = false
-    @exclusivity(unchecked) private var downstreamShutdownOwed = false
-    @exclusivity(unchecked) private var options = ProxyOptions()
-    @exclusivity(unchecked) private var startMs: Int64 = 0
-    @exclusivity(unchecked) private var lastWriteMs: Int64 = 0
-    @exclusivity(unchecked) private var responseStatus = 0
-    @exclusivity(unchecked) private var responseBytes = 0
-    /// When a drain started while this exchange was a tunnel: the tunnel's last moment (Knative: 60 s).
-    @exclusivity(unchecked) private var tunnelDrainDeadlineMs = Int64.max
-    @exclusivity(unchecked) private var upstreamEOF = false
 
     init(downstream: HTTP1ServerConnection) {
         self.downstream = downstream
@@ -105,51 +91,28 @@ final class ProxyExchange {
     func start(head: HTTPHead, headBytes: UnsafeRawBufferPointer, pool: UpstreamPool, options: ProxyOptions) {
         self.pool = pool
         self.options = options
-        phase = .awaitingHead
-        startMs = downstream.context.startMs
-        lastWriteMs = startMs
-        responseStatus = 0
-        responseBytes = 0
-        tunnelDrainDeadlineMs = .max
-        armTimer()
-        method = head.methodKind
-        requestFraming = head.requestFraming
-        requestDecoder.reset()
-        requestPending = 0
-        requestRemaining = 0
-        requestBodyEnded = false
-        requestDone = false
-        switch requestFraming {
-        case .none, .untilClose: requestBodyEnded = true
-        case .length(let n): requestRemaining = n
-        case .chunked: break
-        }
-        clientMinorVersion = head.minorVersion
-        downstreamKeepAlive = head.keepAlive && head.minorVersion >= 1
-        isUpgradeRequest = head.isUpgrade
+        let startMs = downstream.context.startMs
+        state = State()
+        state.phase = .awaitingHead
+        state.startMs = startMs
+        state.lastWriteMs = startMs
+        state.method = head.methodKind
+        state.requestBody.reset(head.requestFraming)
+        state.clientMinorVersion = head.minorVersion
+        state.clientKeepAlive = head.keepAlive && head.minorVersion >= 1
+        state.isUpgradeRequest = head.isUpgrade
+        state.replaySafe = ReplayRule.isReplayable(head, headBytes)
         responseParser.reset()
-        responseStarted = false
-        responseBytesSeen = false
-        responsePending = 0
-        responseBodyEnded = false
-        closeDownstreamAfter = false
-        upstreamKeepAlive = true
-        replayLength = 0
-        replaySafe = Self.isReplayable(head, headBytes)
-        hasRetried = false
-        downstreamEOF = false
-        upstreamEOF = false
-        upstreamShutdownOwed = false
-        downstreamShutdownOwed = false
+        armTimer()
 
         let connection: UpstreamConnection
         do {
             connection = try pool.acquire()
         } catch {
             // Nothing was sent: the responder may send the request elsewhere (the activator tries another pod).
-            phase = .idle
+            state.phase = .idle
             if downstream.retryElsewhere(after: pool) { return }
-            phase = .awaitingHead
+            state.phase = .awaitingHead
             downstream.input!.moveReader(by: headBytes.count)
             fail(.connect(error))
             return
@@ -157,13 +120,13 @@ final class ProxyExchange {
         attach(connection)
         HeadRewriter.writeRequest(
             head, bytes: headBytes, peerIP: downstream.peerIP, into: connection.outputBuffer(),
-            upgrade: isUpgradeRequest, rewrite: options.rewrite, defaultHost: pool.hostBytes)
+            upgrade: state.isUpgradeRequest, rewrite: options.rewrite, defaultHost: pool.hostBytes)
         downstream.input!.moveReader(by: headBytes.count)
         do {
             // Head and whatever body already arrived leave in one write. A request that fits whole is kept
             // in the buffer for a replay.
             try pumpRequest(queueOnly: true)
-            if requestDone { replayLength = connection.output!.writerIndex }
+            if state.requestDone { state.replayLength = connection.output!.writerIndex }
             if connection.isConnected { try flushUpstream() }
         } catch {
             upstreamFailed(.upstreamIO(error))
@@ -183,15 +146,15 @@ final class ProxyExchange {
             if downstream.hasPendingOutput {
                 guard try downstream.flush() else { return }
             }
-            if downstreamShutdownOwed {
-                downstreamShutdownOwed = false
+            if state.downstreamShutdownOwed {
+                state.downstreamShutdownOwed = false
                 Socket.shutdownWrite(downstream.fd)
             }
-            if phase == .body || phase == .tunnel { try pumpResponse() }
-            guard phase != .idle && phase != .done else { return }
-            if !requestDone {
+            if state.phase == .body || state.phase == .tunnel { try pumpResponse() }
+            guard state.phase != .idle && state.phase != .done else { return }
+            if !state.requestDone {
                 try pumpRequest()
-            } else if !downstreamEOF && phase != .tunnel {
+            } else if !state.downstreamEOF && state.phase != .tunnel {
                 try watchDownstream()
             }
         } catch {
@@ -206,11 +169,6 @@ final class ProxyExchange {
             guard connection.canWrite || connection.canRead else { return }
             let code = Socket.pendingError(connection.fd)
             if code != 0 {
-                if replayLength > 0, let pool = downstream.responder.alternativePool(for: downstream, after: pool) {
-                    // Nothing reached the upstream: replay the whole request on another one.
-                    moveReplay(from: connection, to: pool)
-                    return
-                }
                 upstreamFailed(.connect(SysError(code: code, call: "connect")))
                 return
             }
@@ -225,13 +183,14 @@ final class ProxyExchange {
         }
     }
 
-    // MARK: - Timeouts (spec §1.7)
+    // MARK: - Timeouts (spec §1.7, `TimeoutRule`)
 
     /// The earliest moment a timeout could fire, or `Int64.max`.
     private var nextDeadlineMs: Int64 {
         min(
-            tunnelDrainDeadlineMs,
-            options.nextDeadlineMs(startMs: startMs, lastWriteMs: lastWriteMs, responseStarted: responseStarted))
+            state.tunnelDrainDeadlineMs,
+            options.nextDeadlineMs(
+                startMs: state.startMs, lastWriteMs: state.lastWriteMs, responseStarted: state.responseStarted))
     }
 
     private func armTimer() {
@@ -241,9 +200,9 @@ final class ProxyExchange {
 
     /// The downstream's timer fired while this exchange runs: a timeout, or a re-check after progress.
     func downstreamTimerFired() {
-        guard phase != .idle else { return }
+        guard state.phase != .idle else { return }
         let now = downstream.loop.nowMs
-        if now >= tunnelDrainDeadlineMs {
+        if now >= state.tunnelDrainDeadlineMs {
             abort()
             return
         }
@@ -256,69 +215,52 @@ final class ProxyExchange {
 
     /// A drain began: a tunnel gets a grace period, ordinary exchanges run to completion.
     func drainStarted() {
-        guard phase == .tunnel else { return }
-        tunnelDrainDeadlineMs = downstream.loop.nowMs + downstream.config.tunnelDrainGraceMs
+        guard state.phase == .tunnel else { return }
+        state.tunnelDrainDeadlineMs = downstream.loop.nowMs + downstream.config.tunnelDrainGraceMs
         armTimer()
     }
 
-    /// Knative's timeout handler (spec §1.7): 504 `request timeout` before the response started; after, the
-    /// text is appended to the body and the response is ended cleanly, as upstream's Go server does (final
-    /// chunk; close for a close-delimited body), so that a client reading the whole body gets it all
-    /// (conformance's TestRevisionTimeout). A declared length cannot take more bytes: that response is cut
-    /// (Go drops the write too).
-    private func timedOut() {
-        if phase == .tunnel {
-            abort()  // an upgraded connection's bytes are not HTTP: no text (Go cannot write to a hijacked one)
-            return
+    /// What the client's response can still take.
+    private var responseTail: ResponseTail {
+        if state.phase == .tunnel { return .tunnel }
+        if !state.responseStarted { return .notStarted }
+        switch state.responseBody.framing {
+        case .chunked where !state.dechunk:
+            return .chunked(
+                atBoundary: state.responseBody.isAtChunkBoundary, finalChunkPassed: state.responseBody.ended)
+        case .chunked, .untilClose: return .closeDelimited
+        case .length, .none: return .fixed
         }
-        if !responseStarted {
-            closeUpstream()
-            phase = .idle
-            downstream.exchangeTimedOut(message: options.timeoutMessage)
-            return
+    }
+
+    private func timedOut() {
+        let action = TimeoutRule.action(for: responseTail)
+        switch action {
+        case .gatewayTimeout: return end(.answered(TimeoutRule.gatewayTimeout(options.timeoutMessage)))
+        case .abortTunnel: return end(.aborted)  // Go cannot write to a hijacked connection either
+        default: break
         }
         // Body bytes already read and verified count as written by the app: they go first, so the framing
         // we end is the one the client sees.
-        if responsePending > 0, let input = upstream?.input, !dechunkMode {
-            downstream.outputBuffer().append(UnsafeRawBufferPointer(rebasing: input.readable[0..<responsePending]))
-            input.moveReader(by: responsePending)
-            responseBytes += responsePending
-            responsePending = 0
+        if state.responsePending > 0, let input = upstream?.input, !state.dechunk {
+            let pending = state.responsePending
+            downstream.outputBuffer().append(UnsafeRawBufferPointer(rebasing: input.readable[0..<pending]))
+            input.moveReader(by: pending)
+            state.responseBytes += pending
+            state.responsePending = 0
         }
-        let text = options.timeoutMessage
-        let output = downstream.outputBuffer()
-        switch responseFraming {
-        case .chunked where !dechunkMode:
-            if responseDecoder.isDone {
-                // The app's last chunk is already on its way (an upstream proxy timed out first and ended the
-                // response): the response is complete, the text is not written twice.
-                endTimedOut(complete: true)
-                return
-            }
-            // Mid-chunk (the app's chunk arrived in part) nothing can be inserted: the response is cut.
-            guard responseDecoder.isAtChunkBoundary else { break }
-            output.append(hex: text.utf8CodeUnitCount)
-            output.append("\r\n")
-            output.append(text)
-            output.append("\r\n0\r\n\r\n")
-            endTimedOut(complete: true)
-            return
-        case .chunked, .untilClose:
-            output.append(text)
-            endTimedOut(complete: false)  // the close that follows ends the body
-            return
-        case .length, .none:
-            break
+        switch action {
+        case .appendChunkAndEnd:
+            TimeoutRule.appendChunkAndEnd(options.timeoutMessage, to: downstream.outputBuffer())
+            end(.complete(closeAfter: state.closeDownstreamAfter))
+        case .endAsIs:
+            end(.complete(closeAfter: state.closeDownstreamAfter))
+        case .appendAndClose:
+            downstream.outputBuffer().append(options.timeoutMessage)
+            end(.complete(closeAfter: true))  // the close ends the body
+        case .cut, .appendAndEndStream, .gatewayTimeout, .abortTunnel:
+            end(.truncated)
         }
-        truncateResponse()
-    }
-
-    /// Ends a timed-out response whose framing is complete (`complete`) or ends with the close.
-    private func endTimedOut(complete: Bool) {
-        phase = .idle
-        closeUpstream()
-        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
-        downstream.exchangeFinished(reusable: complete && requestDone && !closeDownstreamAfter)
     }
 
     private func closeUpstream() {
@@ -331,12 +273,8 @@ final class ProxyExchange {
 
     /// The downstream connection closed under us (timer, error): drop the upstream side too.
     func downstreamClosed() {
-        if let connection = upstream {
-            upstream = nil
-            connection.exchange = nil
-            connection.close()
-        }
-        phase = .idle
+        closeUpstream()
+        state.phase = .idle
     }
 
     // MARK: - Request side
@@ -344,63 +282,44 @@ final class ProxyExchange {
     /// Moves request body bytes from the downstream input to the upstream, as far as both allow.
     /// - Parameter queueOnly: only queue what is already in the input (no syscalls): the first fill.
     private func pumpRequest(queueOnly: Bool = false) throws(SysError) {
-        guard let connection = upstream, !downstreamEOF else { return }
-        while !requestDone {
+        guard let connection = upstream, !state.downstreamEOF else { return }
+        while !state.requestDone {
             let input = downstream.inputBuffer()
-            if requestPending == 0 && !requestBodyEnded && !input.isEmpty {
-                guard verifyRequestBytes(input) else { return }
+            if state.requestPending == 0 && !state.requestBody.ended && !input.isEmpty {
+                do { state.requestPending = try state.requestBody.measure(input.readable) } catch {
+                    return requestBodyMalformed()
+                }
             }
-            if requestPending > 0 {
-                let bytes = UnsafeRawBufferPointer(rebasing: input.readable[0..<requestPending])
+            if state.requestPending > 0 {
+                let bytes = UnsafeRawBufferPointer(rebasing: input.readable[0..<state.requestPending])
                 let taken = queueOnly ? connection.queue(bytes) : try connection.send(bytes)
                 input.moveReader(by: taken)
-                requestPending -= taken
-                if requestPending > 0 { return }  // the upstream pushes back; resumed when it drains
+                state.requestPending -= taken
+                if state.requestPending > 0 { return }  // the upstream pushes back; resumed when it drains
             }
-            if requestBodyEnded && requestPending == 0 {
-                requestDone = true
+            if state.requestBody.ended {
+                state.requestDone = true
                 return
             }
             if queueOnly || !downstream.canRead { return }
             switch try downstream.readInput(limit: input.capacity) {
             case .data, .full, .wouldBlock: continue
             case .eof:
-                downstreamEOF = true
-                if phase == .tunnel {
+                state.downstreamEOF = true
+                if state.phase == .tunnel {
                     // Half-close travels on: once the upstream has everything, shut its write side.
-                    if try flushUpstream() { Socket.shutdownWrite(connection.fd) } else { upstreamShutdownOwed = true }
-                    if upstreamEOF && !upstreamShutdownOwed { finish() }  // else when the owed FIN goes out
+                    if try flushUpstream() {
+                        Socket.shutdownWrite(connection.fd)
+                    } else {
+                        state.upstreamShutdownOwed = true
+                    }
+                    if state.upstreamEOF && !state.upstreamShutdownOwed { finish() }  // else when the owed FIN goes
                 } else {
                     abort()  // the client left in the middle of its request body
                 }
                 return
             }
         }
-    }
-
-    /// Finds how many of the input's bytes belong to the request body (walking chunk framing).
-    /// - Returns: false when the body is malformed; the exchange has then ended (`requestBodyMalformed`).
-    private func verifyRequestBytes(_ input: ByteBuffer) -> Bool {
-        switch requestFraming {
-        case .length:
-            let n = min(requestRemaining, input.readableCount)
-            requestRemaining -= n
-            requestPending = n
-            if requestRemaining == 0 { requestBodyEnded = true }
-        case .chunked:
-            do {
-                requestPending = try requestDecoder.consume(input.readable) { _ in }
-            } catch {
-                requestBodyMalformed()
-                return false
-            }
-            if requestDecoder.isDone { requestBodyEnded = true }
-        case .untilClose:  // the tunnel: everything until EOF
-            requestPending = input.readableCount
-        case .none:
-            requestBodyEnded = true
-        }
-        return true
     }
 
     /// After the request is complete: read on so that a client disconnect is noticed (Go cancels the request
@@ -413,7 +332,7 @@ final class ProxyExchange {
             switch try downstream.readInput(limit: input.capacity) {
             case .data, .full, .wouldBlock: continue
             case .eof:
-                downstreamEOF = true
+                state.downstreamEOF = true
                 abort()
                 return
             }
@@ -424,15 +343,15 @@ final class ProxyExchange {
     private func flushUpstream() throws(SysError) -> Bool {
         guard let connection = upstream, connection.isConnected else { return false }
         let drained = try connection.flush()
-        if drained && upstreamShutdownOwed {
-            upstreamShutdownOwed = false
+        if drained && state.upstreamShutdownOwed {
+            state.upstreamShutdownOwed = false
             Socket.shutdownWrite(connection.fd)
-            if phase == .tunnel && upstreamEOF && downstreamEOF {
+            if state.phase == .tunnel && state.upstreamEOF && state.downstreamEOF {
                 finish()
                 return true
             }
         }
-        if drained && !requestDone { try pumpRequest() }
+        if drained && !state.requestDone { try pumpRequest() }
         return drained
     }
 
@@ -440,30 +359,38 @@ final class ProxyExchange {
 
     /// Reads the upstream's response and moves it down, as far as both sides allow.
     private func pumpResponse() throws(SysError) {
-        while let connection = upstream, phase != .done {
+        while let connection = upstream, state.phase != .done {
             let input = connection.inputBuffer()
             if !input.isEmpty {
-                switch phase {
+                switch state.phase {
                 case .awaitingHead:
                     if try handleResponseHead(input) { continue }
-                    if connection !== upstream || phase != .awaitingHead { return }  // failed: the exchange moved on
+                    if connection !== upstream || state.phase != .awaitingHead { return }  // failed: moved on
                 case .body, .tunnel:
-                    if responsePending == 0 && !responseBodyEnded { verifyResponseBytes(input) }
-                    if phase == .done || connection !== upstream { return }
-                    if dechunkMode && !responseBodyEnded && downstream.outputRoom <= 0 {
+                    if state.responsePending == 0 && !state.responseBody.ended {
+                        if state.dechunk {
+                            dechunk(input)
+                        } else {
+                            do { state.responsePending = try state.responseBody.measure(input.readable) } catch {
+                                return end(.truncated)
+                            }
+                        }
+                    }
+                    if state.phase == .done || connection !== upstream { return }
+                    if state.dechunk && !state.responseBody.ended && downstream.outputRoom <= 0 {
                         try downstream.flush()
                         return  // the client pushes back; `downstreamReady` resumes once it drains
                     }
-                    if responsePending > 0 {
+                    if state.responsePending > 0 {
                         let taken = try downstream.send(
-                            UnsafeRawBufferPointer(rebasing: input.readable[0..<responsePending]))
+                            UnsafeRawBufferPointer(rebasing: input.readable[0..<state.responsePending]))
                         input.moveReader(by: taken)
-                        responsePending -= taken
-                        responseBytes += taken
-                        lastWriteMs = downstream.loop.nowMs
-                        if responsePending > 0 { return }  // the client pushes back; resumed when it drains
+                        state.responsePending -= taken
+                        state.responseBytes += taken
+                        state.lastWriteMs = downstream.loop.nowMs
+                        if state.responsePending > 0 { return }  // the client pushes back; resumed when it drains
                     }
-                    if responseBodyEnded && responsePending == 0 {
+                    if state.responseBody.ended && state.responsePending == 0 {
                         responseComplete()
                         return
                     }
@@ -471,7 +398,7 @@ final class ProxyExchange {
                 case .idle, .done:
                     return
                 }
-            } else if phase == .body && responseBodyEnded {
+            } else if state.phase == .body && state.responseBody.ended {
                 responseComplete()
                 return
             }
@@ -481,14 +408,15 @@ final class ProxyExchange {
             }
             let outcome: StreamConnection.ReadOutcome
             do {
-                outcome = try connection.readInput(limit: phase == .awaitingHead ? 64 * 1024 + 4096 : input.capacity)
+                outcome = try connection.readInput(
+                    limit: state.phase == .awaitingHead ? 64 * 1024 + 4096 : input.capacity)
             } catch {
                 upstreamFailed(.upstreamIO(error))
                 return
             }
             switch outcome {
             case .data:
-                responseBytesSeen = true
+                state.responseBytesSeen = true
             case .full, .wouldBlock:
                 continue
             case .eof:
@@ -513,30 +441,30 @@ final class ProxyExchange {
         let bytes = UnsafeRawBufferPointer(rebasing: input.readable[0..<length])
         HTTP1Parser.markConnectionListed(bytes, &responseHead)
         let status = responseHead.status
-        if status == 101 {
-            guard isUpgradeRequest else {
-                upstreamFailed(.badResponse)
-                return false
-            }
+        let kind = InterimRule.classify(
+            status: status, clientTakesInterim: state.clientMinorVersion >= 1,
+            upgradeRequested: state.isUpgradeRequest)
+        switch kind {
+        case .invalid:
+            upstreamFailed(.badResponse)
+            return false
+        case .switchProtocols:
             HeadRewriter.writeResponse(
                 responseHead, bytes: bytes, into: downstream.outputBuffer(), dropFraming: false, close: false,
                 upgrade: true)
             input.moveReader(by: length)
-            responseStarted = true
-            responseStatus = 101
-            phase = .tunnel
-            responseFraming = .untilClose
+            state.responseStarted = true
+            state.responseStatus = 101
+            state.phase = .tunnel
+            state.responseBody.becomeUntilClose()
             // The request side becomes a raw stream too: whatever the client sends now is tunnel data.
-            requestFraming = .untilClose
-            requestBodyEnded = false
-            requestDone = false
+            state.requestBody.becomeUntilClose()
+            state.requestDone = false
             try downstream.flush()
             try pumpRequest()
             return true
-        }
-        if status < 200 {
-            // Interim responses (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as they are.
-            if clientMinorVersion >= 1 {
+        case .forwardInterim, .dropInterim:
+            if kind == .forwardInterim {
                 HeadRewriter.writeResponse(
                     responseHead, bytes: bytes, into: downstream.outputBuffer(), dropFraming: false, close: false,
                     upgrade: false)
@@ -545,62 +473,27 @@ final class ProxyExchange {
             input.moveReader(by: length)
             responseParser.reset()
             return true
+        case .final:
+            break
         }
-        responseStatus = status
-        lastWriteMs = downstream.loop.nowMs
-        responseFraming = responseHead.responseFraming(requestMethod: method)
+        state.responseStatus = status
+        state.lastWriteMs = downstream.loop.nowMs
+        let framing = responseHead.responseFraming(requestMethod: state.method)
         // HTTP/1.0 clients cannot read chunked framing: strip it and end the body by closing.
-        let dechunk = responseFraming == .chunked && clientMinorVersion == 0
-        if dechunk { responseDecoder.reset() }
-        closeDownstreamAfter =
-            !downstreamKeepAlive || responseFraming == .untilClose || dechunk
-            || downstream.loop.draining
-        upstreamKeepAlive = responseHead.keepAlive && responseFraming != .untilClose
+        state.dechunk = framing == .chunked && state.clientMinorVersion == 0
+        state.closeDownstreamAfter = ReuseRule.closesAfterResponse(
+            clientKeepAlive: state.clientKeepAlive, closeDelimited: framing == .untilClose || state.dechunk,
+            draining: downstream.loop.draining)
+        state.upstreamKeepAlive = responseHead.keepAlive && framing != .untilClose
         HeadRewriter.writeResponse(
-            responseHead, bytes: bytes, into: downstream.outputBuffer(), dropFraming: dechunk,
-            close: closeDownstreamAfter, upgrade: false)
+            responseHead, bytes: bytes, into: downstream.outputBuffer(), dropFraming: state.dechunk,
+            close: state.closeDownstreamAfter, upgrade: false)
         input.moveReader(by: length)
-        responseStarted = true
-        phase = .body
-        responseDecoder.reset()
-        responsePending = 0
-        responseBodyEnded = false
-        switch responseFraming {
-        case .none: responseBodyEnded = true
-        case .length(let n): responseRemaining = n
-        case .chunked, .untilClose: break
-        }
-        if dechunk { dechunkMode = true } else { dechunkMode = false }
+        state.responseStarted = true
+        state.phase = .body
+        state.responseBody.reset(framing)
+        state.responsePending = 0
         return true
-    }
-
-    @exclusivity(unchecked) private var dechunkMode = false
-
-    /// Finds how many upstream bytes belong to the response body.
-    private func verifyResponseBytes(_ input: ByteBuffer) {
-        switch responseFraming {
-        case .length:
-            let n = min(responseRemaining, input.readableCount)
-            responseRemaining -= n
-            responsePending = n
-            if responseRemaining == 0 { responseBodyEnded = true }
-        case .chunked:
-            if dechunkMode {
-                dechunk(input)
-                return
-            }
-            do {
-                responsePending = try responseDecoder.consume(input.readable) { _ in }
-            } catch {
-                truncateResponse()
-                return
-            }
-            if responseDecoder.isDone { responseBodyEnded = true }
-        case .untilClose:
-            responsePending = input.readableCount
-        case .none:
-            responseBodyEnded = true
-        }
     }
 
     /// HTTP/1.0 client, chunked response: copy only the payload, as much as the client's output can hold.
@@ -610,68 +503,67 @@ final class ProxyExchange {
         let output = downstream.outputBuffer()
         let slice = UnsafeRawBufferPointer(rebasing: input.readable[0..<min(room, input.readableCount)])
         do {
-            let consumed = try responseDecoder.consume(slice) { range in
+            let consumed = try state.responseBody.decode(slice) { range in
                 output.append(UnsafeRawBufferPointer(rebasing: slice[range]))
             }
             input.moveReader(by: consumed)
         } catch {
-            truncateResponse()
-            return
+            return end(.truncated)
         }
-        if responseDecoder.isDone { responseBodyEnded = true }
         do { try downstream.flush() } catch { abort() }
     }
 
     /// The upstream reached EOF.
     private func upstreamEnded() {
-        upstreamEOF = true
-        switch phase {
+        state.upstreamEOF = true
+        switch state.phase {
         case .awaitingHead:
             upstreamFailed(.upstreamClosed)
         case .body:
-            if responseFraming == .untilClose {
-                responseBodyEnded = true
-                upstreamKeepAlive = false
+            if state.responseBody.framing == .untilClose {
+                state.responseBody.endAtClose()
+                state.upstreamKeepAlive = false
                 responseComplete()
             } else {
-                truncateResponse()
+                end(.truncated)
             }
         case .tunnel:
             do {
-                if try downstream.flush() { Socket.shutdownWrite(downstream.fd) } else { downstreamShutdownOwed = true }
+                if try downstream.flush() {
+                    Socket.shutdownWrite(downstream.fd)
+                } else {
+                    state.downstreamShutdownOwed = true
+                }
             } catch {
                 abort()
                 return
             }
-            if downstreamEOF { finish() }
+            if state.downstreamEOF { finish() }
         case .idle, .done:
             break
         }
     }
 
-    // MARK: - Endings
+    // MARK: - Endings (`ExchangeEnding`)
 
     private func responseComplete() {
-        phase = .done
-        if requestDone {
-            finish()
-        } else {
+        state.phase = .done
+        if !state.requestDone {
             // The upstream answered before reading the whole request (full duplex): neither connection can be
             // reused, since the unread rest of the body would be taken for the next request.
-            upstreamKeepAlive = false
-            closeDownstreamAfter = true
-            finish()
+            state.upstreamKeepAlive = false
+            state.closeDownstreamAfter = true
         }
+        finish()
     }
 
     /// Both sides are done: hand the upstream back (or close it) and let the downstream go on.
     private func finish() {
-        phase = .idle
         // The upstream goes back first: `requestEnded` may admit a waiting request that can then reuse it.
         if let connection = upstream {
             upstream = nil
             let reusable =
-                upstreamKeepAlive && requestDone && (connection.input?.isEmpty ?? true)
+                state.upstreamKeepAlive && state.requestDone && (connection.input?.isEmpty ?? true)
                 && !connection.hasPendingOutput && !connection.peerClosed
             if reusable {
                 pool.release(connection)
@@ -680,14 +572,22 @@ final class ProxyExchange {
                 connection.close()
             }
         }
-        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
-        downstream.exchangeFinished(reusable: !closeDownstreamAfter && requestDone)
+        end(.complete(closeAfter: state.closeDownstreamAfter))
     }
 
-    /// Moves a complete, unsent request to a connection from `newPool` (after a failed connect).
-    private func moveReplay(from connection: UpstreamConnection, to newPool: UpstreamPool) {
+    /// The one exit: the upstream side is let go, the downstream carries the ending out.
+    private func end(_ ending: ExchangeEnding) {
+        state.phase = .idle
+        closeUpstream()
+        downstream.exchangeEnded(
+            ending, requestRead: state.requestRead,
+            status: state.responseStarted ? state.responseStatus : 0, responseBytes: state.responseBytes)
+    }
+
+    /// Sends the held request again on a connection from `newPool` (`ReplayRule`).
+    private func replay(from connection: UpstreamConnection, on newPool: UpstreamPool) {
         guard let output = connection.output else { return }
-        connection.output = nil
+        connection.output = nil  // the request bytes move to the new connection
         connection.exchange = nil
         upstream = nil
         connection.close()
@@ -696,133 +596,58 @@ final class ProxyExchange {
             let fresh = try newPool.acquire()
             attach(fresh)
             if let unused = fresh.output { downstream.loop.buffers.give(unused) }
+            // The buffer's first `replayLength` bytes are still the request: nothing was appended after it was
+            // complete, and `moveReader` only resets the indices.
             output.readerIndex = 0
-            output.writerIndex = replayLength  // see upstreamFailed: the bytes are still in place
+            output.writerIndex = state.replayLength
             fresh.output = output
             if fresh.isConnected { try flushUpstream() }
         } catch {
-            if let fresh = upstream, fresh.output === output {
-                closeUpstream()  // the connection owned the buffer and gives it back when it closes
-            } else {
-                closeUpstream()
-                downstream.loop.buffers.give(output)
-            }
+            if upstream?.output !== output { downstream.loop.buffers.give(output) }
+            closeUpstream()  // a connection that took the buffer gives it back when it closes
             fail(.connect(error))
         }
     }
 
-    /// The upstream failed. Before any response byte: retry once on a fresh connection if the failed one was
-    /// a reused idle connection (it may have been closed under us) and the request is safe to send twice
-    /// (`isReplayable`); else 502 with Go's text: the app may have read and acted on it.
-    /// After the response started: cut the downstream response (its framing stays incomplete on purpose).
+    /// The upstream failed. Before any response byte, `ReplayRule` says whether the request goes again (and
+    /// where); else 502 with Go's text. After the response started: the client's response is cut.
     private func upstreamFailed(_ error: ProxyError) {
         guard let connection = upstream else { return }
-        if !responseBytesSeen, connection.isReused, replayLength > 0, replaySafe, !hasRetried,
-            let output = connection.output
-        {
-            hasRetried = true
-            connection.output = nil  // the request bytes move to the new connection
-            connection.exchange = nil
-            upstream = nil
-            connection.close()
-            do throws(SysError) {
-                let fresh = try pool.acquire()
-                attach(fresh)
-                if let unused = fresh.output { downstream.loop.buffers.give(unused) }
-                // The buffer's first `replayLength` bytes are still the request: nothing was appended after it
-                // was complete, and `moveReader` only resets the indices.
-                output.readerIndex = 0
-                output.writerIndex = replayLength
-                fresh.output = output
-                if fresh.isConnected { try flushUpstream() }
-            } catch {
-                closeUpstream()
-                phase = .idle
-                let response = ProxyError.connect(error).response(address: pool.config.address)
-                downstream.respondInstead(response, close: true)
-                downstream.endRequest(status: 502, responseBytes: response.body.count)
-                downstream.exchangeFinished(reusable: false)
+        let decision = ReplayRule.decide(
+            error.replayFailure(reusedConnection: connection.isReused),
+            responseBytesSeen: state.responseBytesSeen,
+            heldWhole: state.replayLength > 0 && connection.output != nil,
+            safe: state.replaySafe, retried: state.retried)
+        switch decision {
+        case .samePool:
+            state.retried = true
+            return replay(from: connection, on: pool)
+        case .askResponder:
+            if let other = downstream.responder.alternativePool(for: downstream, after: pool) {
+                return replay(from: connection, on: other)
             }
-            return
+        case .none:
+            break
         }
-        upstream = nil
-        connection.exchange = nil
-        connection.close()
-        if responseStarted {
-            phase = .idle
-            downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
-            downstream.exchangeAborted()
-            return
-        }
-        phase = .idle
-        let response = error.response(address: pool.config.address)
-        Log.debug("upstream failed: \(error) → 502")
-        downstream.respondInstead(response, close: !requestDone)
-        downstream.endRequest(status: 502, responseBytes: response.body.count)
-        downstream.exchangeFinished(reusable: requestDone && downstreamKeepAlive)
-    }
-
-    /// The response cannot be completed: close the downstream without finishing its framing so that the
-    /// client sees the truncation.
-    private func truncateResponse() {
-        phase = .idle
         closeUpstream()
-        downstream.endRequest(status: responseStatus, responseBytes: responseBytes)
-        downstream.exchangeTruncated()
+        if state.responseStarted { return end(.truncated) }
+        fail(error)
     }
 
+    /// 502 with Go's text in place of the response.
     private func fail(_ error: ProxyError) {
-        phase = .idle
-        let response = error.response(address: pool.config.address)
-        downstream.respondInstead(response, close: !requestBodyEnded)
-        downstream.endRequest(status: 502, responseBytes: response.body.count)
-        downstream.exchangeFinished(reusable: requestBodyEnded && requestFraming == .none && downstreamKeepAlive)
+        Log.debug("upstream failed: \(error) → 502")
+        end(.answered(error.answer(address: pool.config.address)))
     }
 
     /// A malformed chunk in the request body after the head went upstream. No response byte sent yet: the
-    /// client gets 400 and the connection closes (the upstream request is dropped with its connection).
-    /// Otherwise nothing can be said: both sides close.
+    /// client gets 400 and the connection closes (the request's framing is lost). Otherwise nothing can be
+    /// said: both sides close.
     private func requestBodyMalformed() {
-        guard !responseStarted else {
-            abort()
-            return
-        }
-        phase = .idle
-        closeUpstream()
-        let response = LocalResponse.error(400, HTTPParseError.badChunk.responseText)
-        downstream.respondInstead(response, close: true)
-        downstream.endRequest(status: 400, responseBytes: response.body.count)
-        downstream.exchangeFinished(reusable: false)
-    }
-
-    /// Whether a request may be sent again after a reused connection died before answering. Go's transport
-    /// replays bodiless GET, HEAD, OPTIONS and TRACE, and any request with `Idempotency-Key` or
-    /// `X-Idempotency-Key`; we add bodiless PUT and DELETE (idempotent by RFC 9110 §9.2.2). A keyed request
-    /// with a body is replayed too: its bytes are held whole (`replayLength`), which Go cannot rewind, and the
-    /// key is the client's word that a repeat is harmless. Anything else (a POST) is never sent twice.
-    static func isReplayable(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        if head.requestFraming == .none {
-            switch head.methodKind {
-            case .get, .head, .options, .put, .delete: return true
-            case .other where HTTP1Parser.equalsExact(bytes, head.method, "TRACE"): return true
-            default: break
-            }
-        }
-        for field in head.fields where field.kind == .other {
-            switch field.name.count {
-            case 15 where HTTP1Parser.equalsLower(bytes, field.name, "idempotency-key"): return true
-            case 17 where HTTP1Parser.equalsLower(bytes, field.name, "x-idempotency-key"): return true
-            default: continue
-            }
-        }
-        return false
+        if state.responseStarted { return abort() }
+        end(.answered(.error(400, HTTPParseError.badChunk.responseText)))
     }
 
     /// Tears down both sides at once.
-    private func abort() {
-        phase = .idle
-        closeUpstream()
-        downstream.endRequest(status: responseStarted ? responseStatus : 0, responseBytes: responseBytes)
-        downstream.exchangeAborted()
-    }
+    private func abort() { end(.aborted) }
 }

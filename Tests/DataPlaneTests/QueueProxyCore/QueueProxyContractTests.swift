@@ -349,6 +349,25 @@ struct QueueProxyContractTests {
         #expect(elapsed > 0.9 && elapsed < 9)  // the 1 s timeout, however late a loaded machine fires it
     }
 
+    /// After its 504 Go's server keeps a keep-alive connection whose request was read whole; so do we
+    /// (`ExchangeEnding.answered` and `ReuseRule`, the same for every exchange kind).
+    @Test func q13_theConnectionGoesOnAfterA504() throws {
+        let qp = try QueueProxyFixture(
+            env: ["REVISION_TIMEOUT_SECONDS": "1"],
+            app: { conn, _ in
+                _ = try conn.readHead()
+                _ = conn.isClosedByPeer()  // never answers
+            })
+        let client = try TestSocket.connect(port: qp.port)
+        let first = try client.exchange("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(first.status == 504 && first.header("Connection") == nil)
+        let second = try client.exchange("GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(second.status == 504 && second.bodyText == "request timeout")
+        // A client that asked to close is told so.
+        let last = try client.exchange("GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        #expect(last.status == 504 && last.header("Connection") == "close")
+    }
+
     @Test func q14_responseStartTimeoutIsIgnoredOnceStarted() throws {
         let qp = try QueueProxyFixture(
             env: ["REVISION_RESPONSE_START_TIMEOUT_SECONDS": "1"],

@@ -120,6 +120,28 @@ struct H2ProxyStreamTests {
         }
     }
 
+    /// RFC 9113 §8.7: a refused stream was not processed, so it is sent again, once; through HTTP/2 streams and
+    /// through the HTTP/1.1 → h2c bridge alike (`ReplayRule`).
+    @Test func aRefusedStreamIsSentAgainOnce() throws {
+        let app = try BigBodyH2App(bodySize: 0)
+        let qp = try QueueProxyFixture(
+            env: ["USER_PORT": "\(app.port)", "CONTAINER_CONCURRENCY": "0", "QUEUE_USER_PROTOCOL": "h2c"], app: nil)
+        let bridged = try TestSocket.connect(port: qp.port).exchange("GET /refuse-once HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(bridged.status == 200 && bridged.bodyText == "ok", "\(bridged)")
+        #expect(app.refused == 2, "refused once, then served")
+
+        let again = try BigBodyH2App(bodySize: 0)
+        let qp2 = try QueueProxyFixture(
+            env: ["USER_PORT": "\(again.port)", "CONTAINER_CONCURRENCY": "0"], app: nil)
+        let client = try WindowlessH2Client(port: qp2.port)
+        let stream = try client.get("/refuse-once")
+        client.read(stream: stream)
+        try client.flush()
+        try client.pump(seconds: 10) { client.closeCodes[stream] != nil }
+        #expect(client.statuses[stream] == "200" && client.text(stream) == "ok")
+        #expect(again.refused == 2)
+    }
+
     /// A header block decoded beyond 64 KiB is a 431 on its stream and the connection goes on; one field whose
     /// literal is over 64 KiB on the wire is beyond nghttp2's HPACK decoder (NGHTTP2_HD_MAX_NV): the connection
     /// ends with GOAWAY (COMPRESSION_ERROR), as README says.
@@ -226,7 +248,7 @@ final class WindowlessH2Client: H2SessionDelegate {
 /// arrives it notes how many bytes the proxy had let it send on the open big streams (sent + window left).
 final class BigBodyH2App: Sendable {
     final class Record: Sendable {
-        let state = Locked<(big: Int, granted: Int?, resets: Int)>((0, nil, 0))
+        let state = Locked<(big: Int, granted: Int?, resets: Int, refused: Int)>((0, nil, 0, 0))
     }
 
     let server: ScriptedUpstream
@@ -236,6 +258,8 @@ final class BigBodyH2App: Sendable {
     var grantedWhenSmallArrived: Int? { record.state.withLock { $0.granted } }
     /// Streams the proxy reset (RST_STREAM received).
     var resets: Int { record.state.withLock { $0.resets } }
+    /// Streams refused (REFUSED_STREAM) on `/refuse-once`.
+    var refused: Int { record.state.withLock { $0.refused } }
 
     final class Handler: H2SessionDelegate {
         let record: Record
@@ -259,6 +283,15 @@ final class BigBodyH2App: Sendable {
                 try? session.submitResponse(
                     stream: stream, [H2Field(":status", "200"), H2Field("content-length", "100")], endStream: false)
                 Array("partial".utf8).withUnsafeBytes { session.send(stream: stream, $0) }
+                return
+            }
+            if block.value(of: ":path").map({ Array($0) }) == Array("/refuse-once".utf8),
+                record.state.withLock({ state in
+                    state.refused += 1
+                    return state.refused == 1
+                })
+            {
+                session.reset(stream: stream, code: .refusedStream)  // not processed: the client may retry
                 return
             }
             if block.value(of: ":path").map({ Array($0) }) == Array("/stall".utf8) {  // a first byte, then nothing

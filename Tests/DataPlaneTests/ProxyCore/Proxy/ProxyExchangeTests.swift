@@ -163,6 +163,16 @@ struct ProxyExchangeTests {
         #expect(response.header("Content-Type") == "text/plain; charset=utf-8")
         // The connection survives a 502 for a bodiless request.
         #expect(try client.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 502)
+        // A client that asked to close is told so (RFC 9112 §9.6), as after any response.
+        let last = try client.exchange("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        #expect(last.status == 502 && last.header("Connection") == "close")
+        // A body read whole (it waited for the connect in the upstream's buffer) leaves the connection usable;
+        // one that has not arrived yet cannot stay in front of the next request: that 502 closes.
+        let posting = try TestSocket.connect(port: proxy.port)
+        let posted = try posting.exchange("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody")
+        #expect(posted.status == 502 && posted.header("Connection") == nil)
+        let early = try posting.exchange("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n")
+        #expect(early.status == 502 && early.header("Connection") == "close")
     }
 
     @Test func upstreamDyingMidBodyCutsTheResponse() throws {
