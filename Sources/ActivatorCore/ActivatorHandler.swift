@@ -40,6 +40,10 @@ public final class Activator: HTTPResponder {
     private var probeTimer: LoopTimer?
 
     private static let proxyRequestLine = Array("K-Proxy-Request: activator\r\n".utf8)
+    /// As the ingress (a request routed by Host to a route), the activator also says which scheme the client
+    /// used, as Knative's ingresses do; the queue-proxy's Forwarded shim turns it into `proto=`. Plain HTTP only:
+    /// this build serves no TLS.
+    private static let ingressRequestLines = Array("K-Proxy-Request: activator\r\nX-Forwarded-Proto: http\r\n".utf8)
     private let healthOK = LocalResponse(status: 200)
     private let sigtermAnswer = LocalResponse.error(500, "received SIGTERM from kubelet")
     /// Upstream's health check is the websocket's `Status()`: `ErrConnectionNotEstablished` whenever there is no
@@ -215,9 +219,11 @@ public final class Activator: HTTPResponder {
         }
         // 5. Which revision.
         let throttler: RevisionThrottler
+        var actsAsIngress = false
         switch resolve(request, fields) {
-        case .revision(let found):
+        case .revision(let found, let viaRoute):
             throttler = found
+            actsAsIngress = viaRoute
         case .missing(let name):
             let name = name ?? fields.revision.map(request.string) ?? ""
             return .respond(
@@ -244,7 +250,9 @@ public final class Activator: HTTPResponder {
         // The pod's address becomes Host (`proxy(_:to:)`); the client's Host goes on as K-Original-Host unless
         // an earlier hop set one.
         options.rewrite.originalHostField = fields.hasOriginalHost ? nil : "K-Original-Host: "
-        options.rewrite.extraLines = Self.proxyRequestLine
+        // A scheme a hop before us set (X-Forwarded-Proto) is never overwritten.
+        options.rewrite.extraLines =
+            actsAsIngress && !fields.hasForwardedProto ? Self.ingressRequestLines : Self.proxyRequestLine
         handle.context.options = options
         // 12. Throttle: a pod with a free slot now, or wait.
         if let pod = throttler.acquire() { return proxy(handle, to: pod) }
@@ -346,7 +354,9 @@ public final class Activator: HTTPResponder {
     /// Where a request goes: a revision's throttler; a revision that does not exist (named when a route names
     /// it; nil: the request's own revision header or none); or a route that is not ready.
     enum Resolution {
-        case revision(RevisionThrottler)
+        /// `viaRoute`: found by a route's host (the activator is the ingress), not by the revision's headers or
+        /// its cluster-local host.
+        case revision(RevisionThrottler, viaRoute: Bool)
         case missing(String?)
         case notReady(RouteSpec)
     }
@@ -374,25 +384,27 @@ public final class Activator: HTTPResponder {
                 slice(b, (dots[0] + 1)..<dots[1]), slice(b, host.lowerBound..<dots[0]), separator: 0x2F, lowercase: true
             )
         {
-            return .revision(throttler)
+            return .revision(throttler, viaRoute: false)
         }
         // Not a revision's host (or no such revision: a route may claim the same form, as kn-local's
         // `<service>.<ns>.svc.cluster.local`): the routes.
         if let box = routeIndex.lookup(slice(b, host), lowercase: true) {
             if box.route.notReady != nil || box.route.traffic.isEmpty { return .notReady(box.route) }
             let index = pickTarget(box.route)
-            return found(throttlers[box.targetKeys[index]], name: box.route.traffic[index].revisionName)
+            return found(
+                throttlers[box.targetKeys[index]], name: box.route.traffic[index].revisionName, viaRoute: true)
         }
         if let box = tagIndex.lookup(slice(b, host), lowercase: true), let tag = box.tag,
             let index = box.route.traffic.firstIndex(where: { $0.tag == tag })
         {
-            return found(throttlers[box.targetKeys[index]], name: box.route.traffic[index].revisionName)
+            return found(
+                throttlers[box.targetKeys[index]], name: box.route.traffic[index].revisionName, viaRoute: true)
         }
         return .missing(nil)
     }
 
-    private func found(_ throttler: RevisionThrottler?, name: String? = nil) -> Resolution {
-        throttler.map { .revision($0) } ?? .missing(name)
+    private func found(_ throttler: RevisionThrottler?, name: String? = nil, viaRoute: Bool = false) -> Resolution {
+        throttler.map { .revision($0, viaRoute: viaRoute) } ?? .missing(name)
     }
 
     private func slice(_ b: UnsafeRawBufferPointer, _ range: Range<Int>) -> UnsafeRawBufferPointer {
@@ -485,6 +497,7 @@ struct ActivatorRequestFields {
     var namespace: Range<Int>?
     var host: Range<Int>?
     var hasOriginalHost = false
+    var hasForwardedProto = false
     /// Fields not to forward: Knative-Serving-Revision/-Namespace, K-Network-Hash, any K-Proxy-Request.
     var dropped = FieldSet()
 
@@ -512,6 +525,8 @@ struct ActivatorRequestFields {
                     } else if HTTP1Parser.equalsLower(b, name, "k-proxy-request") {
                         dropped.insert(index)
                     }
+                case 17:
+                    if HTTP1Parser.equalsLower(b, name, "x-forwarded-proto") { hasForwardedProto = true }
                 case 24:
                     if HTTP1Parser.equalsLower(b, name, "knative-serving-revision") {
                         if revision == nil { revision = field.value }

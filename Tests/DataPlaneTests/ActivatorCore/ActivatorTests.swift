@@ -403,6 +403,31 @@ struct ActivatorTests {
         for pod in pods { #expect(pod.maxConcurrent == 1) }
     }
 
+    /// Issue 13 §2: as the ingress (routed by a route's host) the activator sets `X-Forwarded-Proto` when the
+    /// client did not, as Knative's ingresses do; a value a hop before set is kept; requests routed by the
+    /// revision headers (a real ingress sent them) get nothing added.
+    @Test func asTheIngressTheActivatorSaysTheScheme() throws {
+        let pod = try FakePod(name: "p")
+        let activator = try ActivatorFixture()
+        try activator.revision("svc-00001", pods: [pod])
+        let route =
+            #"{"hosts": ["svc.default.example.com"], "traffic": [{"revisionName": "svc-00001", "percent": 100}]}"#
+        #expect(try activator.admin("PUT", "/v1/routes/default/svc", route).status == 200)
+        let client = try TestSocket.connect(port: activator.port)
+        _ = try client.exchange("GET /a HTTP/1.1\r\nHost: svc.default.example.com\r\n\r\n")
+        _ = try client.exchange(
+            "GET /b HTTP/1.1\r\nHost: svc.default.example.com\r\nX-Forwarded-Proto: https\r\n\r\n")
+        _ = try activator.toRevision("svc-00001", path: "/c")
+        let seen = pod.requests.all
+        func protos(_ path: String) -> [String] {
+            let request = seen.first { $0.first?.1.contains(" \(path) ") ?? false } ?? []
+            return request.filter { $0.0.lowercased() == "x-forwarded-proto" }.map(\.1)
+        }
+        #expect(protos("/a") == ["http"])
+        #expect(protos("/b") == ["https"])
+        #expect(protos("/c") == [])
+    }
+
     @Test func routeSplitsFiftyFiftyAndTagsReachTheirRevision() throws {
         let blue = try FakePod(name: "blue")
         let green = try FakePod(name: "green")
