@@ -9,6 +9,7 @@ cd "$(dirname "$0")"
 
 need=()
 [ -f /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
+command -v ip >/dev/null || need+=(iproute2)  # pods' network namespaces (kn-local --pod-network)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

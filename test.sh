@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 need=()
 [ -f /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
 command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)  # kn-local's pod network namespaces
 command -v nghttp >/dev/null || need+=(nghttp2-client)  # nghttp/h2load: the HTTP/2 tests' client
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)

@@ -9,7 +9,7 @@ Starts `.build/release/kn-local serve` with helloworld-go at initial scale 0 and
   2. A ramp: from zero, `wrk -t2 -c50 -d DURATION` against the ingress; non-2xx must be 0.
 Prints a Markdown table; exits non-zero when a target is missed (overhead p95 > 20 ms, any non-2xx).
 
-    python3 benchmarks/coldstart.py [--runs 20] [--duration 15s] [--bin .build/release]
+    python3 benchmarks/coldstart.py [--runs 20] [--duration 15s] [--bin .build/release] [--pod-network namespace]
 """
 import argparse, json, os, re, signal, socket, subprocess, sys, tempfile, time
 
@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--duration", default="15s")
     ap.add_argument("--bin", default=".build/release")
     ap.add_argument("--keep", action="store_true", help="keep kn-local's state dir (pod and activator logs)")
+    ap.add_argument("--pod-network", default="loopback", choices=["loopback", "namespace"],
+                    help="kn-local --pod-network: loopback ports or a network namespace per pod (needs root)")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.chdir(root)
@@ -89,6 +91,7 @@ def main():
             f"{args.bin}/kn-local", "serve", "-f", "examples/helloworld-go.yaml", "--port", str(port),
             "--control", f"127.0.0.1:{control}", "--state-dir", state, "--initial-scale=0", "--allow-zero-initial-scale=true",
             f"--stable-window={window}", "--scale-to-zero-grace-period=0s", "--tick-interval=100ms",
+            "--pod-network", args.pod_network,
         ], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = ""
         while "helloworld-go created" not in line:

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 
 _Static_assert(sizeof(struct epoll_event) == 12, "epoll_event is packed on x86_64; Swift relies on stride 12");
 
@@ -18,6 +19,8 @@ int CLinuxShims_set_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 
 
 int CLinuxShims_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
+int CLinuxShims_join_netns(int fd) { return setns(fd, CLONE_NEWNET); }
+
 int CLinuxShims_wexitstatus(int status) { return WEXITSTATUS(status); }
 
 int CLinuxShims_wifexited(int status) { return WIFEXITED(status); }
@@ -28,7 +31,7 @@ int CLinuxShims_wtermsig(int status) { return WTERMSIG(status); }
 
 // Logic in C on purpose: after fork() in a multithreaded process only async-signal-safe calls are allowed,
 // and Swift code (allocation, retain/release, locks) is not.
-int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], int out_fd) {
+int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], int out_fd, int netns_fd) {
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return -errno;
@@ -43,6 +46,8 @@ int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], 
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) { dup2(devnull, 0); if (devnull > 2) close(devnull); }
     if (out_fd >= 0) { dup2(out_fd, 1); dup2(out_fd, 2); if (out_fd > 2) close(out_fd); }
+    // A pod's own network namespace (kn-local's namespace mode); the descriptor is close-on-exec.
+    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) != 0) _exit(126);
     execve(path, argv, envp);
     _exit(127);
 }

@@ -198,7 +198,7 @@ public enum KnLocal {
             }
             var target = "/v1/get?kind=\(escaped(kind))&namespace=\(escaped(namespace ?? "default"))"
             if positional.count > 1 { target += "&name=\(escaped(positional[1]))" }
-            if output == "json" { target += "&output=json" }
+            if let output { target += "&output=\(output)" }
             return call("GET", target, [], control)
         case "delete":
             guard positional.count == 2, ["ksvc", "ksvcs", "service", "services", "kservice"].contains(positional[0])

@@ -44,7 +44,8 @@ final class ControlAPI: HTTPResponder {
                 let name = query["name"].flatMap { $0.isEmpty ? nil : $0 }
                 let namespace = query["namespace"].flatMap { $0.isEmpty ? nil : $0 } ?? "default"
                 let text = try controller.table(
-                    kind: kind, namespace: namespace, name: name, json: query["output"] == "json")
+                    kind: kind, namespace: namespace, name: name, json: query["output"] == "json",
+                    wide: query["output"] == "wide")
                 if query["output"] != "json" && text.split(separator: "\n").count <= 1 {
                     if let name {
                         return .respond(

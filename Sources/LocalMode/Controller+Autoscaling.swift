@@ -51,7 +51,7 @@ extension Controller {
             for pod in revision.readyPods {
                 targets.append(
                     ScrapeTarget(
-                        revisionKey: revision.key, metrics: SocketAddress(ip: "127.0.0.1", port: pod.metricsPort)!))
+                        revisionKey: revision.key, metrics: pod.metricsAddress))
             }
         }
         scrapeBoard.set(targets)

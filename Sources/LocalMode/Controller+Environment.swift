@@ -21,6 +21,8 @@ extension Controller {
             + extra.map { "\($0.0)=\($0.1)" }
     }
 
+    /// The app's env. `PORT` is the containerPort in namespace mode (Knative's MUST), the pod's own loopback
+    /// port otherwise.
     func userEnvironment(_ pod: PodObject) -> [String] {
         let r = pod.revision
         var extra: [(String, String)] = r.template.container.env.map { ($0.name, $0.value) }
@@ -31,14 +33,16 @@ extension Controller {
         return merged(baseEnvironment(), extra)
     }
 
+    /// The queue-proxy's env: exactly what Knative's controller writes (queue.go) in namespace mode, where the
+    /// ports are Knative's; in loopback mode our extensions give each pod its own admin and metrics ports.
     func queueEnvironment(_ pod: PodObject) -> [String] {
         let r = pod.revision
         let t = r.template
         let fullDuplex = t.annotations["features.knative.dev/http-full-duplex"]?.lowercased() == "enabled"
-        let extra: [(String, String)] = [
+        var extra: [(String, String)] = [
             ("SERVING_NAMESPACE", r.namespace), ("SERVING_SERVICE", r.serviceName),
             ("SERVING_CONFIGURATION", r.serviceName),
-            ("SERVING_REVISION", r.name), ("SERVING_POD", pod.name), ("SERVING_POD_IP", "127.0.0.1"),
+            ("SERVING_REVISION", r.name), ("SERVING_POD", pod.name), ("SERVING_POD_IP", pod.ip),
             ("CONTAINER_CONCURRENCY", "\(t.containerConcurrency)"),
             ("REVISION_TIMEOUT_SECONDS", "\(t.timeoutSeconds)"),
             ("REVISION_RESPONSE_START_TIMEOUT_SECONDS", "\(t.responseStartTimeoutSeconds ?? 0)"),
@@ -52,14 +56,20 @@ extension Controller {
             ("ENABLE_HTTP2_AUTO_DETECTION", "false"), ("ENABLE_MULTI_CONTAINER_PROBES", "false"),
             ("QUEUE_SERVING_PORT", "\(pod.servingPort)"), ("QUEUE_SERVING_TLS_PORT", "8112"),
             ("USER_PORT", "\(pod.userPort)"),
-            // Knative marks h2c revisions by serving them on 8013; our pods have their own ports, so say it.
-            ("QUEUE_USER_PROTOCOL", t.container.portName == "h2c" ? "h2c" : "http1"),
             ("SERVING_LOGGING_CONFIG", ""), ("SERVING_LOGGING_LEVEL", ""),
             ("SYSTEM_NAMESPACE", "knative-serving"), ("METRICS_DOMAIN", "knative.dev/internal/serving"),
-            // Our extensions: every pod shares the loopback, so its admin and metrics ports are its own.
-            ("QUEUE_ADMIN_PORT", "\(pod.adminPort)"), ("QUEUE_METRICS_PORT", "\(pod.metricsPort)"),
-            ("QUEUE_USER_METRICS_PORT", "0"), ("QUEUE_DRAIN_QUIET_PERIOD", settings.drainQuietPeriod),
+            // Ours (Knative's queue-proxy ignores it): kn-local's drains are short.
+            ("QUEUE_DRAIN_QUIET_PERIOD", settings.drainQuietPeriod),
         ]
+        if pod.network == nil {
+            extra += [
+                // Knative marks h2c revisions by serving them on 8013; these pods have their own ports, so say it.
+                ("QUEUE_USER_PROTOCOL", t.container.portName == "h2c" ? "h2c" : "http1"),
+                // Every pod shares the loopback, so its admin and metrics ports are its own.
+                ("QUEUE_ADMIN_PORT", "\(pod.adminPort)"), ("QUEUE_METRICS_PORT", "\(pod.metricsPort)"),
+                ("QUEUE_USER_METRICS_PORT", "0"),
+            ]
+        }
         return merged(baseEnvironment(), extra)
     }
 

@@ -14,7 +14,7 @@ extension Controller {
         }
     }
 
-    func table(kind: String, namespace: String?, name: String?, json: Bool) throws -> String {
+    func table(kind: String, namespace: String?, name: String?, json: Bool, wide: Bool = false) throws -> String {
         let t = now
         func matches(_ ns: String, _ n: String) -> Bool {
             (namespace == nil || namespace == ns) && (name == nil || name == n)
@@ -115,7 +115,7 @@ extension Controller {
                             ("revision", .string(p.revision.name)),
                             ("phase", .string(p.phase.rawValue)), ("userPid", .number(Double(p.userPID))),
                             ("queuePid", .number(Double(p.queuePID))),
-                            ("queueAddress", .string(p.servingAddress.description)),
+                            ("ip", .string(p.ip)), ("queueAddress", .string(p.servingAddress.description)),
                             ("userPort", .number(Double(p.userPort))),
                             ("processStartMs", p.processStartMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null),
                             ("readyAfterMs", p.readyAfterMs.map { .number(($0 * 1000).rounded() / 1000) } ?? .null),
@@ -125,9 +125,10 @@ extension Controller {
                 ).text + "\n"
             }
             return Table.render(
-                ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+                ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (wide ? ["IP", "QUEUE"] : []),
                 list.map { p in
                     [p.name, p.phase == .ready ? "2/2" : "0/2", p.phase.rawValue, "0", Table.age(t - p.spawnedMs)]
+                        + (wide ? [p.ip, p.servingAddress.description] : [])
                 })
         default:
             throw ManifestError(

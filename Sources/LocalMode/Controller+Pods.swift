@@ -5,32 +5,53 @@ import ProxyCore
 
 extension Controller {
     func startPod(_ revision: RevisionObject) -> PodObject? {
-        var taken: [UInt16] = []
-        for _ in 0..<4 {
-            guard let p = ports.take() else {
-                events.emit(
-                    "no free ports left in --pod-ports \(settings.podPorts); cannot start a pod for \(revision.key)")
-                return nil
-            }
-            taken.append(p)
-        }
         let name = "\(revision.name)-deployment-\(randomSuffix())"
         let directory = "\(settings.stateDirectory)/\(revision.namespace)/\(name)"
         nextPodSerial += 1
-        let pod = PodObject(
-            name: name, serial: nextPodSerial, revision: revision, ports: taken, logDirectory: directory, nowMs: now)
+        let pod: PodObject
+        if let network {
+            let attachment: PodNetwork.Attachment
+            do { attachment = try network.attach() } catch {
+                events.emit("pod \(name) could not start: \(error)")
+                return nil
+            }
+            pod = PodObject(
+                name: name, serial: nextPodSerial, revision: revision, network: attachment, logDirectory: directory,
+                nowMs: now)
+            // A spare for the next pod, once this one's start is no longer held up by the loop.
+            let refill = LoopTimer { [unowned self] _ in self.network?.refill() }
+            loop.schedule(refill, at: now + 200)
+        } else {
+            var taken: [UInt16] = []
+            for _ in 0..<4 {
+                guard let p = ports.take() else {
+                    events.emit(
+                        "no free ports left in --pod-ports \(settings.podPorts); cannot start a pod for \(revision.key)"
+                    )
+                    return nil
+                }
+                taken.append(p)
+            }
+            pod = PodObject(
+                name: name, serial: nextPodSerial, revision: revision, ports: taken, logDirectory: directory,
+                nowMs: now)
+        }
         do {
             try makeDirectory(directory)
             let environment = userEnvironment(pod)
             let argv = revision.argv!.map { Self.expand($0, environment) }
+            let namespace = pod.network?.namespacePath
             pod.userPID = try ProcessControl.spawn(
-                argv, environment: environment, logPath: directory + "/user-container.log")
+                argv, environment: environment, logPath: directory + "/user-container.log",
+                networkNamespace: namespace)
             pod.queuePID = try ProcessControl.spawn(
-                [settings.queueProxy], environment: queueEnvironment(pod), logPath: directory + "/queue-proxy.log")
+                [settings.queueProxy], environment: queueEnvironment(pod), logPath: directory + "/queue-proxy.log",
+                networkNamespace: namespace)
         } catch {
             // Nothing of this pod is tracked: a started user container is killed, and its exit ignored.
             events.emit("pod \(name) could not start: \(error)")
             ProcessControl.signal(pod.userPID, SIGKILL)
+            releaseAddress(pod)
             return nil
         }
         podsByPID[pod.userPID] = pod
@@ -39,6 +60,11 @@ extension Controller {
         events.emit("pod \(name) started (pids \(pod.userPID), \(pod.queuePID); logs in \(directory))", verbose: true)
         ReadinessWaiter.start(pod: pod, loop: loop)
         return pod
+    }
+
+    /// A pod that is gone (or never started) gives its network namespace and address back.
+    func releaseAddress(_ pod: PodObject) {
+        if let attachment = pod.network { network?.detach(attachment) }
     }
 
     /// Runs `body` with the pod whose serial is `serial`, if it still exists.
@@ -150,6 +176,7 @@ extension Controller {
             }
             if pod.isGone {
                 pod.killTimer.map { loop.cancel($0) }
+                releaseAddress(pod)
                 pod.revision.pods.removeAll { $0 === pod }
                 events.emit("pod \(pod.name) gone", verbose: true)
                 reconcile(pod.revision)

@@ -26,6 +26,8 @@ public final class Controller {
     var activatorTimer: LoopTimer?
     var activatorRestarts = 0
     var shutdownTimer: LoopTimer?
+    /// Namespace mode's network (nil: pods share the loopback with ports of their own).
+    var network: PodNetwork?
     private(set) var isShuttingDown = false
     /// Called once every child is gone after `shutdown()`.
     var onFinished: (() -> Void)?
@@ -48,6 +50,10 @@ public final class Controller {
     // MARK: - Start
 
     public func start() throws {
+        let (network, line) = PodNetwork.make(settings: settings)
+        if line.hasPrefix("error: ") { throw ManifestError(String(line.dropFirst(7))) }
+        self.network = network
+        events.emit(line)
         try startActivator()
         let tick = LoopTimer { [unowned self] _ in self.tick() }
         tickTimer = tick
@@ -131,6 +137,8 @@ public final class Controller {
     func finishIfDone() {
         guard isShuttingDown, activatorPID == 0, podsByPID.isEmpty else { return }
         shutdownTimer.map { loop.cancel($0) }
+        network?.tearDown()
+        network = nil
         events.emit("all children exited")
         onFinished?()
     }

@@ -98,6 +98,9 @@ final class PodObject {
     /// Strong: a pod outlives its revision's deletion until both processes are reaped (then it leaves
     /// `revision.pods`, which breaks the cycle).
     let revision: RevisionObject
+    /// 127.0.0.1 with ports of its own (loopback mode), or its namespace's address with Knative's ports.
+    let ip: String
+    let network: PodNetwork.Attachment?
     let userPort: UInt16
     let servingPort: UInt16
     let adminPort: UInt16
@@ -117,10 +120,13 @@ final class PodObject {
     /// Shared with the readiness waiter thread: set when the pod goes away before it got ready.
     let abandoned = AbandonFlag()
 
+    /// Loopback mode: `ports` are the user, serving, admin and metrics ports.
     init(name: String, serial: Int, revision: RevisionObject, ports: [UInt16], logDirectory: String, nowMs: Int64) {
         self.name = name
         self.serial = serial
         self.revision = revision
+        ip = "127.0.0.1"
+        network = nil
         userPort = ports[0]
         servingPort = ports[1]
         adminPort = ports[2]
@@ -129,7 +135,28 @@ final class PodObject {
         spawnedMs = nowMs
     }
 
-    var servingAddress: SocketAddress { SocketAddress(ip: "127.0.0.1", port: servingPort)! }
+    /// Namespace mode: the pod's own address; the app on its containerPort, the queue-proxy on Knative's ports
+    /// (8012, or 8013 for an h2c revision; admin 8022, metrics 9090).
+    init(
+        name: String, serial: Int, revision: RevisionObject, network: PodNetwork.Attachment, logDirectory: String,
+        nowMs: Int64
+    ) {
+        self.name = name
+        self.serial = serial
+        self.revision = revision
+        ip = network.ip
+        self.network = network
+        let container = revision.template.container
+        userPort = UInt16(container.port)
+        servingPort = container.portName == "h2c" ? 8013 : 8012
+        adminPort = 8022
+        metricsPort = 9090
+        self.logDirectory = logDirectory
+        spawnedMs = nowMs
+    }
+
+    var servingAddress: SocketAddress { SocketAddress(ip: ip, port: servingPort)! }
+    var metricsAddress: SocketAddress { SocketAddress(ip: ip, port: metricsPort)! }
     var isGone: Bool { userExited && queueExited }
 }
 

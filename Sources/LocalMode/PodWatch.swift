@@ -1,5 +1,6 @@
 // Threads that watch pods from the outside, as kubelet and the autoscaler's scraper do, and post what they
 // see to the controller's loop: readiness of a starting pod, and the queue-proxies' protobuf stats.
+import CLinuxShims
 import Glibc
 import KnativeWire
 import ProxyCore
@@ -14,12 +15,27 @@ enum ReadinessWaiter {
 
     static func start(pod: PodObject, loop: EventLoop) {
         let flag = pod.abandoned
+        // In namespace mode the app's start is seen from inside the pod's network namespace (an app that listens
+        // on its loopback only counts too); readiness is then probed at the pod's address from the host, as
+        // kubelet does, so a pod is ready only once the activator can reach it.
         let user = SocketAddress(ip: "127.0.0.1", port: pod.userPort)!
         let queue = pod.servingAddress
+        let namespace = pod.network?.namespacePath
         let spawned = pod.spawnedNs
         let inbox = loop.inbox
         let podID = pod.serial
         Threads.detach {
+            var home: Int32 = -1
+            if let namespace {
+                home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+                let fd = open(namespace, O_RDONLY | O_CLOEXEC)
+                let joined = home >= 0 && fd >= 0 && CLinuxShims_join_netns(fd) == 0
+                if fd >= 0 { close(fd) }
+                guard joined else {  // the pod is already gone (its namespace with it)
+                    if home >= 0 { close(home) }
+                    return
+                }
+            }
             // Knative's progress deadline (600 s) bounds the wait; a pod that dies sets the flag sooner.
             let deadline = spawned + 600_000_000_000
             func elapsedMs() -> Double { Double(monotonicNs() - spawned) / 1e6 }
@@ -29,6 +45,11 @@ enum ReadinessWaiter {
                     break
                 }
                 usleep(pollMicroseconds(elapsedMs()))
+            }
+            if home >= 0 {
+                let back = CLinuxShims_join_netns(home) == 0
+                close(home)
+                guard back else { return }  // cannot happen for our own namespace; never probe from the wrong one
             }
             let started = elapsedMs()
             inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }

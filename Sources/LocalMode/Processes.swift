@@ -7,19 +7,46 @@ import ProxyCore
 
 public enum ProcessControl {
     /// Starts `argv` with `environment`; output appended to `logPath` (created) or inherited when nil.
+    /// `networkNamespace`: a path such as `/run/netns/NAME`; the child joins that network namespace.
     /// Must be called on a thread that lives as long as the child should (PR_SET_PDEATHSIG is per thread).
-    public static func spawn(_ argv: [String], environment: [String], logPath: String?) throws -> Int32 {
+    public static func spawn(
+        _ argv: [String], environment: [String], logPath: String?, networkNamespace: String? = nil
+    ) throws -> Int32 {
         var outFD: Int32 = -1
         if let logPath {
             outFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
             if outFD < 0 { throw ManifestError("cannot open \(logPath): \(SysError.text(errno))") }
         }
         defer { if outFD >= 0 { close(outFD) } }
+        var netnsFD: Int32 = -1
+        if let networkNamespace {
+            netnsFD = open(networkNamespace, O_RDONLY | O_CLOEXEC)
+            if netnsFD < 0 { throw ManifestError("cannot open \(networkNamespace): \(SysError.text(errno))") }
+        }
+        defer { if netnsFD >= 0 { close(netnsFD) } }
         let pid = withCStrings(argv) { cArgs in
-            withCStrings(environment) { cEnv in CLinuxShims_spawn(argv[0], cArgs, cEnv, outFD) }
+            withCStrings(environment) { cEnv in CLinuxShims_spawn(argv[0], cArgs, cEnv, outFD, netnsFD) }
         }
         if pid < 0 { throw ManifestError("cannot start \(argv[0]): \(SysError.text(-pid))") }
         return pid
+    }
+
+    /// Runs `argv` to its end (a short tool such as `ip`), output to `logPath`. - Returns: its exit.
+    /// Only for the controller's loop thread, which is also the only reaper: nobody else can take this child.
+    public static func run(_ argv: [String], logPath: String?) throws -> Exit {
+        let pid = try spawn(argv, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], logPath: logPath)
+        while true {
+            var status: Int32 = 0
+            let reaped = waitpid(pid, &status, 0)
+            if reaped < 0 && errno == EINTR { continue }
+            if reaped < 0 { throw ManifestError("waitpid \(argv[0]): \(SysError.text(errno))") }
+            if CLinuxShims_wifexited(status) != 0 {
+                return Exit(pid: pid, code: CLinuxShims_wexitstatus(status), signal: nil)
+            }
+            if CLinuxShims_wifsignaled(status) != 0 {
+                return Exit(pid: pid, code: nil, signal: CLinuxShims_wtermsig(status))
+            }
+        }
     }
 
     /// A NULL-terminated `char *[]` for the duration of `body`.

@@ -8,6 +8,9 @@ public struct LocalSettings: Sendable {
     public var controlAddress = SocketAddress(ip: "127.0.0.1", port: 8079)!
     public var domain = "example.com"
     public var podPorts: ClosedRange<Int> = 10000...19999
+    /// `auto` (namespaces when root and iproute2 allow, else loopback ports), `namespace` or `loopback`.
+    public var podNetwork = "auto"
+    public var podCIDR = "10.213.0.0/16"
     public var stateDirectory = "/tmp/kn-local"
     public var binDirectory = ProcessControl.ownDirectory()
     public var queueProxyPath: String?
@@ -95,6 +98,12 @@ public struct LocalSettings: Sendable {
           --port N                   ingress port: the activator, all traffic (default 8080)
           --control ADDR             control API for the client commands (default 127.0.0.1:8079)
           --domain D                 route domain: <name>.<namespace>.<domain> (default example.com)
+          --pod-network MODE         auto | namespace | loopback (default auto): `namespace` gives every pod its
+                                     own network namespace and address (root and iproute2's `ip`), so apps
+                                     listen on their containerPort and queue-proxies on Knative's ports;
+                                     `loopback` gives pods ports on 127.0.0.1; auto picks namespace when it can
+          --pod-cidr CIDR            pod addresses in namespace mode; the bridge takes the first
+                                     (default 10.213.0.0/16)
           --pod-ports LO-HI          loopback ports for pods, 4 per pod (default 10000-19999)
           --state-dir DIR            pod logs: DIR/<namespace>/<pod>/{user-container,queue-proxy}.log
                                      (default /tmp/kn-local)
@@ -157,6 +166,18 @@ public struct LocalSettings: Sendable {
                     throw ManifestError("--pod-ports \(text): expected LO-HI within 1024-65535, at least 8 ports")
                 }
                 podPorts = parts[0]...parts[1]
+            case "--pod-network":
+                let text = try v()
+                guard ["auto", "namespace", "loopback"].contains(text) else {
+                    throw ManifestError("--pod-network \(text): expected auto, namespace or loopback")
+                }
+                podNetwork = text
+            case "--pod-cidr":
+                let text = try v()
+                guard PodNetwork.Subnet(text) != nil else {
+                    throw ManifestError("--pod-cidr \(text): expected an IPv4 CIDR such as 10.213.0.0/16 (prefix 8-28)")
+                }
+                podCIDR = text
             case "--state-dir": stateDirectory = try v()
             case "--image-map":
                 let path = try v()

@@ -25,6 +25,9 @@ int CLinuxShims_wtermsig(int status);
 /// SIGKILL when the forking *thread* dies (PR_SET_PDEATHSIG), stdin from /dev/null and stdout/stderr on
 /// `out_fd` (or inherited when -1). Only async-signal-safe calls run between fork and exec.
 /// Returns the pid, or -errno when fork failed; an exec failure shows as exit status 127.
-int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], int out_fd);
+/// Moves the calling thread into the network namespace `fd` refers to (setns). 0 or -1 with errno.
+int CLinuxShims_join_netns(int fd);
+
+int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], int out_fd, int netns_fd);
 
 #endif

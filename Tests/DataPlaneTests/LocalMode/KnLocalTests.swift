@@ -12,6 +12,7 @@ final class KnLocalInstance {
     let port: UInt16
     let control: UInt16
     let stateDirectory: String
+    private var stopped = false
     private static let podRangeIndex = Locked(0)
 
     init(_ extra: [String] = []) throws {
@@ -22,6 +23,9 @@ final class KnLocalInstance {
         }
         // A port freePort() found free can be taken by another process before kn-local binds it: kn-local then
         // exits saying so, and starts again on fresh ports (as ChildProcess.startServer does for the proxies).
+        // Loopback ports unless a test asks for namespaces (tests run in parallel; each namespace-mode instance
+        // needs a --pod-cidr of its own).
+        let network = extra.contains { $0.hasPrefix("--pod-network") } ? [] : ["--pod-network", "loopback"]
         var lastError = ""
         for _ in 0..<3 {
             let (port, control) = (freePort(), freePort())
@@ -34,7 +38,7 @@ final class KnLocalInstance {
                     "--state-dir", stateDirectory, "--tick-interval=200ms", "--stable-window=3s",
                     "--scale-to-zero-grace-period=1s",
                     "--drain-quiet-period=200ms",
-                ] + extra)
+                ] + network + extra)
             _ = waitUntil(seconds: 20) { process.stdout.contains("kn-local serving") || !process.process.isRunning }
             if process.stdout.contains("kn-local serving") && process.process.isRunning {
                 (self.process, self.port, self.control, self.stateDirectory) = (process, port, control, stateDirectory)
@@ -96,6 +100,8 @@ final class KnLocalInstance {
 
     /// Stops kn-local with SIGTERM and checks that it exits 0 leaving no child.
     func stop() {
+        guard !stopped else { return }
+        stopped = true
         let kids = children()
         process.signal(SIGTERM)
         #expect(process.waitForExit(seconds: 30) == 0, "stdout: \(process.stdout)\nstderr: \(process.stderr)")
@@ -283,6 +289,73 @@ struct KnLocalTests {
         #expect(failures.load(ordering: .relaxed) == 0)
         #expect(successes.load(ordering: .relaxed) > 100)
         #expect(kn.pods(phase: nil).count <= 6)
+    }
+
+    /// Issue 13 §1, Knative's `TestMustEnvVars` (`PORT` is the containerPort): in namespace mode every pod has
+    /// its own network, so an app that ignores `PORT` and listens on 8080 runs five times over, each pod at an
+    /// address of its own, and everything kn-local made for them is gone after it stops.
+    @Test(.enabled(if: geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")))
+    func appsOnTheirContainerPortScaleOutInPodNamespaces() throws {
+        let python = ProcessInfo.processInfo.environment["KN_TEST_PYTHON"] ?? "python3"
+        let script = """
+            import http.server, os
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = ("PORT=%s" % os.environ.get("PORT")).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *args):
+                    pass
+            http.server.ThreadingHTTPServer(("", 8080), H).serve_forever()
+            """
+        let map = NSTemporaryDirectory() + "kn-local-map-\(getpid()).json"
+        let entry = try JSONSerialization.data(withJSONObject: ["example.com/fixed-port": [python, "-c", script]])
+        try entry.write(to: URL(fileURLWithPath: map))
+        defer { try? FileManager.default.removeItem(atPath: map) }
+        let kn = try KnLocalInstance([
+            "--pod-network", "namespace", "--pod-cidr", "10.213.\(getpid() % 200 + 20).0/24", "--image-map", map,
+        ])
+        defer { kn.stop() }
+        let prefix = kn.process.stdout.components(separatedBy: "bridge ").dropFirst().first?.prefix(7) ?? ""
+        #expect(prefix.hasPrefix("knl"), "\(kn.process.stdout)")
+        let yaml = """
+            apiVersion: serving.knative.dev/v1
+            kind: Service
+            metadata:
+              name: fixed
+            spec:
+              template:
+                metadata:
+                  annotations:
+                    autoscaling.knative.dev/min-scale: "5"
+                spec:
+                  containers:
+                    - image: example.com/fixed-port
+                      ports:
+                        - containerPort: 8080
+
+            """
+        #expect(try kn.apply(yaml).0 == 0)
+        #expect(waitUntil(seconds: 60) { kn.pods().count == 5 }, "\(kn.process.stdout)")
+        let ips = Set(kn.pods().compactMap { $0["ip"] as? String })
+        #expect(ips.count == 5 && ips.allSatisfy { $0.hasPrefix("10.213.") }, "\(ips)")
+        let client = try TestSocket.connect(port: kn.port)
+        var bodies: [String: Int] = [:]
+        for _ in 0..<50 {
+            let response = try kn.get(host: "fixed.default.example.com", on: client)
+            bodies["\(response.status) \(response.bodyText)", default: 0] += 1
+        }
+        #expect(bodies == ["200 PORT=8080": 50])
+        let (_, wide, _) = try kn.cli(["get", "pods", "-o", "wide"])
+        #expect(wide.contains("IP") && ips.allSatisfy { wide.contains($0) }, "\(wide)")
+        client.close()
+        kn.stop()
+        let left = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter {
+            $0.hasPrefix(prefix + "-")
+        }
+        #expect(left.isEmpty, "namespaces left: \(left)")
     }
 
     @Test func aKilledPodIsReplaced() throws {
