@@ -122,7 +122,9 @@ extension Controller {
         let revision = RevisionObject(
             namespace: m.namespace, name: name, serviceName: m.name, generation: service.generation,
             template: m.template, argv: argv,
-            scaler: RevisionAutoscaler(config: settings.autoscaler, spec: spec, nowMs: now), nowMs: now)
+            scaler: RevisionAutoscaler(
+                config: settings.autoscaler, spec: spec, nowMs: now, progressDeadlineMs: settings.progressDeadlineMs),
+            nowMs: now)
         revisions[revision.key] = revision
         service.revisionNames.append(name)
         service.latestCreated = name

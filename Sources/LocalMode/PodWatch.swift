@@ -6,11 +6,16 @@ import ProxyCore
 import Synchronization
 
 /// Waits for a new pod: first the user container's port accepting (process start), then the queue-proxy's
-/// `K-Network-Probe: queue` answer 200 (the user's readiness probe passed, as kubelet would see it).
+/// `K-Network-Probe: queue` answer 200 (the user's readiness probe passed, as kubelet would see it). What it sees
+/// on the way (the queue-proxy listening, the app listening, the probe's answers) goes to the loop when it
+/// changes, for `get pods` and the not-ready event. It watches until the pod is ready or goes away: a pod past
+/// the progress deadline can still become ready, as in Kubernetes.
 enum ReadinessWaiter {
     /// Polling interval while the processes start: short, because it is the cold-start critical path; after
-    /// the first 100 ms (a slow app) it backs off to 10 ms.
-    static func pollMicroseconds(_ elapsedMs: Double) -> UInt32 { elapsedMs < 100 ? 1_000 : 10_000 }
+    /// the first 100 ms (a slow app) it backs off to 10 ms, and after 5 s (an app that may never listen) to 100 ms.
+    static func pollMicroseconds(_ elapsedMs: Double) -> UInt32 {
+        elapsedMs < 100 ? 1_000 : elapsedMs < 5_000 ? 10_000 : 100_000
+    }
 
     static func start(pod: PodObject, loop: EventLoop) {
         let flag = pod.abandoned
@@ -20,19 +25,33 @@ enum ReadinessWaiter {
         let inbox = loop.inbox
         let podID = pod.serial
         Threads.detach {
-            // Knative's progress deadline (600 s) bounds the wait; a pod that dies sets the flag sooner.
-            let deadline = spawned + 600_000_000_000
             func elapsedMs() -> Double { Double(monotonicNs() - spawned) / 1e6 }
-            while !flag.isSet && monotonicNs() < deadline {
-                if let fd = try? BlockingClient.connect(user, timeoutMs: 100) {
-                    close(fd)
-                    break
-                }
-                usleep(pollMicroseconds(elapsedMs()))
+            var report = PodProbeReport()
+            func publish() {
+                let seen = report
+                inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podObserved($1, seen) } }
             }
-            let started = elapsedMs()
-            inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }
-            while !flag.isSet && monotonicNs() < deadline {
+            while !flag.isSet {
+                if !report.appListening {
+                    if let fd = try? BlockingClient.connect(user, timeoutMs: 100) {
+                        close(fd)
+                        report.appListening = true
+                        let started = elapsedMs()
+                        inbox.post { loop in
+                            Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) }
+                        }
+                        publish()
+                    } else {
+                        // Off the critical path: the app is not up yet, so look at the queue-proxy meanwhile.
+                        if !report.queueListening, let fd = try? BlockingClient.connect(queue, timeoutMs: 100) {
+                            close(fd)
+                            report.queueListening = true
+                            publish()
+                        }
+                        usleep(pollMicroseconds(elapsedMs()))
+                        continue
+                    }
+                }
                 let response = try? BlockingClient.request(
                     "GET", queue, "/",
                     headers: [
@@ -42,6 +61,15 @@ enum ReadinessWaiter {
                     let ready = elapsedMs()
                     inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podReady($1, afterMs: ready) } }
                     return
+                }
+                var seen = report
+                if let status = response?.status {
+                    seen.queueListening = true
+                    seen.lastStatus = status
+                }
+                if seen != report {
+                    report = seen
+                    publish()
                 }
                 usleep(response == nil ? pollMicroseconds(elapsedMs()) : 50_000)
             }

@@ -407,4 +407,56 @@ struct KnLocalTests {
                 == "service \"default/nope\" is not ready: Revision \"nope-00009\" referenced in traffic not found.\n")
         for name in ["slow", "ghost", "nope"] { _ = try kn.cli(["delete", "ksvc", name]) }
     }
+
+    /// Issue 13 §2: an app that never gets ready (it never listens on PORT) is visible: `get pods` shows the
+    /// queue-proxy up and the app not (1/2) and why, an event quotes its log, and after the progress deadline
+    /// the revision is Ready False / ProgressDeadlineExceeded instead of True with no replica.
+    @Test func aPodThatNeverGetsReadyIsReported() throws {
+        let kn = try KnLocalInstance(["--progress-deadline", "2s"])
+        defer { kn.stop() }
+        let yaml = """
+            apiVersion: serving.knative.dev/v1
+            kind: Service
+            metadata:
+              name: stuck
+            spec:
+              template:
+                spec:
+                  containers:
+                    - image: example.com/stuck:1
+                      command: ["sh", "-c", "echo booting; echo waiting for db:5432; exec sleep 60"]
+
+            """
+        #expect(try kn.apply(yaml).0 == 0)
+        #expect(
+            eventually(seconds: 10) {
+                let pod = kn.pods(phase: nil).first
+                return pod?["ready"] as? String == "1/2" && pod?["status"] as? String == "ProbeFailing"
+            }, "\(kn.objects("pods"))")
+        let (_, pods, _) = try kn.cli(["get", "pods"])
+        let row = pods.split(separator: "\n").last?.split(separator: " ", omittingEmptySubsequences: true) ?? []
+        #expect(row.count == 5 && row[1] == "1/2" && row[2] == "ProbeFailing" && row[3] == "0", "\(pods)")
+        #expect(
+            eventually(seconds: 10) { kn.process.stdout.contains("    | waiting for db:5432") }, "\(kn.process.stdout)")
+        #expect(kn.process.stdout.contains("not ready after 2s: the app does not accept connections on PORT"))
+        #expect(
+            eventually(seconds: 10) {
+                let revision = kn.objects("revisions").first
+                return revision?["ready"] as? String == "False"
+                    && revision?["reason"] as? String == "ProgressDeadlineExceeded"
+            }, "\(kn.objects("revisions"))")
+        let (_, revisions, _) = try kn.cli(["get", "revisions"])
+        #expect(
+            revisions.split(separator: "\n").last?.split(separator: " ", omittingEmptySubsequences: true)
+                == ["stuck-00001", "stuck", "1", "False", "ProgressDeadlineExceeded", "0", "1"], "\(revisions)")
+        #expect(kn.process.stdout.contains("revision default/stuck-00001 failed: ProgressDeadlineExceeded"))
+        let ksvc = kn.objects("ksvc").first
+        #expect(ksvc?["ready"] as? String == "False")
+        let answer = try kn.get(host: "stuck.default.example.com")
+        #expect(answer.status == 404)
+        #expect(
+            answer.bodyText
+                == "service \"default/stuck\" is not ready: revision \"stuck-00001\" failed: ProgressDeadlineExceeded: Initial scale was never achieved\n",
+            "\(answer.bodyText)")
+    }
 }
