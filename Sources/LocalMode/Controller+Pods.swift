@@ -82,6 +82,7 @@ extension Controller {
         events.emit("pod \(pod.name) ready in \(Self.ms(afterMs))\(start)\(late)")
         trackProgress(revision)
         if !revision.everReady || revision.condition.status != "True" { revisionBecameReady(revision) }
+        saveState()
     }
 
     /// The pod's not-ready report time passed (Settings.podNotReadyReportMs): if it is still starting, say so
@@ -156,7 +157,7 @@ extension Controller {
                 reconcile(pod.revision)
             }
         }
-        if isShuttingDown { finishIfDone() }
+        if isShuttingDown { finishIfDone() } else { saveState() }
     }
 
     /// One of the pod's containers exited on its own: the pod goes (the other container is killed) and a

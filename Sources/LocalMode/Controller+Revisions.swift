@@ -103,6 +103,7 @@ extension Controller {
         events.emit(
             "revision \(revision.key) failed: ProgressDeadlineExceeded: no pod ready within "
                 + "\(Self.seconds(settings.progressDeadlineMs))\(why)\(detail)")
+        saveState()
     }
 
     func scheduleRetry(_ revision: RevisionObject, at deadline: Int64) {

@@ -17,8 +17,12 @@ public struct Condition: Sendable, Equatable {
 
 final class ServiceObject {
     var manifest: ServiceManifest
+    /// The Service object as applied, before decoding: what the state file keeps.
+    var document: JSON
     var generation = 1
+    /// Creation time on the loop's clock (for ordering), and on the wall clock (survives a restart).
     let createdMs: Int64
+    let createdAtUnixMs: Int64
     /// Revisions made by this service's configuration, oldest first.
     var revisionNames: [String] = []
     var latestCreated: String?
@@ -28,9 +32,11 @@ final class ServiceObject {
     var routeCondition = Condition.unknown
     var configCondition = Condition.unknown
 
-    init(manifest: ServiceManifest, nowMs: Int64) {
+    init(manifest: ServiceManifest, document: JSON, nowMs: Int64, createdAtUnixMs: Int64) {
         self.manifest = manifest
+        self.document = document
         createdMs = nowMs
+        self.createdAtUnixMs = createdAtUnixMs
     }
 
     var key: String { manifest.namespace + "/" + manifest.name }
@@ -53,7 +59,11 @@ final class RevisionObject {
     let serviceName: String
     let generation: Int
     let template: RevisionTemplate
+    /// `spec.template` as applied, before decoding: what the state file keeps.
+    let templateDocument: JSON
+    /// Creation time on the loop's clock (for ordering), and on the wall clock (survives a restart).
     let createdMs: Int64
+    let createdAtUnixMs: Int64
     /// The command line of the user container (nil when the image could not be resolved).
     let argv: [String]?
     var scaler: RevisionAutoscaler
@@ -73,16 +83,18 @@ final class RevisionObject {
 
     init(
         namespace: String, name: String, serviceName: String, generation: Int, template: RevisionTemplate,
-        argv: [String]?, scaler: RevisionAutoscaler, nowMs: Int64
+        templateDocument: JSON, argv: [String]?, scaler: RevisionAutoscaler, nowMs: Int64, createdAtUnixMs: Int64
     ) {
         self.namespace = namespace
         self.name = name
         self.serviceName = serviceName
         self.generation = generation
         self.template = template
+        self.templateDocument = templateDocument
         self.argv = argv
         self.scaler = scaler
         createdMs = nowMs
+        self.createdAtUnixMs = createdAtUnixMs
     }
 
     var key: String { namespace + "/" + name }

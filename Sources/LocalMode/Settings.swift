@@ -103,8 +103,9 @@ public struct LocalSettings: Sendable {
           --control ADDR             control API for the client commands (default 127.0.0.1:8079)
           --domain D                 route domain: <name>.<namespace>.<domain> (default example.com)
           --pod-ports LO-HI          loopback ports for pods, 4 per pod (default 10000-19999)
-          --state-dir DIR            pod logs: DIR/<namespace>/<pod>/{user-container,queue-proxy}.log
-                                     (default /tmp/kn-local)
+          --state-dir DIR            DIR/state.json keeps the services and revisions (saved on every change,
+                                     restored at start; pods start anew); pod logs in
+                                     DIR/<namespace>/<pod>/{user-container,queue-proxy}.log (default /tmp/kn-local)
           --image-map FILE           YAML/JSON map image → command; the helloworld-go images map to the
                                      bundled `helloworld` without it
           --queue-proxy PATH         queue-proxy binary (default: next to kn-local)
