@@ -213,8 +213,8 @@ public struct RevisionAutoscaler: Sendable {
     let panicThreshold: Double
     let scaleDownDelayMs: Int64
     let retentionMs: Int64
-    /// Knative's progress deadline: a revision that never gets a ready pod is scaled back to 0 after it + 30 s.
-    static let activationTimeoutMs: Int64 = 630_000
+    /// The progress deadline + 30 s: a revision that never gets a ready pod is scaled back to 0 after it.
+    let activationTimeoutMs: Int64
 
     private var concurrency: MetricBuckets
     private var requests: MetricBuckets
@@ -230,9 +230,13 @@ public struct RevisionAutoscaler: Sendable {
     private var initialized: Bool
     public private(set) var lastScale: Int
 
-    public init(config: AutoscalerConfig, spec: ScalingSpec, nowMs: Int64) {
+    /// - Parameters:
+    ///   - progressDeadlineMs: Knative's config-deployment progress deadline (600 s); activation gives up 30 s
+    ///     after it (kpa/scaler.go `activationTimeoutBuffer`).
+    public init(config: AutoscalerConfig, spec: ScalingSpec, nowMs: Int64, progressDeadlineMs: Int64 = 600_000) {
         self.config = config
         self.spec = spec
+        activationTimeoutMs = progressDeadlineMs + 30_000
         let a = spec.annotations
         stableWindowMs = a.windowMs ?? config.stableWindowMs
         // Rounded to the second, at least 1 s (resources/metric.go).
@@ -271,6 +275,18 @@ public struct RevisionAutoscaler: Sendable {
             activeSinceMs = nowMs
             activatingSinceMs = nowMs
         }
+    }
+
+    /// Takes up the scale a revision had before kn-local restarted, as if just decided with no metrics yet
+    /// (Knative keeps it in the Deployment, so a node reboot does not reset a revision to its initial scale).
+    public mutating func resume(atScale scale: Int, nowMs: Int64) {
+        var pods = max(0, scale)
+        if maxScale > 0 { pods = min(pods, maxScale) }
+        lastScale = pods
+        initialized = true
+        activeSinceMs = pods > 0 ? nowMs : nil
+        activatingSinceMs = pods > 0 ? nowMs : nil
+        inactiveSinceMs = nil
     }
 
     /// Records one stat (already net of what the activator reports itself, spec §3.2).
@@ -328,7 +344,7 @@ public struct RevisionAutoscaler: Sendable {
         if routable { want = max(want, minScale) }
         if maxScale > 0 { want = min(want, maxScale) }
         want = scaleToZero(want, atMs: nowMs)
-        if let since = activatingSinceMs, want > 0, nowMs - since >= Self.activationTimeoutMs {
+        if let since = activatingSinceMs, want > 0, nowMs - since >= activationTimeoutMs {
             // Activation failed for the progress deadline + 30 s: back to zero (kpa/scaler.go).
             want = 0
             initialized = true

@@ -47,6 +47,7 @@ public enum KnLocal {
         ProcessControl.becomeSubreaper()
         let events = EventLog(verbose: settings.verbose)
         let board = ScrapeBoard()
+        let stateWriter = StateWriter(events: events)
         let inbox = InboxSlot()
         let statServer: StatServer
         do {
@@ -63,7 +64,8 @@ public enum KnLocal {
             group = try LoopGroup(count: 1) { loop in
                 // Children are forked from this thread, which lives until the end (PR_SET_PDEATHSIG is per thread).
                 let controller = Controller(
-                    loop: loop, settings: settings, statPort: statPort, scrapeBoard: board, events: events)
+                    loop: loop, settings: settings, statPort: statPort, scrapeBoard: board, stateWriter: stateWriter,
+                    events: events)
                 loop.locals[ObjectIdentifier(Controller.self)] = controller
                 let api = ControlAPI(controller: controller)
                 loop.locals[ObjectIdentifier(ControlAPI.self)] = api
@@ -79,6 +81,7 @@ public enum KnLocal {
         } catch {
             Log.writeStderr("kn-local serve: \(error)\n")
             _ = ProcessControl.reap()
+            stateWriter.flush()
             return 1
         }
         inbox.set(group)
@@ -131,6 +134,7 @@ public enum KnLocal {
             }
         }
         _ = ProcessControl.reap()
+        stateWriter.flush()  // the last change reaches the file before we exit
         return status
     }
 

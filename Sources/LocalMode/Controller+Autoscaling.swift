@@ -7,6 +7,8 @@ extension Controller {
     /// Stats from the activator's websocket (recorded as sent, spec §3.2).
     func recordActivatorStats(_ messages: [WireStatMessage]) {
         let t = now
+        var poked = false
+        defer { if poked { saveState() } }
         for message in messages {
             guard let stat = message.stat, let revision = revisions[message.namespace + "/" + message.name] else {
                 continue
@@ -18,7 +20,10 @@ extension Controller {
                     "stat \(revision.key) from activator: concurrency \(stat.averageConcurrentRequests), requests \(stat.requestCount)"
                 )
             }
-            if poke { decide(revision, reason: "activation") }
+            if poke {
+                poked = true
+                decide(revision, reason: "activation")
+            }
         }
     }
 
@@ -32,6 +37,7 @@ extension Controller {
 
     func tick() {
         for revision in revisions.values where revision.argv != nil { decide(revision, reason: nil) }
+        saveState()
         if let timer = tickTimer, !isShuttingDown { loop.schedule(timer, at: now + settings.autoscaler.tickIntervalMs) }
     }
 

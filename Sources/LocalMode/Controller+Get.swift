@@ -89,6 +89,7 @@ extension Controller {
                             ("namespace", .string(r.namespace)), ("name", .string(r.name)),
                             ("ready", .string(r.condition.status)),
                             ("reason", .string(r.condition.reason)),
+                            ("message", .string(r.condition.message)),
                             ("actualReplicas", .number(Double(r.readyPods.count))),
                             ("desiredReplicas", .number(Double(r.scaler.lastScale))),
                         ])
@@ -104,16 +105,28 @@ extension Controller {
                     ]
                 })
         case "pod", "pods", "po":
-            let list = revisions.values.flatMap(\.pods).filter { matches($0.revision.namespace, $0.name) }.sorted {
-                ($0.revision.name, $0.spawnedMs) < ($1.revision.name, $1.spawnedMs)
+            // A pod that died stays listed while its replacement waits for the back-off (CrashLoopBackOff).
+            let all = revisions.values.flatMap { r in
+                r.pods
+                    + (r.crashedPod.map { dead in
+                        r.backoff.isWaiting(atMs: t) && !r.pods.contains { $0 === dead } ? [dead] : []
+                    } ?? [])
             }
+            let list = all.filter { matches($0.revision.namespace, $0.name) }.sorted {
+                ($0.revision.name, $0.spawnedMs, $0.serial) < ($1.revision.name, $1.spawnedMs, $1.serial)
+            }
+            func restarts(_ p: PodObject) -> Int { p.failure == nil ? 0 : p.revision.backoff.crashes }
             if json {
                 return JSON.array(
                     list.map { p in
                         JSON.object([
                             ("namespace", .string(p.revision.namespace)), ("name", .string(p.name)),
                             ("revision", .string(p.revision.name)),
-                            ("phase", .string(p.phase.rawValue)), ("userPid", .number(Double(p.userPID))),
+                            ("phase", .string(p.phase.rawValue)), ("ready", .string(p.readyContainers)),
+                            ("status", .string(p.status(atMs: t))),
+                            ("message", .string(p.failure ?? (p.phase == .starting ? p.notReadyReason : ""))),
+                            ("restarts", .number(Double(restarts(p)))),
+                            ("userPid", .number(Double(p.userPID))),
                             ("queuePid", .number(Double(p.queuePID))),
                             ("ip", .string(p.ip)), ("queueAddress", .string(p.servingAddress.description)),
                             ("userPort", .number(Double(p.userPort))),
@@ -127,7 +140,7 @@ extension Controller {
             return Table.render(
                 ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (wide ? ["IP", "QUEUE"] : []),
                 list.map { p in
-                    [p.name, p.phase == .ready ? "2/2" : "0/2", p.phase.rawValue, "0", Table.age(t - p.spawnedMs)]
+                    [p.name, p.readyContainers, p.status(atMs: t), "\(restarts(p))", Table.age(t - p.spawnedMs)]
                         + (wide ? [p.ip, p.servingAddress.description] : [])
                 })
         default:

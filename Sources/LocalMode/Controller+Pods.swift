@@ -57,8 +57,15 @@ extension Controller {
         podsByPID[pod.userPID] = pod
         podsByPID[pod.queuePID] = pod
         revision.pods.append(pod)
+        revision.crashedPod = nil
         events.emit("pod \(name) started (pids \(pod.userPID), \(pod.queuePID); logs in \(directory))", verbose: true)
         ReadinessWaiter.start(pod: pod, loop: loop)
+        let timer = LoopTimer { [unowned self, weak pod] _ in
+            guard let pod else { return }
+            self.podNotReadyInTime(pod)
+        }
+        pod.notReadyTimer = timer
+        loop.schedule(timer, at: now + settings.podNotReadyReportMs)
         return pod
     }
 
@@ -79,18 +86,41 @@ extension Controller {
         pod.processStartMs = afterMs
     }
 
+    /// From the readiness waiter: what it saw of a starting pod changed.
+    func podObserved(_ pod: PodObject, _ report: PodProbeReport) {
+        pod.probe = report
+    }
+
     /// From the readiness waiter: the queue-proxy answered its probe with 200 (the user's readiness passed).
     func podReady(_ pod: PodObject, afterMs: Double) {
         guard pod.phase == .starting else { return }
         pod.phase = .ready
         pod.readyAfterMs = afterMs
+        pod.readySinceMs = now
+        pod.notReadyTimer.map { loop.cancel($0) }
         let revision = pod.revision
         guard revisions[revision.key] === revision else { return }
         programEndpoints(revision)
         updateScrapeBoard()
         let start = pod.processStartMs.map { ", app listening after \(Self.ms($0))" } ?? ""
-        events.emit("pod \(pod.name) ready in \(Self.ms(afterMs))\(start)")
+        let late = pod.isProbeFailing ? " (late: it was reported not ready)" : ""
+        pod.isProbeFailing = false
+        events.emit("pod \(pod.name) ready in \(Self.ms(afterMs))\(start)\(late)")
+        trackProgress(revision)
         if !revision.everReady || revision.condition.status != "True" { revisionBecameReady(revision) }
+        saveState()
+    }
+
+    /// The pod's not-ready report time passed (Settings.podNotReadyReportMs): if it is still starting, say so
+    /// once, with why (what the readiness waiter saw) and the tail of the app's log.
+    func podNotReadyInTime(_ pod: PodObject) {
+        pod.notReadyTimer = nil
+        guard pod.phase == .starting, !pod.isProbeFailing else { return }
+        pod.isProbeFailing = true
+        let log = "\(pod.logDirectory)/user-container.log"
+        events.emit(
+            "pod \(pod.name) not ready after \(Self.seconds(settings.podNotReadyReportMs)): \(pod.notReadyReason) "
+                + "(still checking; log: \(log))" + Self.quoted(tailLines(log)))
     }
 
     /// Scale down or replacement: out of the activator first, then queue-proxy drains, then the user container.
@@ -99,6 +129,7 @@ extension Controller {
         let wasReady = pod.phase == .ready
         pod.phase = .terminating
         pod.abandoned.set()
+        pod.notReadyTimer.map { loop.cancel($0) }
         if wasReady && revisions[pod.revision.key] === pod.revision { programEndpoints(pod.revision) }
         updateScrapeBoard()
         events.emit("pod \(pod.name) terminating (\(reason))", verbose: true)
@@ -140,36 +171,7 @@ extension Controller {
             let isUser = exit.pid == pod.userPID
             if isUser { pod.userExited = true } else { pod.queueExited = true }
             if pod.phase != .terminating {
-                let container = isUser ? "user-container" : "queue-proxy"
-                let log = "\(pod.logDirectory)/\(container).log"
-                events.emit("pod \(pod.name): \(container) exited (\(exit)); replacing the pod (log: \(log))")
-                let wasReady = pod.phase == .ready
-                pod.phase = .terminating
-                pod.abandoned.set()
-                if !pod.queueExited { ProcessControl.signal(pod.queuePID, SIGKILL) }
-                if !pod.userExited { ProcessControl.signal(pod.userPID, SIGKILL) }
-                let revision = pod.revision
-                if wasReady && revisions[revision.key] === revision { programEndpoints(revision) }
-                updateScrapeBoard()
-                if !wasReady {
-                    revision.crashes += 1
-                    let backoff = min(30_000, 1_000 << min(revision.crashes - 1, 5))
-                    revision.nextSpawnMs = now + Int64(backoff)
-                    if !revision.everReady {
-                        let code = exit.code.map { "ExitCode\($0)" } ?? "Signal\(exit.signal ?? 0)"
-                        revision.condition = Condition(
-                            status: "False", reason: code, message: "Container failed with: \(lastLine(log))")
-                        if let service = services[revision.namespace + "/" + revision.serviceName],
-                            service.latestCreated == revision.name
-                        {
-                            service.configCondition = Condition(
-                                status: "False", reason: "RevisionFailed",
-                                message:
-                                    "Revision \"\(revision.name)\" failed with message: \(revision.condition.message).")
-                            resolveRoute(service)
-                        }
-                    }
-                }
+                podDied(pod, container: isUser ? "user-container" : "queue-proxy", exit: exit)
             } else if pod.queueExited && !pod.userExited {
                 // The queue-proxy drained: now the user container (Knative's preStop hook releases it here).
                 ProcessControl.signal(pod.userPID, SIGTERM)
@@ -182,14 +184,60 @@ extension Controller {
                 reconcile(pod.revision)
             }
         }
-        if isShuttingDown { finishIfDone() }
+        if isShuttingDown { finishIfDone() } else { saveState() }
     }
+
+    /// One of the pod's containers exited on its own: the pod goes (the other container is killed) and a
+    /// replacement follows after the revision's crash back-off (CrashBackoff has the rule).
+    func podDied(_ pod: PodObject, container: String, exit: ProcessControl.Exit) {
+        let log = "\(pod.logDirectory)/\(container).log"
+        let wasReady = pod.phase == .ready
+        pod.phase = .terminating
+        pod.failure = "\(container) exited (\(exit))"
+        pod.abandoned.set()
+        pod.notReadyTimer.map { loop.cancel($0) }
+        if !pod.queueExited { ProcessControl.signal(pod.queuePID, SIGKILL) }
+        if !pod.userExited { ProcessControl.signal(pod.userPID, SIGKILL) }
+        let revision = pod.revision
+        // Pods that have been ready long enough reset the count first (once each), this one included.
+        for other in revision.pods
+        where !other.provedHealthy && CrashBackoff.isHealthy(readySinceMs: other.readySinceMs, atMs: now) {
+            other.provedHealthy = true
+            revision.backoff.reset()
+        }
+        revision.backoff.podDied(readySinceMs: pod.readySinceMs, atMs: now)
+        revision.crashedPod = pod
+        let delay = revision.backoff.nextStartMs - now
+        let wait =
+            delay > 0
+            ? " in \(Self.seconds(delay)) (back-off: \(Self.count(revision.backoff.crashes, "crash", "crashes")) in a row)"
+            : ""
+        events.emit(
+            "pod \(pod.name): \(container) exited (\(exit)); replacing the pod\(wait) (log: \(log))"
+                + Self.quoted(tailLines(log)))
+        if wasReady && revisions[revision.key] === revision { programEndpoints(revision) }
+        updateScrapeBoard()
+        if !wasReady && !revision.everReady {
+            let code = exit.code.map { "ExitCode\($0)" } ?? "Signal\(exit.signal ?? 0)"
+            let last = tailLines(log, count: 1).first ?? "(empty log)"
+            markFailed(revision, Condition(status: "False", reason: code, message: "Container failed with: \(last)"))
+        }
+    }
+
+    /// "1 crash", "3 crashes".
+    static func count(_ n: Int, _ one: String, _ many: String) -> String { "\(n) \(n == 1 ? one : many)" }
 
     /// "4.2 ms".
     static func ms(_ value: Double) -> String { "\((value * 10).rounded() / 10) ms" }
 
-    func lastLine(_ path: String) -> String {
-        guard let text = try? readFile(path) else { return "(no log)" }
-        return text.split(separator: "\n").last.map(String.init) ?? "(empty log)"
+    /// "5s", "1.5s", "2m0s" (Go's way of writing a duration).
+    static func seconds(_ ms: Int64) -> String {
+        if ms < 60_000 { return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(Double(ms) / 1000)s" }
+        return "\(ms / 60_000)m\((ms % 60_000) / 1000)s"
+    }
+
+    /// Log lines as an event's continuation lines: `\n    | line`.
+    static func quoted(_ lines: [String]) -> String {
+        lines.isEmpty ? "\n    | (empty log)" : lines.map { "\n    | " + $0 }.joined()
     }
 }

@@ -12,22 +12,31 @@ extension Controller {
                 "admission webhook \"validation.webhook.serving.knative.dev\" denied the request: validation failed: \(error)"
             )
         }
-        let manifests: [ServiceManifest]
+        // Every object is decoded (and validated) before any is applied.
+        let documents = try Manifest.documents(text)
+        var manifests: [ServiceManifest] = []
         do {
-            manifests = try Manifest.parse(
-                text, defaultNamespace: namespace ?? "default",
-                allowZeroInitialScale: settings.autoscaler.allowZeroInitialScale)
+            for document in documents {
+                manifests.append(
+                    try Manifest.decode(
+                        document, defaultNamespace: namespace ?? "default",
+                        allowZeroInitialScale: settings.autoscaler.allowZeroInitialScale))
+            }
         } catch let error as ValidationError {
             throw denied(error)
         }
         var lines: [String] = []
-        for manifest in manifests {
-            do { lines.append(try apply(manifest)) } catch let error as ValidationError { throw denied(error) }
+        defer { saveState() }
+        for (manifest, document) in zip(manifests, documents) {
+            do { lines.append(try apply(manifest, document: document)) } catch let error as ValidationError {
+                throw denied(error)
+            }
         }
         return lines
     }
 
-    func apply(_ manifest: ServiceManifest) throws -> String {
+    /// Applies one decoded Service; `document` is the object as given (kept for the state file).
+    func apply(_ manifest: ServiceManifest, document: JSON) throws -> String {
         let key = manifest.namespace + "/" + manifest.name
         let kind = "service.serving.knative.dev/\(manifest.name)"
         let existingService = services[key]
@@ -36,6 +45,7 @@ extension Controller {
             if let latest, latest.template == manifest.template {
                 if service.manifest == manifest { return kind + " unchanged" }
                 service.manifest = manifest
+                service.document = document
                 resolveRoute(service)
                 return kind + " configured"
             }
@@ -55,8 +65,11 @@ extension Controller {
             }
             reused = existing
         }
-        let service = existingService ?? ServiceObject(manifest: manifest, nowMs: now)
+        let service =
+            existingService
+            ?? ServiceObject(manifest: manifest, document: document, nowMs: now, createdAtUnixMs: unixMs())
         service.manifest = manifest
+        service.document = document
         if existingService == nil {
             services[key] = service
             events.emit("service \(key) created: \(service.url(domain: settings.domain))")
@@ -83,6 +96,7 @@ extension Controller {
         }
         updateScrapeBoard()
         events.emit("service \(namespace)/\(name) deleted")
+        saveState()
         return true
     }
 
@@ -98,31 +112,16 @@ extension Controller {
                 number += 1
             } while revisions[m.namespace + "/" + name] != nil
         }
-        var argv: [String]? = nil
-        var failure: Condition?
-        let container = m.template.container
-        let pathEnv = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
-        let base = container.command.isEmpty ? settings.command(forImage: container.image) : container.command
-        if let base, let first = base.first {
-            if let resolved = ProcessControl.resolve(first, path: pathEnv) {
-                argv = [resolved] + base.dropFirst() + container.args
-            } else {
-                failure = Condition(
-                    status: "False", reason: "ContainerMissing",
-                    message: "\(first): no such executable (PATH=\(pathEnv))")
-            }
-        } else {
-            failure = Condition(
-                status: "False", reason: "ContainerMissing",
-                message:
-                    "Unable to fetch image \"\(container.image)\": kn-local runs local commands; give the container a command or map the image with --image-map"
-            )
-        }
+        let (argv, failure) = resolveCommand(m.template.container)
         let spec = ScalingSpec(containerConcurrency: m.template.containerConcurrency, annotations: m.template.scaling)
         let revision = RevisionObject(
             namespace: m.namespace, name: name, serviceName: m.name, generation: service.generation,
-            template: m.template, argv: argv,
-            scaler: RevisionAutoscaler(config: settings.autoscaler, spec: spec, nowMs: now), nowMs: now)
+            template: m.template,
+            templateDocument: service.document["spec"]?["template"] ?? .object([]),
+            argv: argv,
+            scaler: RevisionAutoscaler(
+                config: settings.autoscaler, spec: spec, nowMs: now, progressDeadlineMs: settings.progressDeadlineMs),
+            nowMs: now, createdAtUnixMs: unixMs())
         revisions[revision.key] = revision
         service.revisionNames.append(name)
         service.latestCreated = name
@@ -141,5 +140,31 @@ extension Controller {
         programRevision(revision)
         if revision.scaler.initialScale == 0 { revisionBecameReady(revision) }
         reconcile(revision)
+    }
+
+    /// The user container's command line: its `command`, or its image through the image map; the PATH lookup
+    /// of the executable happens here (as an image pull would). - Returns: the argv, or why there is none.
+    func resolveCommand(_ container: ContainerSpec) -> ([String]?, Condition?) {
+        let pathEnv = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+        let base = container.command.isEmpty ? settings.command(forImage: container.image) : container.command
+        guard let base, let first = base.first else {
+            return (
+                nil,
+                Condition(
+                    status: "False", reason: "ContainerMissing",
+                    message:
+                        "Unable to fetch image \"\(container.image)\": kn-local runs local commands; give the container a command or map the image with --image-map"
+                )
+            )
+        }
+        guard let resolved = ProcessControl.resolve(first, path: pathEnv) else {
+            return (
+                nil,
+                Condition(
+                    status: "False", reason: "ContainerMissing",
+                    message: "\(first): no such executable (PATH=\(pathEnv))")
+            )
+        }
+        return ([resolved] + base.dropFirst() + container.args, nil)
     }
 }

@@ -2,7 +2,8 @@
 // runs the KPA on activator stats and queue-proxy scrapes, and programs the activator through its admin API.
 // This file holds the state, start-up (the activator) and shutdown; the reconcilers are extensions in the
 // files beside it, split as Knative splits them: Controller+Services (service and configuration),
-// +Revisions, +Routes, +Pods, +Autoscaling (the KPA's inputs), +Environment (pod env), +Get (`get` tables).
+// +Revisions, +Routes, +Pods, +Autoscaling (the KPA's inputs), +Environment (pod env), +Get (`get` tables),
+// +State (the state file).
 // Blocking calls made here are all loopback calls to our own children (admin PUTs, ~0.1 ms); probes and
 // scrapes that can take long run on their own threads and post results back.
 import Glibc
@@ -19,6 +20,7 @@ public final class Controller {
     var podsByPID: [Int32: PodObject] = [:]
     var nextPodSerial = 0
     let scrapeBoard: ScrapeBoard
+    let stateWriter: StateWriter
     var activatorPID: Int32 = 0
     var activatorAdmin: SocketAddress
     let statPort: UInt16
@@ -28,16 +30,20 @@ public final class Controller {
     var shutdownTimer: LoopTimer?
     /// Namespace mode's network (nil: pods share the loopback with ports of their own).
     var network: PodNetwork?
+    var persistence = Persistence()
     private(set) var isShuttingDown = false
     /// Called once every child is gone after `shutdown()`.
     var onFinished: (() -> Void)?
 
-    public init(loop: EventLoop, settings: LocalSettings, statPort: UInt16, scrapeBoard: ScrapeBoard, events: EventLog)
-    {
+    public init(
+        loop: EventLoop, settings: LocalSettings, statPort: UInt16, scrapeBoard: ScrapeBoard, stateWriter: StateWriter,
+        events: EventLog
+    ) {
         self.loop = loop
         self.settings = settings
         self.statPort = statPort
         self.scrapeBoard = scrapeBoard
+        self.stateWriter = stateWriter
         self.events = events
         ports = PortAllocator(range: settings.podPorts)
         activatorAdmin = SocketAddress(ip: "127.0.0.1", port: 0)!
@@ -49,12 +55,18 @@ public final class Controller {
 
     // MARK: - Start
 
+    /// Restores the state file, starts the activator (which programs every restored revision and route), then
+    /// the restored revisions' pods.
     public func start() throws {
         let (network, line) = PodNetwork.make(settings: settings)
         if line.hasPrefix("error: ") { throw ManifestError(String(line.dropFirst(7))) }
         self.network = network
         events.emit(line)
+        try makeDirectory(settings.stateDirectory)
+        loadState()
         try startActivator()
+        for revision in revisions.values.sorted(by: { $0.createdMs < $1.createdMs }) { reconcile(revision) }
+        saveState()
         let tick = LoopTimer { [unowned self] _ in self.tick() }
         tickTimer = tick
         loop.schedule(tick, at: now + settings.autoscaler.tickIntervalMs)

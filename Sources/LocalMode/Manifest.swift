@@ -87,6 +87,14 @@ public enum Manifest {
     public static func parse(_ text: String, defaultNamespace: String = "default", allowZeroInitialScale: Bool = false)
         throws -> [ServiceManifest]
     {
+        try documents(text).map {
+            try decode($0, defaultNamespace: defaultNamespace, allowZeroInitialScale: allowZeroInitialScale)
+        }
+    }
+
+    /// Splits a file's text into its objects as JSON values (YAML documents, a JSON object, array or List),
+    /// not decoded yet: kn-local keeps each Service as applied, to restore it after a restart.
+    public static func documents(_ text: String) throws -> [JSON] {
         let trimmed = text.drop { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
         let documents: [JSON]
         if trimmed.first == "{" || trimmed.first == "[" {
@@ -100,12 +108,7 @@ public enum Manifest {
             }
         }
         guard !documents.isEmpty else { throw ManifestError("no objects passed to apply") }
-        var result: [ServiceManifest] = []
-        for document in documents {
-            result.append(
-                try decode(document, defaultNamespace: defaultNamespace, allowZeroInitialScale: allowZeroInitialScale))
-        }
-        return result
+        return documents
     }
 
     /// Decodes and validates one Service object.

@@ -17,8 +17,12 @@ public struct Condition: Sendable, Equatable {
 
 final class ServiceObject {
     var manifest: ServiceManifest
+    /// The Service object as applied, before decoding: what the state file keeps.
+    var document: JSON
     var generation = 1
+    /// Creation time on the loop's clock (for ordering), and on the wall clock (survives a restart).
     let createdMs: Int64
+    let createdAtUnixMs: Int64
     /// Revisions made by this service's configuration, oldest first.
     var revisionNames: [String] = []
     var latestCreated: String?
@@ -28,9 +32,11 @@ final class ServiceObject {
     var routeCondition = Condition.unknown
     var configCondition = Condition.unknown
 
-    init(manifest: ServiceManifest, nowMs: Int64) {
+    init(manifest: ServiceManifest, document: JSON, nowMs: Int64, createdAtUnixMs: Int64) {
         self.manifest = manifest
+        self.document = document
         createdMs = nowMs
+        self.createdAtUnixMs = createdAtUnixMs
     }
 
     var key: String { manifest.namespace + "/" + manifest.name }
@@ -53,7 +59,11 @@ final class RevisionObject {
     let serviceName: String
     let generation: Int
     let template: RevisionTemplate
+    /// `spec.template` as applied, before decoding: what the state file keeps.
+    let templateDocument: JSON
+    /// Creation time on the loop's clock (for ordering), and on the wall clock (survives a restart).
     let createdMs: Int64
+    let createdAtUnixMs: Int64
     /// The command line of the user container (nil when the image could not be resolved).
     let argv: [String]?
     var scaler: RevisionAutoscaler
@@ -61,23 +71,30 @@ final class RevisionObject {
     var condition = Condition.unknown
     var everReady = false
     var routable = false
-    /// Crash-loop back-off: consecutive pods that died before becoming ready, and when the next may start.
-    var crashes = 0
-    var nextSpawnMs: Int64 = 0
+    /// Crash-loop back-off of its pods (the rule is in CrashBackoff).
+    var backoff = CrashBackoff()
+    /// The last pod that died on its own, shown as `CrashLoopBackOff` while its replacement waits.
+    var crashedPod: PodObject?
     var retryTimer: LoopTimer?
+    /// Since when pods are wanted and none is ready (nil: one is ready, or none is wanted); the progress
+    /// deadline counts from here.
+    var progressSinceMs: Int64?
+    var progressTimer: LoopTimer?
 
     init(
         namespace: String, name: String, serviceName: String, generation: Int, template: RevisionTemplate,
-        argv: [String]?, scaler: RevisionAutoscaler, nowMs: Int64
+        templateDocument: JSON, argv: [String]?, scaler: RevisionAutoscaler, nowMs: Int64, createdAtUnixMs: Int64
     ) {
         self.namespace = namespace
         self.name = name
         self.serviceName = serviceName
         self.generation = generation
         self.template = template
+        self.templateDocument = templateDocument
         self.argv = argv
         self.scaler = scaler
         createdMs = nowMs
+        self.createdAtUnixMs = createdAtUnixMs
     }
 
     var key: String { namespace + "/" + name }
@@ -116,7 +133,18 @@ final class PodObject {
     var phase = Phase.starting
     var processStartMs: Double?
     var readyAfterMs: Double?
+    /// When it became ready (loop clock), for the back-off's reset rule.
+    var readySinceMs: Int64?
+    /// Whether its readiness already reset the revision's back-off (once per pod).
+    var provedHealthy = false
+    /// What the readiness waiter last saw while the pod was starting.
+    var probe = PodProbeReport()
+    /// Not ready within the report time (Settings.podNotReadyReportMs): `get pods` says ProbeFailing.
+    var isProbeFailing = false
+    /// Set when a container exited on its own: "user-container exited (exit code 1)".
+    var failure: String?
     var killTimer: LoopTimer?
+    var notReadyTimer: LoopTimer?
     /// Shared with the readiness waiter thread: set when the pod goes away before it got ready.
     let abandoned = AbandonFlag()
 
@@ -158,6 +186,52 @@ final class PodObject {
     var servingAddress: SocketAddress { SocketAddress(ip: ip, port: servingPort)! }
     var metricsAddress: SocketAddress { SocketAddress(ip: ip, port: metricsPort)! }
     var isGone: Bool { userExited && queueExited }
+
+    /// kubectl's READY: containers ready of 2. The queue-proxy counts once it accepts connections, the app
+    /// once its readiness passed (so `1/2` = the queue-proxy runs, the app is not ready).
+    var readyContainers: String {
+        switch phase {
+        case .ready: return "2/2"
+        case .terminating: return "0/2"
+        case .starting: return probe.queueListening ? "1/2" : "0/2"
+        }
+    }
+
+    /// kubectl's STATUS, with the reason a pod is not ready: ContainerCreating, Running, ProbeFailing,
+    /// Terminating, CrashLoopBackOff (died, the replacement waits for the back-off) or Error (died).
+    func status(atMs nowMs: Int64) -> String {
+        if failure != nil { return revision.backoff.isWaiting(atMs: nowMs) ? "CrashLoopBackOff" : "Error" }
+        switch phase {
+        case .ready: return "Running"
+        case .terminating: return "Terminating"
+        case .starting:
+            if isProbeFailing { return "ProbeFailing" }
+            return probe.queueListening || probe.appListening ? "Running" : "ContainerCreating"
+        }
+    }
+
+    /// Why a starting pod is not ready, from what the readiness waiter saw.
+    var notReadyReason: String {
+        if !probe.appListening {
+            return "the app does not accept connections on PORT \(userPort)"
+                + (probe.queueListening ? "" : ", nor the queue-proxy on \(servingPort)")
+        }
+        if let status = probe.lastStatus {
+            return "its readiness probe is failing (the queue-proxy answers \(status))"
+        }
+        if !probe.queueListening { return "the queue-proxy does not answer on \(servingPort)" }
+        return "its readiness probe has not passed yet"
+    }
+}
+
+/// What the readiness waiter has seen of a starting pod (posted to the loop when it changes).
+struct PodProbeReport: Sendable, Equatable {
+    /// The queue-proxy accepts connections on its serving port.
+    var queueListening = false
+    /// The app accepts connections on its PORT.
+    var appListening = false
+    /// The queue-proxy's last answer to the `K-Network-Probe: queue` check other than 200 (nil: none yet).
+    var lastStatus: Int?
 }
 
 final class AbandonFlag: Sendable {

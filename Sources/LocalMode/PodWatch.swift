@@ -7,17 +7,22 @@ import ProxyCore
 import Synchronization
 
 /// Waits for a new pod: first the user container's port accepting (process start), then the queue-proxy's
-/// `K-Network-Probe: queue` answer 200 (the user's readiness probe passed, as kubelet would see it).
+/// `K-Network-Probe: queue` answer 200 (the user's readiness probe passed, as kubelet would see it). What it sees
+/// on the way (the queue-proxy listening, the app listening, the probe's answers) goes to the loop when it
+/// changes, for `get pods` and the not-ready event. It watches until the pod is ready or goes away: a pod past
+/// the progress deadline can still become ready, as in Kubernetes.
 enum ReadinessWaiter {
     /// Polling interval while the processes start: short, because it is the cold-start critical path; after
-    /// the first 100 ms (a slow app) it backs off to 10 ms.
-    static func pollMicroseconds(_ elapsedMs: Double) -> UInt32 { elapsedMs < 100 ? 1_000 : 10_000 }
+    /// the first 100 ms (a slow app) it backs off to 10 ms, and after 5 s (an app that may never listen) to 100 ms.
+    static func pollMicroseconds(_ elapsedMs: Double) -> UInt32 {
+        elapsedMs < 100 ? 1_000 : elapsedMs < 5_000 ? 10_000 : 100_000
+    }
 
     static func start(pod: PodObject, loop: EventLoop) {
         let flag = pod.abandoned
-        // In namespace mode the app's start is seen from inside the pod's network namespace (an app that listens
-        // on its loopback only counts too); readiness is then probed at the pod's address from the host, as
-        // kubelet does, so a pod is ready only once the activator can reach it.
+        // In namespace mode the app's port is looked at from inside the pod's network namespace (an app that
+        // listens on its loopback only counts too), the queue-proxy at the pod's address from the host, as
+        // kubelet probes: a pod is ready only once the activator can reach it.
         let user = SocketAddress(ip: "127.0.0.1", port: pod.userPort)!
         let queue = pod.servingAddress
         let namespace = pod.network?.namespacePath
@@ -25,35 +30,42 @@ enum ReadinessWaiter {
         let inbox = loop.inbox
         let podID = pod.serial
         Threads.detach {
-            var home: Int32 = -1
-            if let namespace {
-                home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-                let fd = open(namespace, O_RDONLY | O_CLOEXEC)
-                let joined = home >= 0 && fd >= 0 && CLinuxShims_join_netns(fd) == 0
-                if fd >= 0 { close(fd) }
-                guard joined else {  // the pod is already gone (its namespace with it)
-                    if home >= 0 { close(home) }
-                    return
-                }
-            }
-            // Knative's progress deadline (600 s) bounds the wait; a pod that dies sets the flag sooner.
-            let deadline = spawned + 600_000_000_000
-            func elapsedMs() -> Double { Double(monotonicNs() - spawned) / 1e6 }
-            while !flag.isSet && monotonicNs() < deadline {
-                if let fd = try? BlockingClient.connect(user, timeoutMs: 100) {
+            var hop = NamespaceHop(namespace)
+            defer { hop.close() }
+            if namespace != nil && !hop.isOpen { return }  // the pod is already gone (its namespace with it)
+            func appAccepts() -> Bool {
+                hop.run {
+                    guard let fd = try? BlockingClient.connect(user, timeoutMs: 100) else { return false }
                     close(fd)
-                    break
+                    return true
+                } ?? false
+            }
+            func elapsedMs() -> Double { Double(monotonicNs() - spawned) / 1e6 }
+            var report = PodProbeReport()
+            func publish() {
+                let seen = report
+                inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podObserved($1, seen) } }
+            }
+            while !flag.isSet {
+                if !report.appListening {
+                    if appAccepts() {
+                        report.appListening = true
+                        let started = elapsedMs()
+                        inbox.post { loop in
+                            Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) }
+                        }
+                        publish()
+                    } else {
+                        // Off the critical path: the app is not up yet, so look at the queue-proxy meanwhile.
+                        if !report.queueListening, let fd = try? BlockingClient.connect(queue, timeoutMs: 100) {
+                            close(fd)
+                            report.queueListening = true
+                            publish()
+                        }
+                        usleep(pollMicroseconds(elapsedMs()))
+                        continue
+                    }
                 }
-                usleep(pollMicroseconds(elapsedMs()))
-            }
-            if home >= 0 {
-                let back = CLinuxShims_join_netns(home) == 0
-                close(home)
-                guard back else { return }  // cannot happen for our own namespace; never probe from the wrong one
-            }
-            let started = elapsedMs()
-            inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podProcessStarted($1, afterMs: started) } }
-            while !flag.isSet && monotonicNs() < deadline {
                 let response = try? BlockingClient.request(
                     "GET", queue, "/",
                     headers: [
@@ -64,9 +76,49 @@ enum ReadinessWaiter {
                     inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podReady($1, afterMs: ready) } }
                     return
                 }
+                var seen = report
+                if let status = response?.status {
+                    seen.queueListening = true
+                    seen.lastStatus = status
+                }
+                if seen != report {
+                    report = seen
+                    publish()
+                }
                 usleep(response == nil ? pollMicroseconds(elapsedMs()) : 50_000)
             }
         }
+    }
+}
+
+/// A thread's way into a pod's network namespace and back (setns applies to the calling thread only).
+struct NamespaceHop {
+    private var home: Int32 = -1
+    private var pod: Int32 = -1
+
+    /// Opens both namespaces' files; with `path` nil, `run` just runs its body here.
+    init(_ path: String?) {
+        guard let path else { return }
+        home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        pod = open(path, O_RDONLY | O_CLOEXEC)
+    }
+
+    var isOpen: Bool { home >= 0 && pod >= 0 }
+
+    /// Runs `body` inside the pod's namespace, then returns to the thread's own. nil when a switch failed.
+    func run<T>(_ body: () -> T) -> T? {
+        guard home >= 0 || pod >= 0 else { return body() }
+        guard isOpen, CLinuxShims_join_netns(pod) == 0 else { return nil }
+        let result = body()
+        // Back home, or this thread would go on probing from inside the pod.
+        precondition(CLinuxShims_join_netns(home) == 0, "cannot return to the host's network namespace")
+        return result
+    }
+
+    mutating func close() {
+        if home >= 0 { Glibc.close(home) }
+        if pod >= 0 { Glibc.close(pod) }
+        (home, pod) = (-1, -1)
     }
 }
 

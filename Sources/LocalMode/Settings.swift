@@ -21,10 +21,17 @@ public struct LocalSettings: Sendable {
     public var drainQuietPeriod = "1s"
     /// At most this many pods per revision, whatever the autoscaler wants (each pod is two processes).
     public var podLimit = 100
+    /// Knative's config-deployment `progress-deadline` (600 s): a revision that wants pods and gets none ready
+    /// within it is Ready False / ProgressDeadlineExceeded; the KPA gives up activating 30 s later.
+    public var progressDeadlineMs: Int64 = 600_000
     public var applyFiles: [String] = []
     public var verbose = false
 
     public init() {}
+
+    /// A starting pod not ready after this long is reported (an event with its log's tail, `ProbeFailing` in
+    /// `get pods`): 5 s, or the progress deadline when that is shorter.
+    public var podNotReadyReportMs: Int64 { min(5_000, progressDeadlineMs) }
 
     public var queueProxy: String { queueProxyPath ?? binDirectory + "/queue-proxy" }
     public var activator: String { activatorPath ?? binDirectory + "/activator" }
@@ -105,8 +112,9 @@ public struct LocalSettings: Sendable {
           --pod-cidr CIDR            pod addresses in namespace mode; the bridge takes the first
                                      (default 10.213.0.0/16)
           --pod-ports LO-HI          loopback ports for pods, 4 per pod (default 10000-19999)
-          --state-dir DIR            pod logs: DIR/<namespace>/<pod>/{user-container,queue-proxy}.log
-                                     (default /tmp/kn-local)
+          --state-dir DIR            DIR/state.json keeps the services and revisions (saved on every change,
+                                     restored at start; pods start anew); pod logs in
+                                     DIR/<namespace>/<pod>/{user-container,queue-proxy}.log (default /tmp/kn-local)
           --image-map FILE           YAML/JSON map image → command; the helloworld-go images map to the
                                      bundled `helloworld` without it
           --queue-proxy PATH         queue-proxy binary (default: next to kn-local)
@@ -114,6 +122,8 @@ public struct LocalSettings: Sendable {
           --drain-quiet-period D     QUEUE_DRAIN_QUIET_PERIOD of pods being removed (default 1s; Knative 30s;
                                      below ~1s a request already on its way to a removed pod can get 502)
           --pod-limit N              at most N pods per revision, whatever the autoscaler wants (default 100)
+          --progress-deadline D      a revision that wants pods and gets none ready within D is Ready False,
+                                     ProgressDeadlineExceeded (default 600s, Knative's config-deployment)
           -v, --verbose              also print activator stats and every pod start and stop
 
         config-autoscaler keys (Knative's defaults), as --KEY=VALUE:
@@ -197,6 +207,13 @@ public struct LocalSettings: Sendable {
                     throw ManifestError("--pod-limit \(text): expected an integer 1-1000")
                 }
                 podLimit = n
+            case "--progress-deadline":
+                let text = try v()
+                guard let ms = GoDuration.milliseconds(text), ms >= 1_000 else {
+                    throw ManifestError(
+                        "--progress-deadline \(text): expected a duration of at least 1s, like 2s or 10m")
+                }
+                progressDeadlineMs = ms
             case "-v", "--verbose": verbose = true
             default:
                 guard arg.hasPrefix("--") else {

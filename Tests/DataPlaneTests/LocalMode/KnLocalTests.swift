@@ -15,7 +15,9 @@ final class KnLocalInstance {
     private var stopped = false
     private static let podRangeIndex = Locked(0)
 
-    init(_ extra: [String] = []) throws {
+    /// - Parameters:
+    ///   - stateDirectory: a given --state-dir (a restart, or a prepared state file); kept if the start fails.
+    init(_ extra: [String] = [], stateDirectory given: String? = nil) throws {
         // Each instance gets its own block of pod ports (10000–19999; the harness uses 20000–32000).
         let block = Self.podRangeIndex.withLock { i in
             defer { i = (i + 1) % 40 }
@@ -29,7 +31,7 @@ final class KnLocalInstance {
         var lastError = ""
         for _ in 0..<3 {
             let (port, control) = (freePort(), freePort())
-            let stateDirectory = NSTemporaryDirectory() + "kn-local-test-\(getpid())-\(port)"
+            let stateDirectory = given ?? NSTemporaryDirectory() + "kn-local-test-\(getpid())-\(port)"
             let process = try ChildProcess(
                 "kn-local", environment: [:],
                 arguments: [
@@ -47,7 +49,7 @@ final class KnLocalInstance {
             process.signal(SIGKILL)
             _ = process.waitForExit()
             lastError = "\(process.stdout) \(process.stderr)"
-            try? FileManager.default.removeItem(atPath: stateDirectory)
+            if given == nil { try? FileManager.default.removeItem(atPath: stateDirectory) }
             guard lastError.contains("in use") || lastError.contains("cannot listen") else { break }
         }
         throw TestError("kn-local did not start: \(lastError)")
@@ -98,15 +100,16 @@ final class KnLocalInstance {
         }
     }
 
-    /// Stops kn-local with SIGTERM and checks that it exits 0 leaving no child.
-    func stop() {
+    /// Stops kn-local with SIGTERM and checks that it exits 0 leaving no child; removes the state directory
+    /// unless `keepingState` (for a restart). A second call does nothing.
+    func stop(keepingState: Bool = false) {
         guard !stopped else { return }
         stopped = true
         let kids = children()
         process.signal(SIGTERM)
         #expect(process.waitForExit(seconds: 30) == 0, "stdout: \(process.stdout)\nstderr: \(process.stderr)")
         for pid in kids { #expect(isGone(pid), "child \(pid) outlived kn-local") }
-        try? FileManager.default.removeItem(atPath: stateDirectory)
+        if !keepingState { try? FileManager.default.removeItem(atPath: stateDirectory) }
     }
 }
 
@@ -479,5 +482,131 @@ struct KnLocalTests {
             nope.bodyText
                 == "service \"default/nope\" is not ready: Revision \"nope-00009\" referenced in traffic not found.\n")
         for name in ["slow", "ghost", "nope"] { _ = try kn.cli(["delete", "ksvc", name]) }
+    }
+
+    /// Issue 13 §2: an app that never gets ready (it never listens on PORT) is visible: `get pods` shows the
+    /// queue-proxy up and the app not (1/2) and why, an event quotes its log, and after the progress deadline
+    /// the revision is Ready False / ProgressDeadlineExceeded instead of True with no replica.
+    @Test func aPodThatNeverGetsReadyIsReported() throws {
+        let kn = try KnLocalInstance(["--progress-deadline", "2s"])
+        defer { kn.stop() }
+        let yaml = """
+            apiVersion: serving.knative.dev/v1
+            kind: Service
+            metadata:
+              name: stuck
+            spec:
+              template:
+                spec:
+                  containers:
+                    - image: example.com/stuck:1
+                      command: ["sh", "-c", "echo booting; echo waiting for db:5432; exec sleep 60"]
+
+            """
+        #expect(try kn.apply(yaml).0 == 0)
+        #expect(
+            eventually(seconds: 10) {
+                let pod = kn.pods(phase: nil).first
+                return pod?["ready"] as? String == "1/2" && pod?["status"] as? String == "ProbeFailing"
+            }, "\(kn.objects("pods"))")
+        let (_, pods, _) = try kn.cli(["get", "pods"])
+        let row = pods.split(separator: "\n").last?.split(separator: " ", omittingEmptySubsequences: true) ?? []
+        #expect(row.count == 5 && row[1] == "1/2" && row[2] == "ProbeFailing" && row[3] == "0", "\(pods)")
+        #expect(
+            eventually(seconds: 10) { kn.process.stdout.contains("    | waiting for db:5432") }, "\(kn.process.stdout)")
+        #expect(kn.process.stdout.contains("not ready after 2s: the app does not accept connections on PORT"))
+        #expect(
+            eventually(seconds: 10) {
+                let revision = kn.objects("revisions").first
+                return revision?["ready"] as? String == "False"
+                    && revision?["reason"] as? String == "ProgressDeadlineExceeded"
+            }, "\(kn.objects("revisions"))")
+        let (_, revisions, _) = try kn.cli(["get", "revisions"])
+        #expect(
+            revisions.split(separator: "\n").last?.split(separator: " ", omittingEmptySubsequences: true)
+                == ["stuck-00001", "stuck", "1", "False", "ProgressDeadlineExceeded", "0", "1"], "\(revisions)")
+        #expect(kn.process.stdout.contains("revision default/stuck-00001 failed: ProgressDeadlineExceeded"))
+        let ksvc = kn.objects("ksvc").first
+        #expect(ksvc?["ready"] as? String == "False")
+        let answer = try kn.get(host: "stuck.default.example.com")
+        #expect(answer.status == 404)
+        #expect(
+            answer.bodyText
+                == "service \"default/stuck\" is not ready: revision \"stuck-00001\" failed: ProgressDeadlineExceeded: Initial scale was never achieved\n",
+            "\(answer.bodyText)")
+    }
+
+    /// Issue 13 §1: a restart with the same --state-dir brings back the services, their revisions (same names,
+    /// generations, status) and routes; pods start anew, so the service answers again.
+    @Test func aRestartKeepsServicesRevisionsAndRoutes() throws {
+        let first = try KnLocalInstance()
+        var keepState = true
+        defer { if keepState { try? FileManager.default.removeItem(atPath: first.stateDirectory) } }
+        #expect(try first.apply(serviceYAML(name: "keep", target: "One")).0 == 0)
+        #expect(try first.apply(serviceYAML(name: "keep", target: "Two")).0 == 0)
+        #expect(
+            eventually(seconds: 10) {
+                first.objects("ksvc").first?["latestReadyRevisionName"] as? String == "keep-00002"
+            })
+        #expect(try first.get(host: "keep.default.example.com").bodyText == "Hello Two!\n")
+        func stable(_ kn: KnLocalInstance) throws -> (String, [[Substring]], String) {
+            let (_, ksvc, _) = try kn.cli(["get", "ksvc"])
+            // NAME CONFIG GENERATION READY REASON (not the replica columns: they follow the new pods).
+            let (_, revisions, _) = try kn.cli(["get", "revisions"])
+            let rows = revisions.split(separator: "\n").map {
+                Array($0.split(separator: " ", omittingEmptySubsequences: true).dropLast(2))
+            }
+            let traffic = (kn.objects("ksvc").first?["traffic"] as? [[String: Any]] ?? []).map {
+                "\($0["revisionName"] ?? "")=\($0["percent"] ?? "")"
+            }
+            return (ksvc, rows, traffic.joined(separator: ","))
+        }
+        let before = try stable(first)
+        #expect(before.1.count == 3 && before.2 == "keep-00002=100", "\(before)")
+        first.stop(keepingState: true)
+
+        let second = try KnLocalInstance(stateDirectory: first.stateDirectory)
+        keepState = false
+        defer { second.stop() }
+        #expect(
+            second.process.stdout.contains("restored 1 service and 2 revisions from \(first.stateDirectory)/state.json")
+        )
+        let after = try stable(second)
+        #expect(after.0 == before.0)
+        #expect(after.1 == before.1)
+        #expect(after.2 == before.2)
+        #expect(try second.get(host: "keep.default.example.com").bodyText == "Hello Two!\n")
+        // The same file again changes nothing: no revision 00003.
+        #expect(
+            try second.apply(serviceYAML(name: "keep", target: "Two")).1
+                == "service.serving.knative.dev/keep unchanged\n")
+        #expect(second.objects("revisions").count == 2)
+    }
+
+    /// Issue 13 §1: a state file that cannot be restored is reported (file and error), kept aside, and kn-local
+    /// starts empty.
+    @Test func aCorruptStateFileIsMovedAsideAndReported() throws {
+        let directory = NSTemporaryDirectory() + "kn-local-corrupt-\(getpid())-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let broken = #"{"apiVersion":"kn-local/v1","kind":"State","services":[{"namespace":"default","#
+        try broken.write(toFile: directory + "/state.json", atomically: true, encoding: .utf8)
+        let kn = try KnLocalInstance(stateDirectory: directory)
+        defer { kn.stop() }
+        let report = "cannot restore state from \(directory)/state.json: not JSON: "
+        #expect(eventually(seconds: 5) { kn.process.stderr.contains(report) }, "\(kn.process.stderr)")
+        #expect(kn.process.stdout.contains(report))
+        #expect(kn.process.stdout.contains("; moved it to \(directory)/state.json.corrupt-"))
+        let aside = try FileManager.default.contentsOfDirectory(atPath: directory).filter {
+            $0.hasPrefix("state.json.corrupt-")
+        }
+        #expect(aside.count == 1)
+        #expect(try String(contentsOfFile: directory + "/" + (aside.first ?? ""), encoding: .utf8) == broken)
+        #expect(try kn.cli(["get", "ksvc"]).1 == "No resources found in default namespace.\n")
+        // A fresh (empty) state file takes its place.
+        #expect(
+            eventually(seconds: 5) {
+                (try? String(contentsOfFile: directory + "/state.json", encoding: .utf8))?.contains(#""services":[]"#)
+                    ?? false
+            })
     }
 }
