@@ -101,8 +101,12 @@ def main():
         return p
 
     def restart(p, window):
+        nonlocal state
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
+        # A fresh state directory: kn-local restores its Services (at their last scale) from the old one, and the
+        # ramp must start from zero.
+        state = tempfile.mkdtemp(prefix="kn-local-bench-")
         return start_kn(window)
 
     proc = start_kn("3s")
