@@ -32,6 +32,7 @@ public final class Controller {
     var network: PodNetwork?
     var persistence = Persistence()
     private(set) var isShuttingDown = false
+    private var isFinished = false
     /// Called once every child is gone after `shutdown()`.
     var onFinished: (() -> Void)?
 
@@ -147,7 +148,8 @@ public final class Controller {
     }
 
     func finishIfDone() {
-        guard isShuttingDown, activatorPID == 0, podsByPID.isEmpty else { return }
+        guard isShuttingDown, !isFinished, activatorPID == 0, podsByPID.isEmpty else { return }
+        isFinished = true  // several exits can be reaped in one pass, each asking again
         shutdownTimer.map { loop.cancel($0) }
         network?.tearDown()
         network = nil

@@ -109,8 +109,30 @@ final class KnLocalInstance {
         process.signal(SIGTERM)
         #expect(process.waitForExit(seconds: 30) == 0, "stdout: \(process.stdout)\nstderr: \(process.stderr)")
         for pid in kids { #expect(isGone(pid), "child \(pid) outlived kn-local") }
+        // The shutdown ends once (it printed its last line twice when two exits were reaped in one pass).
+        #expect(process.stdout.components(separatedBy: "all children exited").count == 2, "\(process.stdout)")
         if !keepingState { try? FileManager.default.removeItem(atPath: stateDirectory) }
     }
+}
+
+/// Whether this machine lets kn-local give pods network namespaces: root, iproute2, and a namespace can
+/// really be made (a container without CAP_SYS_ADMIN cannot).
+enum PodNamespaces {
+    static let available: Bool = {
+        guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") else { return false }
+        let name = "knl-probe-\(getpid())"
+        func ip(_ arguments: [String]) -> Bool {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            process.arguments = arguments
+            process.standardError = FileHandle.nullDevice
+            guard (try? process.run()) != nil else { return false }
+            process.waitUntilExit()
+            return process.terminationStatus == 0
+        }
+        guard ip(["netns", "add", name]) else { return false }
+        return ip(["netns", "del", name])
+    }()
 }
 
 /// True when `pid` no longer runs (absent, or a zombie waiting for a reaper).
@@ -297,7 +319,7 @@ struct KnLocalTests {
     /// Issue 13 §1, Knative's `TestMustEnvVars` (`PORT` is the containerPort): in namespace mode every pod has
     /// its own network, so an app that ignores `PORT` and listens on 8080 runs five times over, each pod at an
     /// address of its own, and everything kn-local made for them is gone after it stops.
-    @Test(.enabled(if: geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")))
+    @Test(.enabled(if: PodNamespaces.available, "needs root, iproute2 and permission to make network namespaces"))
     func appsOnTheirContainerPortScaleOutInPodNamespaces() throws {
         let python = ProcessInfo.processInfo.environment["KN_TEST_PYTHON"] ?? "python3"
         let script = """
