@@ -50,6 +50,9 @@ struct ActivatorOptions {
         Signals: SIGTERM/SIGINT → health answers 500, traffic served for the drain grace, then in-flight
         requests finish and it exits 0. SIGHUP → reload --config.
 
+        TLS is not served by this build: with /var/lib/knative/certs/tls.{crt,key} present (Knative's
+        system-internal-tls) the activator exits 1 at start, saying so.
+
         """
 
     init(arguments: [String], environment env: [String: String]) throws(OptionsError) {

@@ -1,5 +1,5 @@
-import ActivatorCore
 // activator: Knative's shared proxy for scaled-to-zero revisions. Thin: flags, config file, listeners, signals.
+import ActivatorCore
 import Glibc
 import KnativeWire
 import ProxyCore
@@ -16,6 +16,10 @@ do {
 } catch {
     Log.writeStderr("activator: \(error)\n")
     exit(2)
+}
+if let refusal = SystemInternalTLS.refusal(product: "activator") {
+    Log.writeStderr(refusal)
+    exit(1)
 }
 Log.configure(level: options.logLevel, logger: "activator", fields: [("knative.dev/pod", options.settings.podName)])
 

@@ -34,7 +34,9 @@ struct QueueProxyConfig {
           CONTAINER_CONCURRENCY       int   max requests in the app at once; 0 = unlimited. 10×cc more wait
                                             (FIFO), the rest get 503 "pending request queue full"
           QUEUE_SERVING_PORT          port  main port (HTTP/1.1 and h2c): probes and the proxy to the app
-          QUEUE_SERVING_TLS_PORT      port  accepted for compatibility; TLS is not served (README)
+          QUEUE_SERVING_TLS_PORT      port  accepted for compatibility; TLS is not served (README): with
+                                            /var/lib/knative/certs/tls.{crt,key} present (system-internal-tls)
+                                            the queue-proxy exits 1 at start
           USER_PORT                   port  the app, on 127.0.0.1
           REVISION_TIMEOUT_SECONDS    int   overall request timeout → 504 "request timeout"
           SERVING_LOGGING_CONFIG, SERVING_LOGGING_LEVEL (debug|info|warn|error, "" = info),

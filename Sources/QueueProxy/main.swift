@@ -22,6 +22,10 @@ do {
     Log.writeStderr("queue-proxy: \(error)\n")
     exit(1)
 }
+if let refusal = SystemInternalTLS.refusal(product: "queue-proxy") {
+    Log.writeStderr(refusal)
+    exit(1)
+}
 Log.configure(
     level: config.logLevel, logger: "queueproxy",
     fields: [
@@ -87,6 +91,10 @@ do {
     Log.writeStderr("queue-proxy: \(error)\n")
     exit(1)
 }
+if let refusal = SystemInternalTLS.refusal(product: "queue-proxy") {
+    Log.writeStderr(refusal)
+    exit(1)
+}
 Log.info("queue-proxy serving on :\(config.servingPort), forwarding to \(config.userAddress)")
 
 let signalFD: Int32
@@ -94,6 +102,10 @@ do {
     signalFD = try Signals.makeDescriptor([SIGTERM, SIGINT])
 } catch {
     Log.writeStderr("queue-proxy: \(error)\n")
+    exit(1)
+}
+if let refusal = SystemInternalTLS.refusal(product: "queue-proxy") {
+    Log.writeStderr(refusal)
     exit(1)
 }
 let received = Signals.next(signalFD)

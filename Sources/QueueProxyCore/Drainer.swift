@@ -1,7 +1,7 @@
-import KnativeWire
 // Knative's drainer (spec §1.15): once started, the component is "draining" until a quiet period passes with
 // no new (non-probe) request; each such request restarts the period. `reset` cancels the drain.
 // Shared by the loops and the main thread, so it is Sendable; the per-request check is one atomic load.
+import KnativeWire
 import ProxyCore
 import Synchronization
 

@@ -1,7 +1,7 @@
-import KnativeWire
 // Operator metrics in Prometheus text format on the user-metrics port (beyond upstream's default, which
 // exports nothing unless configured): queue depth, invocation duration histogram, requests by status class,
 // current concurrency. Updated once per request under one uncontended lock.
+import KnativeWire
 import ProxyCore
 import Synchronization
 

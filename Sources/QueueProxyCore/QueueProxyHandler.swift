@@ -1,7 +1,7 @@
-import KnativeWire
 // The queue-proxy's request pipeline (spec §1.3, §1.4): health checks and probes answered here, then stats,
 // Host restore, the breaker, timeouts and the Forwarded shim, then the proxy to the user container.
 // One handler per loop; what must be process-wide (stats, drain state, metrics) is shared and Sendable.
+import KnativeWire
 import ProxyCore
 import Synchronization
 

@@ -1,6 +1,7 @@
 // The real queue-proxy and helloworld binaries: streaming with bounded memory, drain on SIGTERM, config errors.
 import Foundation
 import Glibc
+import KnativeWire
 import Testing
 
 @Suite(.serialized, .timeLimit(.minutes(2)))
@@ -141,6 +142,33 @@ struct QueueProxyProcessTests {
         #expect(proxy.stderr.contains(message), "stderr: \(proxy.stderr)")
     }
 
+    /// Issue 14 §1: where Knative mounts system-internal TLS certificates, both products refuse to start with
+    /// one line (this build has no TLS). The files are made in a private mount namespace, seen by that process
+    /// only.
+    @Test(
+        .enabled(if: PrivateMounts.available, "needs root and unshare -m"),
+        arguments: ["queue-proxy", "activator"])
+    func systemInternalTLSIsRefusedAtStart(_ product: String) throws {
+        let binary = ChildProcess.buildDirectory.appendingPathComponent(product).path
+        let certs = SystemInternalTLS.certificateDirectory
+        let script =
+            "mkdir -p \(certs) && mount -t tmpfs tmpfs \(certs) && touch \(certs)/tls.crt \(certs)/tls.key && exec \"$0\""
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = ["-m", "--propagation", "private", "sh", "-c", script, binary]
+        process.environment = queueProxyEnvironment(port: freePort(), userPort: freePort()).merging(
+            ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]) { $1 }
+        let stderr = Pipe()
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 1, "\(text)")
+        #expect(text.hasPrefix("\(product): system-internal-tls is not supported by this build"), "\(text)")
+        #expect(text.split(separator: "\n").count == 1, "one line: \(text)")
+    }
+
     @Test func portInUseExitsWithAMessage() throws {
         let upstream = try ScriptedUpstream(script: Scripts.hello())
         let proxy = try ChildProcess(
@@ -174,4 +202,18 @@ struct QueueProxyProcessTests {
         first.signal(SIGKILL)
         _ = first.waitForExit()
     }
+}
+
+/// Whether tests may make a private mount namespace (root and unshare; not in every container).
+enum PrivateMounts {
+    static let available: Bool = {
+        guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return false }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = ["-m", "--propagation", "private", "true"]
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }()
 }
