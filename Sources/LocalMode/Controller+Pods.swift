@@ -111,6 +111,22 @@ extension Controller {
         saveState()
     }
 
+    /// From the readiness waiter: a ready pod failed its readiness probe `failures` times in a row (kubelet's
+    /// periodic probe). It leaves the activator and the scrape board, as a not-ready pod leaves a Service's
+    /// endpoints, and is ready again (`podReady`) once the probe passes.
+    func podNotReady(_ pod: PodObject, failures: Int) {
+        guard pod.phase == .ready else { return }
+        pod.phase = .starting
+        pod.isProbeFailing = true  // `get pods`: 1/2 ProbeFailing
+        let revision = pod.revision
+        guard revisions[revision.key] === revision else { return }
+        programEndpoints(revision)
+        updateScrapeBoard()
+        events.emit(
+            "pod \(pod.name) not ready: readiness probe failed \(Self.count(failures, "time", "times")) in a row")
+        trackProgress(revision)
+    }
+
     /// The pod's not-ready report time passed (Settings.podNotReadyReportMs): if it is still starting, say so
     /// once, with why (what the readiness waiter saw) and the tail of the app's log.
     func podNotReadyInTime(_ pod: PodObject) {

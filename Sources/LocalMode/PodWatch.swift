@@ -10,7 +10,9 @@ import Synchronization
 /// `K-Network-Probe: queue` answer 200 (the user's readiness probe passed, as kubelet would see it). What it sees
 /// on the way (the queue-proxy listening, the app listening, the probe's answers) goes to the loop when it
 /// changes, for `get pods` and the not-ready event. It watches until the pod is ready or goes away: a pod past
-/// the progress deadline can still become ready, as in Kubernetes.
+/// the progress deadline can still become ready, as in Kubernetes. A ready pod goes on being probed as kubelet
+/// does (`periodSeconds`, 10 s when unset; `failureThreshold`, 3): after that many failures in a row it is not
+/// ready (out of the activator) until the probe passes again.
 enum ReadinessWaiter {
     /// Polling interval while the processes start: short, because it is the cold-start critical path; after
     /// the first 100 ms (a slow app) it backs off to 10 ms, and after 5 s (an app that may never listen) to 100 ms.
@@ -29,6 +31,10 @@ enum ReadinessWaiter {
         let spawned = pod.spawnedNs
         let inbox = loop.inbox
         let podID = pod.serial
+        let probe = pod.revision.template.container.readinessProbe
+        let periodSeconds = probe?["periodSeconds"]?.intValue ?? 0
+        let periodMs = Int64(periodSeconds > 0 ? periodSeconds : 10) * 1000
+        let failureThreshold = max(probe?["failureThreshold"]?.intValue ?? 3, 1)
         Threads.detach {
             var hop = NamespaceHop(namespace)
             defer { hop.close() }
@@ -74,7 +80,15 @@ enum ReadinessWaiter {
                 if response?.status == 200 {
                     let ready = elapsedMs()
                     inbox.post { loop in Controller.on(loop)?.podEvent(podID) { $0.podReady($1, afterMs: ready) } }
-                    return
+                    // From here on only the queue-proxy is probed, from the host: the namespace is not held open.
+                    hop.close()
+                    guard watchReady(queue, flag, periodMs: periodMs, failureThreshold: failureThreshold) else {
+                        return
+                    }
+                    inbox.post { loop in
+                        Controller.on(loop)?.podEvent(podID) { $0.podNotReady($1, failures: failureThreshold) }
+                    }
+                    continue
                 }
                 var seen = report
                 if let status = response?.status {
@@ -87,6 +101,30 @@ enum ReadinessWaiter {
                 }
                 usleep(response == nil ? pollMicroseconds(elapsedMs()) : 50_000)
             }
+        }
+    }
+}
+
+extension ReadinessWaiter {
+    /// Probes a ready pod's queue-proxy every `periodMs` as kubelet does. - Returns: true once
+    /// `failureThreshold` probes in a row failed, false when the pod went away.
+    static func watchReady(_ queue: SocketAddress, _ flag: AbandonFlag, periodMs: Int64, failureThreshold: Int) -> Bool
+    {
+        var failures = 0
+        while true {
+            // Sleep in short slices: a pod that goes away ends its watcher at once.
+            let wakeMs = monotonicMs() + periodMs
+            while monotonicMs() < wakeMs {
+                if flag.isSet { return false }
+                usleep(100_000)
+            }
+            if flag.isSet { return false }
+            let response = try? BlockingClient.request(
+                "GET", queue, "/",
+                headers: [("User-Agent", "kube-probe/kn-local"), ("K-Network-Probe", "queue")],
+                timeoutMs: 11_000)  // as the waiter: an aggressive round takes up to 10 s
+            failures = response?.status == 200 ? 0 : failures + 1
+            if failures >= failureThreshold { return !flag.isSet }
         }
     }
 }
