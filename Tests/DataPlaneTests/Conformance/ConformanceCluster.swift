@@ -13,10 +13,9 @@ enum PodMode: String, CustomStringConvertible, Sendable {
 
     var description: String { rawValue }
 
-    /// Loopback always; namespaces where kn-local can make them (root, iproute2).
-    static let available: [PodMode] =
-        geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
-        ? [.loopback, .namespace] : [.loopback]
+    /// Loopback always; namespaces where kn-local can make them (root, iproute2, and the permission to make
+    /// a network namespace, which some containers lack).
+    static let available: [PodMode] = PodNamespaces.available ? [.loopback, .namespace] : [.loopback]
 }
 
 /// One kn-local for one conformance test, with the test apps as images.
