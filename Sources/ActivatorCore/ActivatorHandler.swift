@@ -250,9 +250,10 @@ public final class Activator: HTTPResponder {
         // The pod's address becomes Host (`proxy(_:to:)`); the client's Host goes on as K-Original-Host unless
         // an earlier hop set one.
         options.rewrite.originalHostField = fields.hasOriginalHost ? nil : "K-Original-Host: "
-        // A scheme a hop before us set (X-Forwarded-Proto) is never overwritten.
+        // A scheme a hop before us stated (X-Forwarded-Proto, or Forwarded's proto=) is never contradicted.
         options.rewrite.extraLines =
-            actsAsIngress && !fields.hasForwardedProto ? Self.ingressRequestLines : Self.proxyRequestLine
+            actsAsIngress && !fields.hasForwardedProto && !fields.hasForwarded
+            ? Self.ingressRequestLines : Self.proxyRequestLine
         handle.context.options = options
         // 12. Throttle: a pod with a free slot now, or wait.
         if let pod = throttler.acquire() { return proxy(handle, to: pod) }
@@ -498,6 +499,8 @@ struct ActivatorRequestFields {
     var host: Range<Int>?
     var hasOriginalHost = false
     var hasForwardedProto = false
+    /// The client sent `Forwarded` (whose `proto=` the activator must not contradict).
+    var hasForwarded = false
     /// Fields not to forward: Knative-Serving-Revision/-Namespace, K-Network-Hash, any K-Proxy-Request.
     var dropped = FieldSet()
 
@@ -525,6 +528,8 @@ struct ActivatorRequestFields {
                     } else if HTTP1Parser.equalsLower(b, name, "k-proxy-request") {
                         dropped.insert(index)
                     }
+                case 9:
+                    if HTTP1Parser.equalsLower(b, name, "forwarded") { hasForwarded = true }
                 case 17:
                     if HTTP1Parser.equalsLower(b, name, "x-forwarded-proto") { hasForwardedProto = true }
                 case 24:

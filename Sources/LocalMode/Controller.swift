@@ -63,9 +63,15 @@ public final class Controller {
         if line.hasPrefix("error: ") { throw ManifestError(String(line.dropFirst(7))) }
         self.network = network
         events.emit(line)
-        try makeDirectory(settings.stateDirectory)
-        loadState()
-        try startActivator()
+        do {
+            try makeDirectory(settings.stateDirectory)
+            loadState()
+            try startActivator()
+        } catch {
+            network?.tearDown()  // the bridge and the spare namespace go with the failed start
+            self.network = nil
+            throw error
+        }
         for revision in revisions.values.sorted(by: { $0.createdMs < $1.createdMs }) { reconcile(revision) }
         saveState()
         let tick = LoopTimer { [unowned self] _ in self.tick() }

@@ -60,13 +60,17 @@ final class PodNetwork {
         /// The namespace's file, which spawned processes join.
         let namespacePath: String
         let namespaceName: String
+        /// The host side of the veth pair (on the bridge).
+        let link: String
         let host: Int
     }
 
     let subnet: Subnet
-    /// `knl` + 4 hex digits: the bridge's name and the prefix of every namespace and host-side link.
+    /// `knl` + 5 hex digits: the bridge's name and the prefix of every namespace and host-side link (interface
+    /// names have 15 bytes: `knlXXXXXh` + a 6-digit pod number fits).
     let prefix: String
     private let logPath: String
+    /// Addresses given back, reused oldest first, and only once no address was ever used is left.
     private var freeHosts: [Int] = []
     /// Namespaces made ahead, so that a pod start (a cold start's critical path) does not wait for `ip`: two
     /// runs of it cost ~9 ms, against ~5 ms for the whole cold start in loopback mode.
@@ -91,9 +95,19 @@ final class PodNetwork {
                 return (nil, required ? "error: " + why : why)
             }
             let subnet = Subnet(settings.podCIDR)!  // checked when the flag was parsed
-            let network = PodNetwork(subnet: subnet, stateDirectory: settings.stateDirectory, ip: ip)
             do {
                 try makeDirectory(settings.stateDirectory)
+            } catch {
+                return (nil, "error: \(error)")
+            }
+            // The canonical path: `/tmp/x` and `/tmp/x/` are one kn-local's directory, with one prefix.
+            let directory =
+                realpath(settings.stateDirectory, nil).map { pointer in
+                    defer { free(pointer) }
+                    return String(cString: pointer)
+                } ?? settings.stateDirectory
+            let network = PodNetwork(subnet: subnet, stateDirectory: directory, ip: ip)
+            do {
                 try network.setUp()
                 network.refill()
             } catch {
@@ -115,17 +129,25 @@ final class PodNetwork {
     private init(subnet: Subnet, stateDirectory: String, ip: String) {
         self.subnet = subnet
         ipPath = ip
-        // FNV-1a of the state directory: stable across restarts, different for two kn-locals.
+        // FNV-1a of the state directory: stable across restarts, different for two kn-locals (20 bits: a
+        // collision, which would let one kn-local's start-up clean-up take the other's pods, is 1 in a million).
         var hash: UInt32 = 2_166_136_261
         for byte in stateDirectory.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
-        let hex = String(hash & 0xFFFF, radix: 16)
-        prefix = "knl" + String(repeating: "0", count: 4 - hex.count) + hex
+        let hex = String(hash & 0xF_FFFF, radix: 16)
+        prefix = "knl" + String(repeating: "0", count: 5 - hex.count) + hex
         logPath = stateDirectory + "/pod-network.log"
     }
 
-    /// Removes what an earlier run with this prefix left, then makes the bridge.
+    /// Removes what an earlier run with this prefix left, then makes the bridge; refuses a subnet that another
+    /// interface (another kn-local's bridge, a real network) already routes: its pods would be unreachable.
     private func setUp() throws {
         removeLeftovers()
+        let routes =
+            try output(["route", "show", "root", "\(subnet)"]) + output(["route", "show", "match", "\(subnet)"])
+        if let taken = routes.split(separator: "\n").first(where: { !$0.hasPrefix("default") }) {
+            throw ManifestError(
+                "--pod-cidr \(subnet) overlaps a route already on this machine (\(taken)); pick another")
+        }
         try batch(
             [
                 "link add \(prefix) type bridge",
@@ -147,7 +169,7 @@ final class PodNetwork {
 
     /// A namespace with its veth pair and address, ready for the pod's processes.
     private func make() throws -> Attachment {
-        guard let host = freeHosts.popLast() ?? takeNewHost() else {
+        guard let host = takeNewHost() ?? (freeHosts.isEmpty ? nil : freeHosts.removeFirst()) else {
             throw ManifestError("no free pod address left in --pod-cidr \(subnet)")
         }
         nextLink += 1
@@ -173,12 +195,16 @@ final class PodNetwork {
             freeHosts.append(host)
             throw error
         }
-        return Attachment(ip: ip, namespacePath: "/run/netns/\(name)", namespaceName: name, host: host)
+        return Attachment(ip: ip, namespacePath: "/run/netns/\(name)", namespaceName: name, link: link, host: host)
     }
 
-    /// The pod is gone: its namespace goes, and its veth pair with it.
+    /// The pod is gone: its veth pair goes at once (deleting the namespace alone leaves it on the bridge for as
+    /// long as anything still holds the namespace, and the kernel frees namespaces later anyway), then the
+    /// namespace.
     func detach(_ attachment: Attachment) {
-        _ = try? ProcessControl.run([ipPath, "netns", "del", attachment.namespaceName], logPath: logPath)
+        try? batch(
+            ["link del \(attachment.link)", "netns del \(attachment.namespaceName)"], force: true,
+            what: "pod network \(attachment.namespaceName)")
         freeHosts.append(attachment.host)
     }
 
@@ -194,28 +220,41 @@ final class PodNetwork {
     }
 
     private func removeLeftovers() {
-        var names: [String] = []
-        if let dir = opendir("/run/netns") {
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                }
-                if name.hasPrefix(prefix + "-") { names.append(name) }
-            }
-            closedir(dir)
-        }
-        for name in names { _ = try? ProcessControl.run([ipPath, "netns", "del", name], logPath: logPath) }
-        _ = try? ProcessControl.run([ipPath, "link", "del", prefix], logPath: logPath)
+        let links = Self.entries("/sys/class/net").filter { $0.hasPrefix(prefix + "h") }
+        let namespaces = Self.entries("/run/netns").filter { $0.hasPrefix(prefix + "-") }
+        let commands = links.map { "link del \($0)" } + namespaces.map { "netns del \($0)" } + ["link del \(prefix)"]
+        try? batch(commands, force: true, what: "leftovers of \(prefix)")
     }
 
-    /// Runs `commands` in one `ip -batch` (in `namespace` when given).
-    private func batch(_ commands: [String], namespace: String? = nil, what: String) throws {
+    private static func entries(_ directory: String) -> [String] {
+        var names: [String] = []
+        guard let dir = opendir(directory) else { return names }
+        while let entry = readdir(dir) {
+            names.append(
+                withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
+        }
+        closedir(dir)
+        return names
+    }
+
+    /// What `ip ARGS` prints.
+    private func output(_ arguments: [String]) throws -> String {
+        let file = logPath + ".out"
+        unlink(file)
+        let exit = try ProcessControl.run([ipPath] + arguments, logPath: file)
+        guard exit.code == 0 else { throw ManifestError("`ip \(arguments.joined(separator: " "))` failed (\(exit))") }
+        return (try? readFile(file)) ?? ""
+    }
+
+    /// Runs `commands` in one `ip -batch` (in `namespace` when given; `force`: on past failing lines).
+    private func batch(_ commands: [String], namespace: String? = nil, force: Bool = false, what: String) throws {
         let file = logPath + ".batch"
         let text = commands.joined(separator: "\n") + "\n"
         guard let handle = fopen(file, "w") else { throw ManifestError("cannot write \(file)") }
         fputs(text, handle)
         fclose(handle)
         var argv = [ipPath]
+        if force { argv.append("-force") }
         if let namespace { argv += ["-n", namespace] }
         argv += ["-batch", file]
         let exit = try ProcessControl.run(argv, logPath: logPath)

@@ -21,13 +21,14 @@ int CLinuxShims_wifexited(int status);
 int CLinuxShims_wifsignaled(int status);
 int CLinuxShims_wtermsig(int status);
 
-/// fork + exec for a supervisor (kn-local): the child gets its own process group, an empty signal mask,
-/// SIGKILL when the forking *thread* dies (PR_SET_PDEATHSIG), stdin from /dev/null and stdout/stderr on
-/// `out_fd` (or inherited when -1). Only async-signal-safe calls run between fork and exec.
-/// Returns the pid, or -errno when fork failed; an exec failure shows as exit status 127.
 /// Moves the calling thread into the network namespace `fd` refers to (setns). 0 or -1 with errno.
 int CLinuxShims_join_netns(int fd);
 
+/// fork + exec for a supervisor (kn-local): the child gets its own process group, an empty signal mask,
+/// SIGKILL when the forking *thread* dies (PR_SET_PDEATHSIG), stdin from /dev/null, stdout/stderr on
+/// `out_fd` (or inherited when -1) and, with `netns_fd` ≥ 0, that network namespace. Only async-signal-safe
+/// calls run between fork and exec. Returns the pid, or -errno when fork failed; an exec failure shows as exit
+/// status 127, a failed setns as 126.
 int CLinuxShims_spawn(const char *path, char *const argv[], char *const envp[], int out_fd, int netns_fd);
 
 #endif

@@ -308,6 +308,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         guard state == .proxying else { return }
         if block.isTruncated {
             fail(.badResponse)  // over our header limit: not passed on with fields missing (502, or a reset)
+            connection.writeOut()
             return
         }
         if isTrailers {
@@ -320,6 +321,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         switch InterimRule.classify(status: code, clientTakesInterim: true, upgradeRequested: false) {
         case .invalid, .switchProtocols:
             fail(.badResponse)  // no status, or a 101 (HTTP/2 has no upgrade)
+            connection.writeOut()
             return
         case .forwardInterim, .dropInterim:
             try? session.submitInformational(stream: id, block)

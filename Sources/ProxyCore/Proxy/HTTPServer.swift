@@ -663,6 +663,8 @@ final class HTTP1ServerConnection: StreamConnection, RequestHandle {
         guard state == .exchange else { return }
         active = .none
         state = .closing
+        // A client that stopped reading is not kept forever for the rest of what was queued.
+        loop.schedule(self, at: loop.nowMs + config.headerTimeoutMs)
         input?.clear()
         drive()
     }

@@ -418,6 +418,8 @@ struct ActivatorTests {
         _ = try client.exchange(
             "GET /b HTTP/1.1\r\nHost: svc.default.example.com\r\nX-Forwarded-Proto: https\r\n\r\n")
         _ = try activator.toRevision("svc-00001", path: "/c")
+        _ = try client.exchange(
+            "GET /d HTTP/1.1\r\nHost: svc.default.example.com\r\nForwarded: for=192.0.2.1;proto=https\r\n\r\n")
         let seen = pod.requests.all
         func protos(_ path: String) -> [String] {
             let request = seen.first { $0.first?.1.contains(" \(path) ") ?? false } ?? []
@@ -426,6 +428,7 @@ struct ActivatorTests {
         #expect(protos("/a") == ["http"])
         #expect(protos("/b") == ["https"])
         #expect(protos("/c") == [])
+        #expect(protos("/d") == [])  // Forwarded's proto= is not contradicted
     }
 
     @Test func routeSplitsFiftyFiftyAndTagsReachTheirRevision() throws {

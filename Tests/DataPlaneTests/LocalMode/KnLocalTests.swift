@@ -343,7 +343,7 @@ struct KnLocalTests {
             "--pod-network", "namespace", "--pod-cidr", "10.213.\(getpid() % 200 + 20).0/24", "--image-map", map,
         ])
         defer { kn.stop() }
-        let prefix = kn.process.stdout.components(separatedBy: "bridge ").dropFirst().first?.prefix(7) ?? ""
+        let prefix = kn.process.stdout.components(separatedBy: "bridge ").dropFirst().first?.prefix(8) ?? ""
         #expect(prefix.hasPrefix("knl"), "\(kn.process.stdout)")
         let yaml = """
             apiVersion: serving.knative.dev/v1
@@ -381,6 +381,10 @@ struct KnLocalTests {
             $0.hasPrefix(prefix + "-")
         }
         #expect(left.isEmpty, "namespaces left: \(left)")
+        let links = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []).filter {
+            $0.hasPrefix(prefix)
+        }
+        #expect(links.isEmpty, "links left: \(links)")
     }
 
     @Test func aKilledPodIsReplaced() throws {
