@@ -26,6 +26,8 @@ public final class WebSocketClient: ClientConnectionDelegate {
     /// established` there.
     public private(set) var lastError = "connection has not yet been established"
     public var isEstablished: Bool { state == .open }
+    static let handshakeTimeoutMs: Int64 = 5_000
+    static let maxQueuedBytes = 1 << 20
 
     /// Parses `ws://host:port/path`.
     public init?(url: String) {
@@ -49,7 +51,10 @@ public final class WebSocketClient: ClientConnectionDelegate {
     private func connect() {
         state = .connecting
         inbound.removeAll()
-        let connection = ClientConnection.connect(to: address, on: loop, delegate: self)
+        // The connect and the handshake must be done within 5 s (an autoscaler that accepts and never answers
+        // would hold us forever); the open connection then has no deadline.
+        let connection = ClientConnection.connect(
+            to: address, on: loop, deadlineMs: loop.nowMs + Self.handshakeTimeoutMs, delegate: self)
         if state != .idle { self.connection = connection }  // else it ended before `connect` returned
     }
 
@@ -86,6 +91,7 @@ public final class WebSocketClient: ClientConnectionDelegate {
         switch ending {
         case .connectFailed(let code): lastError = "dial tcp \(address): connect: \(SysError.text(code))"
         case .failed(let code): lastError = "connection to the autoscaler failed: \(SysError.text(code))"
+        case .deadline: lastError = "websocket handshake with \(address) timed out"
         default: lastError = "connection closed by the autoscaler"
         }
         closed()
@@ -111,6 +117,7 @@ public final class WebSocketClient: ClientConnectionDelegate {
                 return close()
             }
             state = .open
+            connection?.setDeadline(atMs: nil)
             backoffMs = 100
             onStateChange(true)
         }
@@ -150,7 +157,9 @@ public final class WebSocketClient: ClientConnectionDelegate {
     /// Sends one binary message. - Returns: false when not connected (the message is dropped, as upstream does).
     @discardableResult
     public func sendBinary(_ payload: [UInt8]) -> Bool {
-        guard isEstablished else { return false }
+        // An autoscaler that stops reading: messages are dropped beyond 1 MiB queued (the next 1 s report
+        // says it again), so memory stays bounded.
+        guard isEstablished, (connection?.unsentCount ?? 0) < Self.maxQueuedBytes else { return false }
         write(frame(opcode: 0x2, payload: payload))
         return true
     }

@@ -76,6 +76,12 @@ public final class ClientConnection: Channel {
     /// Bytes queued but not yet written.
     public var unsentCount: Int { outbound.count }
 
+    /// Moves the deadline (loop time, ms), or removes it (nil): a long-lived connection bounds only its set-up.
+    public func setDeadline(atMs deadlineMs: Int64?) {
+        guard isOpen else { return }
+        if let deadlineMs { loop.schedule(self, at: deadlineMs) } else { loop.cancel(self) }
+    }
+
     override func handleEvent(_ events: UInt32) {
         if !isConnected {
             let code = Socket.pendingError(fd)

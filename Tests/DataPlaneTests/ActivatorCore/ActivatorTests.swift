@@ -431,6 +431,24 @@ struct ActivatorTests {
         #expect(protos("/d") == [])  // Forwarded's proto= is not contradicted
     }
 
+    /// An autoscaler that accepts the connection and never answers the handshake is given 5 s
+    /// (`WebSocketClient.handshakeTimeoutMs`); then the activator dials again instead of waiting forever.
+    @Test func aSilentAutoscalerIsDialledAgain() throws {
+        let dials = Locked(0)
+        let release = Gate()
+        defer { for _ in 0..<4 { release.open() } }  // one per connection held
+        let silent = try ScriptedUpstream { conn, _ in
+            dials.withLock { $0 += 1 }
+            release.wait(seconds: 30)  // holds the connection open, answering nothing, until the test ends
+        }
+        let activator = try ActivatorFixture(flags: ["--autoscaler-url", "ws://127.0.0.1:\(silent.port)/"])
+        // Within 12 s: 5 s of handshake timeout and a back-off, never the 30 s the silent peer holds on.
+        #expect(eventually(seconds: 12) { dials.withLock { $0 } >= 2 }, "dialled \(dials.withLock { $0 }) time(s)")
+        // Meanwhile the activator is not healthy: the autoscaler connection is not established.
+        let health = try activator.get(headers: ["Host: h", "K-Kubelet-Probe: 1"])
+        #expect(health.status == 500)
+    }
+
     @Test func routeSplitsFiftyFiftyAndTagsReachTheirRevision() throws {
         let blue = try FakePod(name: "blue")
         let green = try FakePod(name: "green")
