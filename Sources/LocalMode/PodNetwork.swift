@@ -191,7 +191,7 @@ final class PodNetwork {
                     "route add default via \(subnet.gateway)",
                 ], namespace: name, what: "pod network \(name)")
         } catch {
-            _ = try? ProcessControl.run([ipPath, "netns", "del", name], logPath: logPath)
+            try? batch(["link del \(link)", "netns del \(name)"], force: true, what: "pod network \(name)")
             freeHosts.append(host)
             throw error
         }
