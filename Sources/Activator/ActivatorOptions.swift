@@ -17,6 +17,9 @@ struct ActivatorOptions {
     var configPath: String?
     var drainGraceMs: Int64 = 45_000
     var logLevel = LogLevel.info
+    var logFormat = LogFormat.standard
+    /// zap settings read but not honoured, logged once logging is configured.
+    var logWarnings: [String] = []
 
     static let help = """
         activator: Knative's shared proxy for revisions scaled to zero (or short of capacity).
@@ -40,7 +43,12 @@ struct ActivatorOptions {
           --max-queued N           waiting requests per revision before 503 (default 10000)
           --max-queued-bytes N     bytes those may hold (default 67108864)
           --drain-grace D          after SIGTERM, keep serving this long (default 45s)          DRAIN_GRACE
-          --log-level L            debug|info|warn|error (default info)
+          --log-level L            debug|info|warn|error (default info; overrides the config's level)
+          --logging-config JSON    config-logging's zap-logger-config: level, encoding (json|console),
+                                   outputPaths (stdout|stderr), encoderConfig keys (message, level, time,
+                                   name, caller; empty = left out), timeEncoder (iso8601, rfc3339,
+                                   rfc3339nano, epoch, millis, nanos), levelEncoder (lowercase|capital).
+                                   "" = JSON lines on stderr (severity, level, ts, logger, msg)  CONFIG_LOGGING
 
         Admin API: GET /v1/state; PUT|DELETE /v1/revisions/{ns}/{name} (containerConcurrency, timeoutSeconds,
         responseStartTimeoutSeconds, idleTimeoutSeconds, protocol); PUT /v1/revisions/{ns}/{name}/endpoints
@@ -62,6 +70,7 @@ struct ActivatorOptions {
             "--admin-address": "ACTIVATOR_ADMIN_ADDRESS", "--autoscaler-url": "AUTOSCALER_URL",
             "--cluster-domain": "CLUSTER_DOMAIN", "--pod-name": "POD_NAME", "--probe-interval": "PROBE_FREQUENCY",
             "--probe-timeout": "PROBE_TIMEOUT", "--drain-grace": "DRAIN_GRACE",
+            "--logging-config": "CONFIG_LOGGING",
         ]
         for (flag, name) in envNames { if let v = env[name] { values[flag] = v } }
         var i = 0
@@ -138,6 +147,13 @@ struct ActivatorOptions {
         settings.maxQueuedPerRevision = try int("--max-queued", min: 0) ?? settings.maxQueuedPerRevision
         settings.maxQueuedBytesPerRevision = try int("--max-queued-bytes", min: 0) ?? settings.maxQueuedBytesPerRevision
         drainGraceMs = try duration("--drain-grace") ?? drainGraceMs
+        do {
+            if let zap = try ZapConfig.parse(values["--logging-config"] ?? "") {
+                (logLevel, logFormat, logWarnings) = (zap.level, zap.format, zap.warnings)
+            }
+        } catch {
+            throw OptionsError(description: "--logging-config (CONFIG_LOGGING): \(error)")
+        }
         if let level = values["--log-level"] {
             guard let parsed = LogLevel(name: level) else {
                 throw OptionsError(description: "--log-level=\(level): expected debug, info, warn or error")

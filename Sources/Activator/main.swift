@@ -21,7 +21,10 @@ if let refusal = SystemInternalTLS.refusal(product: "activator") {
     Log.writeStderr(refusal)
     exit(1)
 }
-Log.configure(level: options.logLevel, logger: "activator", fields: [("knative.dev/pod", options.settings.podName)])
+Log.configure(
+    level: options.logLevel, logger: "activator", fields: [("knative.dev/pod", options.settings.podName)],
+    format: options.logFormat)
+for warning in options.logWarnings { Log.warn("--logging-config: \(warning)") }
 
 /// Reads and validates the config file (main thread: never on the loop).
 func loadDocument(_ path: String) -> Result<ActivatorDocument, ActivatorDocument.Invalid> {

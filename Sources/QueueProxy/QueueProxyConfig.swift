@@ -21,6 +21,9 @@ struct QueueProxyConfig {
     var drainQuietMs: Int64 = 30_000
     var loops = 1
     var logLevel = LogLevel.info
+    var logFormat = LogFormat.standard
+    /// zap settings read but not honoured, logged once logging is configured.
+    var logWarnings: [String] = []
 
     var userAddress: SocketAddress { SocketAddress(ip: "127.0.0.1", port: userPort)! }
 
@@ -39,7 +42,13 @@ struct QueueProxyConfig {
                                             the queue-proxy exits 1 at start
           USER_PORT                   port  the app, on 127.0.0.1
           REVISION_TIMEOUT_SECONDS    int   overall request timeout → 504 "request timeout"
-          SERVING_LOGGING_CONFIG, SERVING_LOGGING_LEVEL (debug|info|warn|error, "" = info),
+          SERVING_LOGGING_CONFIG      JSON  config-logging's zap-logger-config: level, encoding (json|console),
+                                            outputPaths (stdout|stderr), encoderConfig keys (message, level,
+                                            time, name, caller; empty = left out), timeEncoder (iso8601,
+                                            rfc3339, rfc3339nano, epoch, millis, nanos), levelEncoder
+                                            (lowercase|capital). "" = JSON lines on stderr (severity, level,
+                                            ts, logger, msg)
+          SERVING_LOGGING_LEVEL       debug|info|warn|error; overrides the config's level ("" = keep it)
           SERVING_NAMESPACE, SERVING_CONFIGURATION, SERVING_REVISION, SERVING_POD, SERVING_POD_IP
 
         Optional environment:
@@ -92,6 +101,13 @@ struct QueueProxyConfig {
         settings.podName = env["SERVING_POD"]!
         settings.podIP = env["SERVING_POD_IP"]!
         settings.service = env["SERVING_SERVICE"] ?? ""
+        do {
+            if let zap = try ZapConfig.parse(env["SERVING_LOGGING_CONFIG"]!) {
+                (logLevel, logFormat, logWarnings) = (zap.level, zap.format, zap.warnings)
+            }
+        } catch {
+            throw ConfigError(description: "SERVING_LOGGING_CONFIG: \(error)")
+        }
         let levelName = env["SERVING_LOGGING_LEVEL"]!
         if !levelName.isEmpty {
             guard let level = LogLevel(name: levelName) else {

@@ -31,7 +31,8 @@ Log.configure(
     fields: [
         ("knative.dev/key", "\(config.settings.namespace)/\(config.settings.revision)"),
         ("knative.dev/pod", config.settings.podName),
-    ])
+    ], format: config.logFormat)
+for warning in config.logWarnings { Log.warn("SERVING_LOGGING_CONFIG: \(warning)") }
 
 /// A listen failure, with the port it was for.
 struct ListenError: Error, CustomStringConvertible {

@@ -1,4 +1,5 @@
-// JSON-lines logging to stderr in zap's shape (level, ts, logger, caller-free msg, extra keys), quiet by default.
+// Structured logging in zap's shape: JSON lines (or console text) whose keys, time and level encoding and
+// output descriptors come from a `LogFormat` (default: `LogFormat.standard` on stderr).
 // Built only when the level is enabled; never on the per-request path at the default level.
 import Glibc
 import Synchronization
@@ -19,7 +20,7 @@ public enum LogLevel: Int, Sendable, Comparable {
         }
     }
 
-    var name: String {
+    public var name: String {
         switch self {
         case .debug: return "debug"
         case .info: return "info"
@@ -30,42 +31,58 @@ public enum LogLevel: Int, Sendable, Comparable {
 }
 
 public enum Log {
-    private static let state = Mutex<(level: LogLevel, logger: String, fields: [(String, String)])>(
-        (.info, "proxy", []))
+    private static let state = Mutex<
+        (level: LogLevel, logger: String, fields: [(String, String)], format: LogFormat)
+    >((.info, "proxy", [], .standard))
     private static let lastRateLimited = Atomic<Int64>(0)
 
-    /// Sets the level, the logger name and fields added to every line (e.g. `knative.dev/key`).
-    public static func configure(level: LogLevel, logger: String, fields: [(String, String)] = []) {
-        state.withLock { $0 = (level, logger, fields) }
+    /// Sets the level, the logger name, fields added to every line (e.g. `knative.dev/key`) and the line format.
+    public static func configure(
+        level: LogLevel, logger: String, fields: [(String, String)] = [], format: LogFormat = .standard
+    ) {
+        state.withLock { $0 = (level, logger, fields, format) }
     }
 
     public static func isEnabled(_ level: LogLevel) -> Bool { state.withLock { level >= $0.level } }
 
-    public static func debug(_ message: @autoclosure () -> String) { log(.debug, message()) }
-    public static func info(_ message: @autoclosure () -> String) { log(.info, message()) }
-    public static func warn(_ message: @autoclosure () -> String) { log(.warn, message()) }
-    public static func error(_ message: @autoclosure () -> String) { log(.error, message()) }
+    public static func debug(_ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
+        log(.debug, message(), file: file, line: line)
+    }
+    public static func info(_ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
+        log(.info, message(), file: file, line: line)
+    }
+    public static func warn(_ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
+        log(.warn, message(), file: file, line: line)
+    }
+    public static func error(_ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {
+        log(.error, message(), file: file, line: line)
+    }
 
     /// At most one line per 10 s for a repeating error (accept failures and the like).
-    public static func rateLimited(_ message: @autoclosure () -> String) {
+    public static func rateLimited(
+        _ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line
+    ) {
         let now = monotonicMs()
         let last = lastRateLimited.load(ordering: .relaxed)
         guard now - last >= 10_000 || last == 0 else { return }
         lastRateLimited.store(now, ordering: .relaxed)
-        log(.warn, message())
+        log(.warn, message(), file: file, line: line)
     }
 
-    public static func log(_ level: LogLevel, _ message: @autoclosure () -> String, extra: [(String, String)] = []) {
-        let (minimum, logger, fields) = state.withLock { $0 }
+    /// `file` and `line` name the caller (`Module/File.swift:42`) where the format has a caller key.
+    public static func log(
+        _ level: LogLevel, _ message: @autoclosure () -> String, extra: [(String, String)] = [],
+        file: StaticString = #fileID, line: UInt = #line
+    ) {
+        let (minimum, logger, fields, format) = state.withLock { $0 }
         guard level >= minimum else { return }
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        let seconds = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-        var line = "{\"severity\":\"\(level.name.uppercased())\",\"level\":\"\(level.name)\",\"ts\":\(seconds)"
-        line += ",\"logger\":\"\(escape(logger))\",\"msg\":\"\(escape(message()))\""
-        for (key, value) in fields + extra { line += ",\"\(escape(key))\":\"\(escape(value))\"" }
-        line += "}\n"
-        writeStderr(line)
+        let caller = format.callerKey.isEmpty ? "" : "\(file):\(line)"
+        let text = format.line(
+            level, logger: logger, caller: caller, message: message(), fields: extra.isEmpty ? fields : fields + extra,
+            seconds: Int(ts.tv_sec), nanoseconds: Int(ts.tv_nsec))
+        for fd in format.outputs { write(text, to: fd) }
     }
 
     public static func writeStderr(_ text: String) { write(text, to: 2) }

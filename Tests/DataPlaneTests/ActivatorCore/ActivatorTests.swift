@@ -680,4 +680,28 @@ struct ActivatorTests {
         #expect(bad.waitForExit() == 2)
         #expect(bad.stderr.contains("--port=x"))
     }
+
+    @Test func badLoggingConfigNamesTheFieldAndConsoleEncodingIsUsed() throws {
+        let bad = try ChildProcess("activator", environment: ["CONFIG_LOGGING": #"{"level": 1}"#], arguments: [])
+        #expect(bad.waitForExit() == 2)
+        #expect(
+            bad.stderr.contains("--logging-config (CONFIG_LOGGING): level: expected a string, got 1"), "\(bad.stderr)")
+
+        let config = #"{"encoding": "console", "outputPaths": ["stdout"], "encoderConfig": {"messageKey": "m"}}"#
+        let (process, _) = try ChildProcess.startServer("activator") {
+            let (port, adminPort) = (freePort(), freePort())
+            return (
+                [port, adminPort], [:],
+                [
+                    "--port", "\(port)", "--admin-address", "127.0.0.1:\(adminPort)", "--metrics-port", "0",
+                    "--drain-grace", "100ms", "--logging-config", config,
+                ], port
+            )
+        }
+        process.signal(SIGTERM)
+        #expect(process.waitForExit() == 0)
+        #expect(
+            process.stdout.split(separator: "\n").contains { $0.hasPrefix("activator serving on :") },
+            "\(process.stdout)")
+    }
 }

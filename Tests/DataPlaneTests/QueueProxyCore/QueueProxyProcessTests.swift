@@ -2,6 +2,7 @@
 import Foundation
 import Glibc
 import KnativeWire
+import ProxyCore
 import Testing
 
 @Suite(.serialized, .timeLimit(.minutes(2)))
@@ -133,6 +134,11 @@ struct QueueProxyProcessTests {
             ("OBSERVABILITY_CONFIG", "[1", "OBSERVABILITY_CONFIG: invalid JSON"),
             ("ENABLE_HTTP_FULL_DUPLEX", "yes", "ENABLE_HTTP_FULL_DUPLEX"),
             ("QUEUE_DRAIN_QUIET_PERIOD", "soon", "QUEUE_DRAIN_QUIET_PERIOD"),
+            ("SERVING_LOGGING_CONFIG", "{", "SERVING_LOGGING_CONFIG: invalid JSON"),
+            (
+                "SERVING_LOGGING_CONFIG", #"{"encoding": "xml"}"#,
+                #"SERVING_LOGGING_CONFIG: encoding: expected json or console, got a string ("xml")"#
+            ),
         ] as [(String, String?, String)])
     func badEnvironmentNamesTheVariable(_ variable: String, _ value: String?, _ message: String) throws {
         var environment = queueProxyEnvironment(port: freePort(), userPort: freePort())
@@ -140,6 +146,33 @@ struct QueueProxyProcessTests {
         let proxy = try ChildProcess("queue-proxy", environment: environment)
         #expect(proxy.waitForExit() == 1)
         #expect(proxy.stderr.contains(message), "stderr: \(proxy.stderr)")
+    }
+
+    /// Issue 14 §2: with config-logging's default zap config, lines go to stdout with upstream's keys.
+    @Test func upstreamZapConfigShapesTheLogLines() throws {
+        let port = freePort()
+        let proxy = try ChildProcess(
+            "queue-proxy",
+            environment: queueProxyEnvironment(
+                port: port, userPort: freePort(), extra: ["SERVING_LOGGING_CONFIG": ZapConfig.knativeDefault]))
+        #expect(proxy.waitForPort(port))
+        proxy.signal(SIGTERM)
+        #expect(proxy.waitForExit() == 0)
+        let line = try #require(
+            proxy.stdout.split(separator: "\n").first { $0.contains("queue-proxy serving on") },
+            "stdout: \(proxy.stdout)")
+        let json = try JSON.parse(String(line))
+        #expect(json["message"]?.stringValue?.hasPrefix("queue-proxy serving on :\(port)") == true)
+        #expect(json["severity"]?.stringValue == "info")
+        #expect(json["logger"]?.stringValue == "queueproxy")
+        #expect(json["caller"]?.stringValue?.hasPrefix("QueueProxy/main.swift:") == true)
+        #expect(json["knative.dev/key"]?.stringValue == "default/hello-00001")
+        #expect(json["msg"] == nil && json["ts"] == nil && json["level"] == nil)
+        let timestamp = try #require(json["timestamp"]?.stringValue)
+        // 2026-12-05T07:13:42.123Z
+        let shape = timestamp.map { $0.isNumber ? "9" : String($0) }.joined()
+        #expect(shape == "9999-99-99T99:99:99.999Z", "\(timestamp)")
+        #expect(!proxy.stderr.contains("queue-proxy serving on"), "stderr: \(proxy.stderr)")
     }
 
     /// Issue 14 §1: where Knative mounts system-internal TLS certificates, both products refuse to start with
