@@ -157,6 +157,19 @@ if ! unshare --mount --net --propagation private -- true 2>/dev/null; then
 fi
 
 deploy/build-images.sh ${build:+"$build"} --out .build/images
+# When skopeo is installed, it must read each archive both as an oci-archive and as a docker-archive.
+for name in queue-proxy activator; do
+    archive=.build/images/$name.oci.tar
+    if command -v skopeo >/dev/null; then
+        for transport in oci-archive docker-archive; do
+            skopeo inspect --raw "$transport:$archive" >/dev/null || fail "skopeo cannot read $transport:$archive"
+        done
+        echo "ok   skopeo reads $archive as oci-archive and as docker-archive"
+    else
+        echo "note: skopeo not installed, $archive not cross-checked"
+    fi
+done
+
 tmp=$(mktemp -d /tmp/test-images.XXXXXX)
 cleanup() { rm -rf "$tmp"; }
 trap cleanup EXIT
