@@ -151,8 +151,10 @@ if [[ $(id -u) != 0 ]]; then
     echo "SKIP test-images.sh: needs root for unshare, mount and chroot (uid $(id -u))"
     exit 0
 fi
-if ! unshare --mount --net --propagation private -- true 2>/dev/null; then
-    echo "SKIP test-images.sh: this host refuses unshare --mount --net (no CAP_SYS_ADMIN here?)"
+# The sandbox itself: namespaces, a mount and the loopback link (refused in an unprivileged container).
+if ! unshare --mount --net --propagation private -- sh -c 'mount -t tmpfs tmpfs /mnt && ip link set lo up' 2>/dev/null
+then
+    echo "SKIP test-images.sh: this host refuses unshare --mount --net, mount or ip link (no CAP_SYS_ADMIN?)"
     exit 0
 fi
 
