@@ -6,7 +6,8 @@
 #   deploy/test-images.sh [--no-build]     (--no-build: use the binaries in .build/release as they are)
 # queue-proxy: Knative's environment, a python3 http.server as the user container; kubelet's readiness probe
 # (kube-probe UA, K-Network-Probe: queue on / → 200 "queue"), the activator's (/healthz, same answer), a proxied request, then
-# SIGTERM and the pre-stop hook /wait-for-drain. activator: a kubelet probe (K-Kubelet-Probe) → 200.
+# SIGTERM and the pre-stop hook /wait-for-drain. activator: a kubelet probe (K-Kubelet-Probe) → 200, 500 while
+# draining. Both, with /var/lib/knative/certs/tls.{crt,key} in the root: exit 1 refusing system-internal TLS.
 # Exits 0 when all passed, 1 naming the first failure. Prints SKIP and exits 0 only when this host does not
 # permit the sandbox (not root, or unshare of a mount and network namespace refused).
 set -euo pipefail
@@ -35,7 +36,7 @@ if [[ ${1:-} == --inside ]]; then
     trap cleanup_inside EXIT
     trap 'exit 1' TERM INT
     ip link set lo up
-    for root in "$tmp/qp-root" "$tmp/act-root"; do
+    for root in "$tmp"/*-root; do
         mount --bind "$root" "$root"
         mount -o remount,bind,ro "$root"
         [[ $(findmnt -n -o OPTIONS --target "$root") == ro,* ]] || fail "$root is not mounted read-only"
@@ -136,6 +137,21 @@ if [[ ${1:-} == --inside ]]; then
     wait "$act" || status=$?
     [[ $status == 0 ]] || fail "activator exited $status after SIGTERM; its log: $(tail -5 "$tmp/act.log")"
     echo "ok   activator exited 0 after SIGTERM"
+
+    echo "== system-internal TLS on (/var/lib/knative/certs/tls.crt and tls.key mounted): both refuse to start"
+    for pair in queue-proxy:qp-tls-root activator:act-tls-root; do
+        name=${pair%%:*}
+        status=0
+        env -i SERVING_NAMESPACE=default SERVING_CONFIGURATION=hello SERVING_REVISION=hello-00001 \
+            QUEUE_SERVING_PORT=8012 QUEUE_SERVING_TLS_PORT=8112 CONTAINER_CONCURRENCY=0 REVISION_TIMEOUT_SECONDS=300 \
+            SERVING_POD=p SERVING_POD_IP=127.0.0.1 SERVING_LOGGING_CONFIG='' SERVING_LOGGING_LEVEL='' USER_PORT=8080 \
+            timeout 10 "$py" deploy/oci_image.py exec-as "$tmp/${pair#*:}" 65532 65532 "/$name" \
+            >"$tmp/$name-tls.log" 2>&1 || status=$?
+        [[ $status == 1 ]] || fail "$name with TLS certificates mounted: exit $status, expected 1"
+        grep -q "system-internal-tls is not supported by this build" "$tmp/$name-tls.log" ||
+            fail "$name with TLS certificates mounted: no 'system-internal-tls is not supported' line"
+        echo "ok   $name exits 1: $(head -c 90 "$tmp/$name-tls.log")…"
+    done
     exit 0
 fi
 
@@ -199,6 +215,10 @@ PY
         tar -xzf "$layer" -C "$root" --same-owner || fail "cannot unpack $layer"
     done <<<"$layers"
     [[ -x $root/$name ]] || fail "$name image has no /$name"
+    # The same root with Knative's system-internal TLS volume in it.
+    cp -a "$root" "${root%-root}-tls-root"
+    mkdir -p "${root%-root}-tls-root/var/lib/knative/certs"
+    touch "${root%-root}-tls-root/var/lib/knative/certs/"{tls.crt,tls.key}
 done
 
 status=0
