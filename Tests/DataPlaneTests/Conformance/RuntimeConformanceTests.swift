@@ -131,13 +131,18 @@ struct RuntimeConformanceTests {
         let cluster = try ConformanceCluster(mode, ["--progress-deadline=2s"])
         defer { cluster.stop() }
         let probe = "            httpGet:\n              path: /healthz\n            periodSeconds: 1\n"
+        // min-scale 1: without traffic the autoscaler would otherwise take the pod away after the stable window
+        // (3 s here), which a loaded machine can reach before the pod is seen failing its probe.
         try cluster.apply(
-            ServiceSpec(name: "never-ready", app: "readiness", env: [("READY", "false")], readinessProbe: probe).yaml)
+            ServiceSpec(
+                name: "never-ready", app: "readiness", env: [("READY", "false")], readinessProbe: probe,
+                annotations: ["autoscaling.knative.dev/min-scale": "1"]
+            ).yaml)
         // The pod runs, its app listens and answers the probes 503.
         #expect(
             await pollUntil(seconds: 20) {
                 cluster.kn.pods(phase: nil).contains { ($0["status"] as? String) == "ProbeFailing" }
-            }, "\(cluster.kn.objects("pods"))")
+            }, "\(cluster.kn.objects("pods"))\n\(cluster.kn.process.stdout.suffix(3000))")
         for _ in 0..<5 {
             let response = try cluster.get(host: cluster.host("never-ready"))
             #expect(response.status == 404, "\(response.status) \(response.bodyText)")
