@@ -148,7 +148,7 @@ struct APIConformanceTests {
                     text = "no response"
                 }
                 seen.withLock { $0.append(text) }
-                usleep(10_000)
+                usleep(10_000)  // the client's pace (about 100 requests a second), not a wait for an event
             }
         }.start()
         // The new revision is ready 1.5 s after its app starts.

@@ -119,18 +119,6 @@ final class ConformanceCluster {
     }
 }
 
-/// Polls `condition` every 20 ms until it holds or `seconds` pass, sleeping as a task: the tests are many and
-/// wait mostly for processes, and a blocked thread would hold one of the cooperative pool's few threads (one
-/// per core), so that only that many tests would run at once.
-func pollUntil(seconds: Double, _ condition: () -> Bool) async -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return condition()
-}
-
 /// One GET to the ingress on `port` (a new connection unless `socket` is given); callable from any thread.
 func ingressGet(
     port: UInt16, host: String, path: String = "/", headers: [(String, String)] = [], on socket: TestSocket? = nil

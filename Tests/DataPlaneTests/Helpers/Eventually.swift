@@ -14,3 +14,15 @@ func eventually(seconds: Double = 20, pollMs: UInt32 = 5, _ condition: () throws
         usleep(pollMs * 1_000)
     }
 }
+
+/// The async form of `eventually`: polls `condition` every 20 ms until it holds or `seconds` pass, sleeping as
+/// a task. The tests are many and wait mostly for processes; a blocked thread would hold one of the cooperative
+/// pool's few threads (one per core), so that only that many tests would run at once.
+func pollUntil(seconds: Double, _ condition: () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return condition()
+}

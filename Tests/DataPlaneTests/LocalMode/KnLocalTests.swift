@@ -41,7 +41,7 @@ final class KnLocalInstance {
                     "--scale-to-zero-grace-period=1s",
                     "--drain-quiet-period=200ms",
                 ] + network + extra)
-            _ = waitUntil(seconds: 20) { process.stdout.contains("kn-local serving") || !process.process.isRunning }
+            _ = eventually(seconds: 20) { process.stdout.contains("kn-local serving") || !process.process.isRunning }
             if process.stdout.contains("kn-local serving") && process.process.isRunning {
                 (self.process, self.port, self.control, self.stateDirectory) = (process, port, control, stateDirectory)
                 return
@@ -145,16 +145,6 @@ func isGone(_ pid: Int32) -> Bool {
     return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
 }
 
-/// Polls `condition` every 20 ms until it holds or `seconds` pass.
-func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(20_000)
-    }
-    return condition()
-}
-
 let helloWorldYAML =
     (try? String(
         contentsOfFile: PackageRoot.url.appendingPathComponent("examples/helloworld-go.yaml").path, encoding: .utf8))
@@ -223,7 +213,7 @@ struct KnLocalTests {
                     "helloworld-go-00001", "True",
                 ])
         // Idle for the window (3 s) + grace (1 s): back at zero.
-        #expect(waitUntil(seconds: 15) { kn.pods(phase: nil).isEmpty }, "\(kn.process.stdout)")
+        #expect(eventually(seconds: 15) { kn.pods(phase: nil).isEmpty }, "\(kn.process.stdout)")
         #expect(kn.process.stdout.contains("scaled 1 → 0"))
         // And from zero once more.
         #expect(try kn.get(host: "helloworld-go.default.example.com").bodyText == "Hello World!\n")
@@ -233,7 +223,7 @@ struct KnLocalTests {
         let kn = try KnLocalInstance()
         defer { kn.stop() }
         #expect(try kn.apply(serviceYAML(name: "split", target: "One")).0 == 0)
-        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        #expect(eventually(seconds: 10) { kn.pods().count == 1 })
         let traffic = """
               traffic:
                 - revisionName: split-00001
@@ -249,7 +239,7 @@ struct KnLocalTests {
         #expect(out == "service.serving.knative.dev/split configured\n")
         // The route moves to the new revision once it is ready.
         #expect(
-            waitUntil(seconds: 10) {
+            eventually(seconds: 10) {
                 (kn.objects("ksvc").first?["latestReadyRevisionName"] as? String) == "split-00002"
                     && (kn.objects("ksvc").first?["traffic"] as? [Any])?.count == 2
             })
@@ -272,7 +262,7 @@ struct KnLocalTests {
                 == "service.serving.knative.dev/split unchanged\n")
         // Deleting a service with running pods stops them; kn-local carries on (stop() checks its exit status).
         #expect(try kn.cli(["delete", "ksvc", "split"]).1 == "service.serving.knative.dev \"split\" deleted\n")
-        #expect(waitUntil(seconds: 10) { kn.pods(phase: nil).isEmpty })
+        #expect(eventually(seconds: 10) { kn.pods(phase: nil).isEmpty })
         #expect(try kn.get(host: "split.default.example.com").status == 404)
     }
 
@@ -280,7 +270,7 @@ struct KnLocalTests {
         let kn = try KnLocalInstance(["--stable-window=6s"])
         defer { kn.stop() }
         #expect(try kn.apply(serviceYAML(name: "busy", target: "Busy", cc: 1, annotations: ["max-scale": "6"])).0 == 0)
-        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        #expect(eventually(seconds: 10) { kn.pods().count == 1 })
         let failures = Atomic<Int>(0)
         let successes = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
@@ -307,9 +297,9 @@ struct KnLocalTests {
             thread.start()
             threads.append(thread)
         }
-        let scaled = waitUntil(seconds: 20) { kn.pods().count >= 4 }
+        let scaled = eventually(seconds: 20) { kn.pods().count >= 4 }
         stop.store(true, ordering: .relaxed)
-        #expect(waitUntil(seconds: 20) { finished.load(ordering: .relaxed) == 8 })  // their last exchanges ended
+        #expect(eventually(seconds: 20) { finished.load(ordering: .relaxed) == 8 })  // their last exchanges ended
         #expect(scaled, "\(kn.process.stdout)")
         #expect(failures.load(ordering: .relaxed) == 0)
         #expect(successes.load(ordering: .relaxed) > 100)
@@ -363,7 +353,7 @@ struct KnLocalTests {
 
             """
         #expect(try kn.apply(yaml).0 == 0)
-        #expect(waitUntil(seconds: 60) { kn.pods().count == 5 }, "\(kn.process.stdout)")
+        #expect(eventually(seconds: 60) { kn.pods().count == 5 }, "\(kn.process.stdout)")
         let ips = Set(kn.pods().compactMap { $0["ip"] as? String })
         #expect(ips.count == 5 && ips.allSatisfy { $0.hasPrefix("10.213.") }, "\(ips)")
         let client = try TestSocket.connect(port: kn.port)
@@ -391,31 +381,31 @@ struct KnLocalTests {
         let kn = try KnLocalInstance()
         defer { kn.stop() }
         #expect(try kn.apply(serviceYAML(name: "phoenix", target: "Again", annotations: ["min-scale": "1"])).0 == 0)
-        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        #expect(eventually(seconds: 10) { kn.pods().count == 1 })
         let before = kn.pods()[0]
         let pid = Int32(before["userPid"] as? Double ?? 0)
         #expect(pid > 0)
         kill(pid, SIGKILL)
         #expect(
-            waitUntil(seconds: 10) {
+            eventually(seconds: 10) {
                 let now = kn.pods()
                 return now.count == 1 && (now[0]["name"] as? String) != (before["name"] as? String)
             }, "\(kn.process.stdout)")
         #expect(kn.process.stdout.contains("user-container exited (signal 9 (killed)); replacing the pod"))
         #expect(
             isGone(Int32(before["queuePid"] as? Double ?? 0))
-                || waitUntil(seconds: 5) { isGone(Int32(before["queuePid"] as? Double ?? 0)) })
+                || eventually(seconds: 5) { isGone(Int32(before["queuePid"] as? Double ?? 0)) })
         #expect(try kn.get(host: "phoenix.default.example.com").bodyText == "Hello Again!\n")
     }
 
     @Test func childrenDieWithKnLocalEvenOnSIGKILL() throws {
         let kn = try KnLocalInstance()
         #expect(try kn.apply(serviceYAML(name: "orphan", target: "X")).0 == 0)
-        #expect(waitUntil(seconds: 10) { kn.pods().count == 1 })
+        #expect(eventually(seconds: 10) { kn.pods().count == 1 })
         let kids = kn.children()
         #expect(kids.count == 3)  // activator, helloworld, queue-proxy
         kn.process.signal(SIGKILL)
-        #expect(waitUntil(seconds: 5) { kids.allSatisfy(isGone) })
+        #expect(eventually(seconds: 5) { kids.allSatisfy(isGone) })
         for pid in kids where !isGone(pid) { kill(pid, SIGKILL) }  // only if the check above failed
         _ = kn.process.waitForExit(seconds: 10)
         try? FileManager.default.removeItem(atPath: kn.stateDirectory)

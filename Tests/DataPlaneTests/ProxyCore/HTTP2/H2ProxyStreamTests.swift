@@ -82,7 +82,7 @@ struct H2ProxyStreamTests {
         #expect(
             client.closeCodes[stream] == .noError,
             "stream closed with \(client.closeCodes[stream].map(\.name) ?? "nothing"), not NO_ERROR")
-        #expect(try waitUntilTrue(seconds: 5) { app.resets >= 1 }, "the upstream stream was not reset")
+        #expect(eventually(seconds: 5) { app.resets >= 1 }, "the upstream stream was not reset")
     }
 
     /// The same through the HTTP/1.1 → h2c bridge: chunked ends with the final chunk; HTTP/1.0 ends with the close.
@@ -171,7 +171,6 @@ struct H2ProxyStreamTests {
 }
 
 /// Polls `condition` (another process's progress) until it holds or `seconds` pass.
-func waitUntilTrue(seconds: Double, _ condition: () -> Bool) throws -> Bool { waitUntil(seconds: seconds, condition) }
 
 /// An HTTP/2 client whose SETTINGS_INITIAL_WINDOW_SIZE is 0: the server may send it response heads but no body
 /// until `read(stream:)` opens a stream's window.

@@ -147,7 +147,7 @@ struct HTTP2ProxyTests {
         let authority = "grpc-00001.default.svc.cluster.local"
         // At zero: the stream (with its request body) waits in the activator until a pod appears.
         let waiting = try GRPCPeer.start(activator.port, "unary", authority: authority)
-        let queued = waitUntil(seconds: 20) {
+        let queued = eventually(seconds: 20) {
             let metrics = try? TestSocket.connect(port: activator.metricsPort)
                 .exchange("GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").bodyText
             return metrics?.contains("kn_revision_request_queued{revision=\"default/grpc-00001\"} 1") == true
@@ -413,7 +413,7 @@ struct HTTP2ProxyTests {
         // one connection, two streams
         let output = try nghttp(["http://127.0.0.1:\(qp.port)/h2-logged?a", "http://127.0.0.1:\(qp.port)/h2-logged?b"])
         #expect(output.components(separatedBy: "Hello World!").count == 3, "\(output)")
-        #expect(waitUntil(seconds: 5) { qp.proxy.stdout.components(separatedBy: "/h2-logged").count == 3 })
+        #expect(eventually(seconds: 5) { qp.proxy.stdout.components(separatedBy: "/h2-logged").count == 3 })
         let line = try #require(qp.proxy.stdout.split(separator: "\n").first { $0.contains("/h2-logged") })
         let json = try JSON.parse(String(line))
         #expect(json["httpRequest"]?["protocol"]?.stringValue == "HTTP/2.0", "\(line)")
