@@ -1,5 +1,5 @@
 // One HTTP/2 request from a downstream h2c connection: the responder's `RequestHandle`, and when proxied the
-// link to a stream on an upstream h2c connection (Knative: HTTP/2 in → h2c out, spec §1.8/§2.7).
+// downstream half of an `H2cExchange` (Knative: HTTP/2 in → h2c out, spec §1.8/§2.7).
 //
 // Responders see the request as HTTP/1: its header block is written as an HTTP/1.1 head once, so every
 // responder (probes, breaker, throttler, routing) and the head rewriting work unchanged. The upstream header
@@ -17,7 +17,7 @@
 // module-wide `-enforce-exclusivity=unchecked`; this per-property exception is the documented alternative.
 import Glibc
 
-final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
+final class H2ProxyStream: TimerEntry, RequestHandle, H2cDownstream {
     enum State { case starting, pending, proxying, local, done }
 
     unowned(unsafe) let connection: H2ServerConnection  // owns us through `streams`
@@ -26,38 +26,29 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     @exclusivity(unchecked) var headBytes: [UInt8] = []
     @exclusivity(unchecked) var head = HTTPHead()
     @exclusivity(unchecked) var context = RequestContext()
-    @exclusivity(unchecked) private var upstream: H2UpstreamConnection?
-    @exclusivity(unchecked) private var upstreamID: Int32 = -1
-    @exclusivity(unchecked) private var pool: UpstreamPool?
-    @exclusivity(unchecked) private var options = ProxyOptions()
-    @exclusivity(unchecked) private var x = Exchange()
+    /// The exchange once the request is proxied (kept across a retry elsewhere).
+    @exclusivity(unchecked) private var exchange: H2cExchange?
+    @exclusivity(unchecked) private var x = Stream()
 
-    /// What one stream's exchange changes (one struct, one exclusivity exception; see `ProxyExchange`).
-    struct Exchange {
+    /// What the stream itself changes (one struct, one exclusivity exception; see `ProxyExchange`).
+    struct Stream {
         /// The client ended its side (END_STREAM).
         var requestComplete = false
         var requestTrailers: [H2Field]?
         /// Body bytes received before an upstream stream exists (waiting in a queue): at most one stream
         /// window, since they are not acknowledged until the upstream takes them.
         var backlog: [UInt8] = []
-        var bodyForwarded = false
-        /// Our END_STREAM went (or is queued) to the upstream stream.
-        var requestEndForwarded = false
-        var responseStarted = false
         /// The response declared its length: a timeout cannot append to it (the stream is reset, as HTTP/1
         /// closes).
         var responseHasLength = false
-        var responseEnded = false
-        var status = 0
-        var responseBytes = 0
-        var lastWriteMs: Int64 = 0
         var pendingDeadlineMs = Int64.max
         /// A timed-out response: its text and END_STREAM are queued; a client that has not taken them within
         /// `resetGraceMs` gets a reset instead (the stream would linger).
         var endingAfterTimeout = false
         /// `requestEnded` is still owed to the responder.
         var owesEnd = false
-        var retried = false
+        /// A local answer's status and body size (what the responder is told).
+        var answered: (status: Int, bytes: Int)?
         /// The receive window granted to the upstream stream: the response bytes it may make us hold.
         var responseWindow = 0
     }
@@ -79,7 +70,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     }
 
     private var session: H2Session { connection.session }
-    private var loop: EventLoop { connection.loop }
+    var loop: EventLoop { connection.loop }
 
     // MARK: - Start
 
@@ -135,7 +126,11 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         switch disposition {
         case .respond(let response): respond(response)
         case .pending: state = .pending
-        case .proxy(let pool, let options): proxy(to: pool, options: options)
+        case .proxy(let pool, let options):
+            state = .proxying
+            let exchange = self.exchange ?? H2cExchange(downstream: self, startMs: context.startMs)
+            self.exchange = exchange
+            exchange.proxy(to: pool, options: options)
         }
     }
 
@@ -161,9 +156,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
     /// Answers with `response`; a request body still arriving is acknowledged and dropped.
     private func respond(_ response: LocalResponse) {
         state = .local
-        x.responseStarted = true
-        x.status = response.status
-        x.responseBytes = response.body.count
+        x.answered = (response.status, response.body.count)
         let bodyless = response.body.isEmpty || head.methodKind == .head
         do {
             try session.submitResponse(stream: id, response.h2Fields(), endStream: bodyless)
@@ -171,7 +164,6 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         } catch {
             session.reset(stream: id, code: .internalError)
         }
-        x.responseEnded = true
         if !x.backlog.isEmpty {
             session.consume(stream: id, count: x.backlog.count)
             x.backlog = []
@@ -179,65 +171,13 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         if !x.requestComplete { session.resetWhenResponseEnds(stream: id) }
     }
 
-    /// The response is complete on our side: a request body still coming is refused (RST_STREAM NO_ERROR once
-    /// the response is out), as Go's server does, so the stream (and its slot) does not linger.
-    private func responseFinished() {
-        x.responseEnded = true
-        if !x.requestComplete { session.resetWhenResponseEnds(stream: id) }
-    }
-
-    // MARK: - Proxying
-
-    private func proxy(to pool: UpstreamPool, options: ProxyOptions) {
-        self.pool = pool
-        self.options = options
-        state = .proxying
-        x.lastWriteMs = context.startMs
-        armTimer()
-        let upstream: H2UpstreamConnection
-        do {
-            upstream = try pool.acquireH2()
-        } catch {
-            if let next = connection.responder.connectFailed(self, pool: pool) {
-                apply(next)
-                return
-            }
-            fail(.connect(error))
-            return
-        }
-        headBytes.withUnsafeBytes { raw in
-            H2Request.upstreamFields(
-                head, bytes: raw, peerIP: connection.peerIP, rewrite: options.rewrite, defaultHost: pool.hostBytes,
-                loop: loop, into: &upstream.requestFields)
-        }
-        let bodyless = x.requestComplete && x.backlog.isEmpty && x.requestTrailers == nil
-        do {
-            upstreamID = try upstream.open(self, endStream: bodyless)
-        } catch {
-            upstream.armIdle()
-            fail(.badResponse)
-            return
-        }
-        self.upstream = upstream
-        x.requestEndForwarded = x.requestComplete
-        grantResponseWindow(upTo: min(Self.responseWindowTarget, session.sendWindow(stream: id)))
-        if !bodyless {
-            x.backlog.withUnsafeBytes {
-                upstream.session.send(stream: upstreamID, $0, end: x.requestComplete, trailers: x.requestTrailers)
-            }
-            x.bodyForwarded = !x.backlog.isEmpty
-            x.backlog = []
-        }
-        upstream.writeOut()
-    }
+    // MARK: - Client events
 
     /// Client body bytes.
     func requestData(_ bytes: UnsafeRawBufferPointer) {
         switch state {
-        case .proxying where upstream != nil && !x.responseEnded:
-            upstream!.session.send(stream: upstreamID, bytes)
-            x.bodyForwarded = true
-            upstream!.writeOut()
+        case .proxying where exchange!.send(bytes):
+            return
         case .starting, .pending:
             x.backlog.append(contentsOf: bytes)
         case .proxying, .local, .done:
@@ -251,19 +191,10 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         x.requestComplete = true
         x.requestTrailers = trailers
         // After the response ended the rest of the body was dropped: an END_STREAM now would present a cut body
-        // as whole (the upstream stream is reset when this one closes instead).
-        if state == .proxying, !x.responseEnded, let upstream {
-            upstream.session.send(
-                stream: upstreamID, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers)
-            x.requestEndForwarded = true
-            upstream.writeOut()
+        // as whole (the upstream stream is reset when this one closes instead; `send` refuses).
+        if state == .proxying {
+            exchange!.send(UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers)
         }
-    }
-
-    /// The upstream session framed `count` of our request bytes: the client may send that much more.
-    func requestPulled(_ count: Int) {
-        session.consume(stream: id, count: count)
-        connection.writeOut()
     }
 
     /// The client's windows let the response go on and nothing is queued: the upstream may send more.
@@ -271,10 +202,15 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         if x.responseWindow < Self.responseWindowTarget { grantResponseWindow(upTo: Self.responseWindowTarget) }
     }
 
+    /// The downstream session framed `count` response bytes: the upstream may send that much more.
+    func responsePulled(_ count: Int) {
+        exchange?.acknowledge(count)
+    }
+
     /// Raises the upstream stream's window towards `wanted`, within this connection's and this loop's budgets
     /// (but to at least `minimumResponseWindow`).
     private func grantResponseWindow(upTo wanted: Int) {
-        guard let upstream, upstreamID > 0, wanted > x.responseWindow, !x.responseEnded else { return }
+        guard let exchange, exchange.isOpen, wanted > x.responseWindow, !exchange.state.responseEnded else { return }
         let budget = connection.windowBudget!
         let free = min(
             H2ServerConnection.responseWindowBudget - connection.responseWindows,
@@ -284,179 +220,118 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         connection.responseWindows += size - x.responseWindow
         budget.granted += size - x.responseWindow
         x.responseWindow = size
-        upstream.session.setWindow(stream: upstreamID, size)
-        upstream.writeOut()
+        exchange.setResponseWindow(size)
     }
 
-    /// The upstream stream is gone: its window goes back to the budgets.
-    private func releaseResponseWindow() {
+    // MARK: - H2cDownstream
+
+    var peerIP: [UInt8] { connection.peerIP }
+    var requestHead: HTTPHead { head }
+    var requestHeadBytes: [UInt8] { headBytes }
+    var requestIsBodyless: Bool { x.requestComplete && x.backlog.isEmpty && x.requestTrailers == nil }
+    var takesInterimResponses: Bool { true }
+    var closesAfterResponse: Bool { false }
+
+    /// A declared length, or a response without body (HEAD, 204, 304), cannot take a timeout's text.
+    var responseTail: ResponseTail {
+        guard let response = exchange?.state, response.responseStarted else { return .notStarted }
+        let fixed =
+            x.responseHasLength || head.methodKind == .head || response.status == 204 || response.status == 304
+        return fixed ? .fixed : .stream
+    }
+
+    func scheduleTimer(atMs: Int64) { loop.schedule(self, at: atMs) }
+
+    func retryElsewhere(after pool: UpstreamPool) -> Bool {
+        guard let next = connection.responder.connectFailed(self, pool: pool) else { return false }
+        apply(next)
+        return true
+    }
+
+    /// The window the client allows, then the backlog (with the request's end if it came).
+    func upstreamOpened() {
+        guard let exchange else { return }
+        grantResponseWindow(upTo: min(Self.responseWindowTarget, session.sendWindow(stream: id)))
+        if !exchange.state.requestEndForwarded {
+            x.backlog.withUnsafeBytes { _ = exchange.send($0, end: x.requestComplete, trailers: x.requestTrailers) }
+            x.backlog = []
+        }
+    }
+
+    /// The upstream session framed `count` of our request bytes: the client may send that much more.
+    func requestPulled(_ count: Int) {
+        session.consume(stream: id, count: count)
+        connection.writeOut()
+    }
+
+    func requestDropped(_ count: Int) {
+        if state != .done { session.consume(stream: id, count: count) }
+    }
+
+    /// The upstream stream's window goes back to the budgets.
+    func upstreamReleased() {
         guard x.responseWindow > 0 else { return }
         connection.responseWindows -= x.responseWindow
         connection.windowBudget.granted -= x.responseWindow
         x.responseWindow = 0
     }
 
-    /// The downstream session framed `count` response bytes: the upstream may send that much more.
-    func responsePulled(_ count: Int) {
-        if let upstream, upstreamID > 0 {
-            upstream.session.consume(stream: upstreamID, count: count)
-            upstream.writeOut()
-        }
+    func responseInterim(status: Int, _ block: H2HeaderBlock) {
+        try? session.submitInformational(stream: id, block)
+        connection.writeOut()
     }
 
-    func upstreamHeaders(_ block: H2HeaderBlock, isTrailers: Bool, endStream: Bool) {
-        guard state == .proxying else { return }
-        if block.isTruncated {
-            fail(.badResponse)  // over our header limit: not passed on with fields missing (502, or a reset)
-            connection.writeOut()
-            return
-        }
-        if isTrailers {
-            session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: block.fields)
-            responseFinished()
-            connection.writeOut()
-            return
-        }
-        let code = H2Request.status(block)
-        switch InterimRule.classify(status: code, clientTakesInterim: true, upgradeRequested: false) {
-        case .invalid, .switchProtocols:
-            fail(.badResponse)  // no status, or a 101 (HTTP/2 has no upgrade)
-            connection.writeOut()
-            return
-        case .forwardInterim, .dropInterim:
-            try? session.submitInformational(stream: id, block)
-            connection.writeOut()
-            return
-        case .final:
-            break
-        }
-        x.responseStarted = true
+    func responseHead(status: Int, _ block: H2HeaderBlock, endStream: Bool) {
         x.responseHasLength = block.value(of: "content-length") != nil
-        x.status = code
-        x.lastWriteMs = loop.nowMs
         // The upstream's block goes on as it is: nghttp2 already refused connection-specific fields in it.
         do { try session.submitResponse(stream: id, block, endStream: endStream) } catch {
             session.reset(stream: id, code: .internalError)
         }
-        if endStream { responseFinished() }
         connection.writeOut()
     }
 
-    func upstreamData(_ bytes: UnsafeRawBufferPointer) {
-        guard state == .proxying else {
-            upstream?.session.consume(stream: upstreamID, count: bytes.count)
-            return
-        }
+    func responseData(_ bytes: UnsafeRawBufferPointer) {
         session.send(stream: id, bytes)
-        x.responseBytes += bytes.count
-        x.lastWriteMs = loop.nowMs
         connection.writeOut()
     }
 
-    func upstreamEnd() {
-        guard state == .proxying else { return }
-        session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true)
-        responseFinished()
-        connection.writeOut()
+    func responseEnd(trailers: H2HeaderBlock?) {
+        session.send(stream: id, UnsafeRawBufferPointer(start: nil, count: 0), end: true, trailers: trailers?.fields)
     }
 
-    /// The upstream stream closed (after its END_STREAM, or reset: `code` ≠ 0).
-    func upstreamClosed(_ code: H2ErrorCode) {
-        let stream = upstreamID
-        upstream = nil
-        upstreamID = -1
-        releaseResponseWindow()
-        guard state == .proxying, !x.responseEnded else { return }
-        if x.responseStarted {
-            // The client's stream carries the upstream's reason (a clean close mid-body is an internal error).
-            session.reset(stream: id, code: code == .noError ? .internalError : code)
-            state = .local
-            connection.writeOut()
-            return
-        }
-        upstreamFailed(code == .noError ? .upstreamClosed : .streamReset(code: code, stream: stream))
+    /// After the first byte the text ends the body and END_STREAM ends the stream, as upstream's Go server does
+    /// (spec §1.7: the client reads a complete response); a declared length cannot take it (Go's write fails
+    /// too): cut, not ended short.
+    func endAfterTimeout(_ action: TimeoutAction, message: StaticString) -> ExchangeEnding {
+        // The request is over for the responder now (its slot frees, as on HTTP/1).
+        defer { endRequest() }
+        guard action == .appendAndEndStream else { return .truncated }
+        state = .local
+        session.send(stream: id, TimeoutRule.bytes(message), end: true)
+        // A client that does not take the end of the response gets a reset after a grace period.
+        x.endingAfterTimeout = true
+        loop.schedule(self, at: loop.nowMs + Self.resetGraceMs)
+        return .complete(closeAfter: false)
     }
 
-    /// The upstream failed before the response ended: `ReplayRule` says whether the request goes again (a
-    /// refused stream: once, on a connection that still takes streams; a failed connect: wherever the
-    /// responder says, e.g. the activator's next pod); else 502, or a cut once the response started.
-    func upstreamFailed(_ error: ProxyError) {
-        upstream = nil
-        upstreamID = -1
-        releaseResponseWindow()
-        guard state == .proxying, !x.responseEnded else { return }
-        let decision = ReplayRule.decide(
-            error.replayFailure(reusedConnection: false), responseBytesSeen: x.responseStarted,
-            heldWhole: !x.bodyForwarded, safe: false, retried: x.retried)
-        switch decision {
-        case .samePool:
-            if let pool {
-                x.retried = true
-                proxy(to: pool, options: options)
-                connection.writeOut()
-                return
-            }
-        case .askResponder:
-            if let pool, let next = connection.responder.connectFailed(self, pool: pool) {
-                apply(next)
-                connection.writeOut()
-                return
-            }
-        case .none:
-            break
-        }
-        fail(error)
-        connection.writeOut()
-    }
-
-    /// Answers 502 with Go's error text, or cuts a started response.
-    private func fail(_ error: ProxyError) {
-        if x.responseStarted { return end(.truncated) }
-        Log.debug("h2 upstream failed: \(error) → 502")
-        end(.answered(error.answer(address: pool?.config.address ?? connection.peer)))
-    }
-
-    /// The one exit of a proxied stream that does not simply complete (`ExchangeEnding` on HTTP/2).
-    private func end(_ ending: ExchangeEnding) {
-        detachUpstream()
+    func exchangeEnded(_ ending: ExchangeEnding) {
         switch ending {
         case .answered(let response):
             respond(response)
         case .truncated, .aborted:
             state = .local
-            session.reset(stream: id, code: .internalError)
+            // The client's stream carries the upstream's reason (a clean close mid-body is an internal error).
+            let code = exchange?.state.upstreamResetCode ?? .noError
+            session.reset(stream: id, code: code == .noError ? .internalError : code)
         case .complete:
-            responseFinished()
+            // A request body still coming is refused (RST_STREAM NO_ERROR once the response is out), as Go's
+            // server does, so the stream (and its slot) does not linger.
+            if !x.requestComplete { session.resetWhenResponseEnds(stream: id) }
         }
+        connection.writeOut()
     }
 
-    private func detachUpstream() {
-        // A stream whose exchange is complete both ways is closing on its own (its close callback may simply not
-        // have run yet): a RST_STREAM would be noise, and nghttp2 peers count resets (rapid-reset protection
-        // ends a connection after ~1000).
-        if let upstream, upstreamID > 0 {
-            // Request bytes still queued there are dropped with the stream: the client gets their window back.
-            let unsent = upstream.session.queuedBytes(stream: upstreamID)
-            if unsent > 0 && state != .done { session.consume(stream: id, count: unsent) }
-            // No reset only for an exchange complete both ways, closing on its own.
-            upstream.forget(upstreamID, reset: !(x.responseEnded && x.requestEndForwarded && unsent == 0))
-        }
-        upstream = nil
-        upstreamID = -1
-        releaseResponseWindow()
-    }
-
-    // MARK: - Timeouts (spec §1.7)
-
-    private var nextDeadlineMs: Int64 {
-        options.nextDeadlineMs(
-            startMs: context.startMs, lastWriteMs: x.lastWriteMs, responseStarted: x.responseStarted)
-    }
-
-    private func armTimer() {
-        let deadline = nextDeadlineMs
-        if deadline != .max { loop.schedule(self, at: deadline) }
-    }
+    // MARK: - Timers
 
     override func timerFired(nowMs: Int64) {
         switch state {
@@ -468,8 +343,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
                 loop.schedule(self, at: x.pendingDeadlineMs)
             }
         case .proxying:
-            if x.responseEnded { return }
-            if nextDeadlineMs <= nowMs { timedOut() } else { armTimer() }
+            exchange?.timerFired(nowMs: nowMs)
         case .local where x.endingAfterTimeout:
             x.endingAfterTimeout = false
             session.reset(stream: id, code: .internalError)  // the END_STREAM has not left in time
@@ -479,41 +353,20 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         connection.writeOut()
     }
 
-    /// 504 before the response started; after, the text ends the body and END_STREAM ends the stream, as
-    /// upstream's Go server does (spec §1.7: the client reads a complete response). The upstream stream is
-    /// cancelled either way.
-    private func timedOut() {
-        // A declared length, or a response without body (HEAD, 204, 304), cannot take the text.
-        let fixed = x.responseHasLength || head.methodKind == .head || x.status == 204 || x.status == 304
-        let tail: ResponseTail = !x.responseStarted ? .notStarted : fixed ? .fixed : .stream
-        switch TimeoutRule.action(for: tail) {
-        case .gatewayTimeout:
-            end(.answered(TimeoutRule.gatewayTimeout(options.timeoutMessage)))
-        case .appendAndEndStream:
-            detachUpstream()
-            state = .local
-            session.send(stream: id, TimeoutRule.bytes(options.timeoutMessage), end: true)
-            responseFinished()
-            x.endingAfterTimeout = true
-            // The request is over for the responder now (its slot frees, as on HTTP/1); a client that does not
-            // take the end of the response gets a reset after a grace period.
-            endRequest()
-            loop.schedule(self, at: loop.nowMs + Self.resetGraceMs)
-        case .cut, .endAsIs, .appendChunkAndEnd, .appendAndClose, .abortTunnel:
-            end(.truncated)  // a declared length cannot take the text (Go's write fails too): cut, not ended short
-            endRequest()
-            connection.writeOut()
-        }
-    }
-
     /// How long a timed-out stream's last bytes may take to leave before the stream is reset regardless.
     static let resetGraceMs: Int64 = 10_000
 
     private func endRequest() {
         guard x.owesEnd else { return }
         x.owesEnd = false
-        connection.responder.requestEnded(
-            self, status: x.responseStarted ? x.status : 0, responseBytes: x.responseBytes)
+        var status = 0
+        var bytes = 0
+        if let answered = x.answered {
+            (status, bytes) = answered
+        } else if let response = exchange?.state, response.responseStarted {
+            (status, bytes) = (response.status, response.responseBytes)
+        }
+        connection.responder.requestEnded(self, status: status, responseBytes: bytes)
     }
 
     // MARK: - End
@@ -524,7 +377,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2UpstreamStream {
         loop.noteReleased()  // many streams end with few connections: they count towards a trim too
         state = .done
         loop.cancel(self)
-        detachUpstream()
+        exchange?.downstreamGone()
         x.backlog = []
         if wasPending { connection.responder.pendingCancelled(self) }
         endRequest()
