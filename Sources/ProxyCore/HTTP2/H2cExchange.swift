@@ -70,6 +70,8 @@ final class H2cExchange: H2UpstreamStream {
         /// The last response byte passed to the client (the idle timeout's clock).
         var lastWriteMs: Int64 = 0
         var responseStarted = false
+        /// A 1xx came: the app saw the request, so it is never sent again (`ReplayRule`).
+        var interimSeen = false
         var responseEnded = false
         var status = 0
         var responseBytes = 0
@@ -204,8 +206,10 @@ final class H2cExchange: H2UpstreamStream {
             case .invalid, .switchProtocols:
                 return fail(.badResponse)  // no status, or a 101 (HTTP/2 has no upgrade)
             case .forwardInterim:
+                state.interimSeen = true
                 return downstream.responseInterim(status: code, block)
             case .dropInterim:
+                state.interimSeen = true
                 return
             case .final:
                 break
@@ -263,7 +267,8 @@ final class H2cExchange: H2UpstreamStream {
             release()
             guard !state.isOver, !state.responseEnded, let pool else { return }
             let decision = ReplayRule.decide(
-                error.replayFailure(reusedConnection: false), responseBytesSeen: state.responseStarted,
+                error.replayFailure(reusedConnection: false),
+                responseBytesSeen: state.responseStarted || state.interimSeen,
                 heldWhole: !state.bodyForwarded, safe: false, retried: state.retried)
             switch decision {
             case .samePool:

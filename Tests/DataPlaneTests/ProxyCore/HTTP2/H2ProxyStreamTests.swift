@@ -142,6 +142,20 @@ struct H2ProxyStreamTests {
         #expect(again.refused == 2)
     }
 
+    /// A stream refused after a 1xx was processed by the app (whatever its reset says): it is not sent again,
+    /// and the client sees one 1xx, then the 502.
+    @Test func aRefusedStreamAfterAnInterimResponseIsNotSentAgain() throws {
+        let app = try BigBodyH2App(bodySize: 0)
+        let qp = try QueueProxyFixture(
+            env: ["USER_PORT": "\(app.port)", "CONTAINER_CONCURRENCY": "0", "QUEUE_USER_PROTOCOL": "h2c"], app: nil)
+        let socket = try TestSocket.connect(port: qp.port)
+        let hint = try socket.exchange("GET /hint-then-refuse HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(hint.status == 103 && hint.header("link") == "</a>", "\(hint)")
+        let answer = try socket.readResponse()
+        #expect(answer.status == 502 && answer.bodyText.contains("REFUSED_STREAM"), "\(answer)")
+        #expect(app.refused == 1, "sent once")
+    }
+
     /// A header block decoded beyond 64 KiB is a 431 on its stream and the connection goes on; one field whose
     /// literal is over 64 KiB on the wire is beyond nghttp2's HPACK decoder (NGHTTP2_HD_MAX_NV): the connection
     /// ends with GOAWAY (COMPRESSION_ERROR), as README says.
@@ -264,6 +278,7 @@ final class BigBodyH2App: Sendable {
         let record: Record
         let body: [UInt8]
         var sent: [Int32: Int] = [:]
+        var refuseOnceWritten: [Int32] = []
         init(record: Record, bodySize: Int) {
             self.record = record
             body = [UInt8](repeating: 0x61, count: bodySize)
@@ -282,6 +297,12 @@ final class BigBodyH2App: Sendable {
                 try? session.submitResponse(
                     stream: stream, [H2Field(":status", "200"), H2Field("content-length", "100")], endStream: false)
                 Array("partial".utf8).withUnsafeBytes { session.send(stream: stream, $0) }
+                return
+            }
+            if block.value(of: ":path").map({ Array($0) }) == Array("/hint-then-refuse".utf8) {
+                // Processed (a 1xx went out), then refused: a broken app. Retrying would send the request twice.
+                try? session.submitInformational(stream: stream, [H2Field(":status", "103"), H2Field("link", "</a>")])
+                refuseOnceWritten.append(stream)  // a reset queued now would drop the 103 (`refuseWritten`)
                 return
             }
             if block.value(of: ":path").map({ Array($0) }) == Array("/refuse-once".utf8),
@@ -307,6 +328,14 @@ final class BigBodyH2App: Sendable {
         func h2Data(_ session: H2Session, stream: Int32, bytes: UnsafeRawBufferPointer) {
             session.consume(stream: stream, count: bytes.count)
         }
+        /// The 1xx of `/hint-then-refuse` went out: now the REFUSED_STREAM.
+        func refuseWritten(_ session: H2Session) {
+            for stream in refuseOnceWritten {
+                record.state.withLock { $0.refused += 1 }
+                session.reset(stream: stream, code: .refusedStream)
+            }
+            refuseOnceWritten = []
+        }
         func h2DataSent(_ session: H2Session, stream: Int32, count: Int) {
             if sent[stream] != nil { sent[stream]! += count }
         }
@@ -318,6 +347,9 @@ final class BigBodyH2App: Sendable {
 
     init(bodySize: Int) throws {
         let record = self.record
-        server = try ScriptedUpstream { conn, _ in try serveH2(conn, Handler(record: record, bodySize: bodySize)) }
+        server = try ScriptedUpstream { conn, _ in
+            let handler = Handler(record: record, bodySize: bodySize)
+            try serveH2(conn, handler, afterWrite: handler.refuseWritten)
+        }
     }
 }

@@ -570,14 +570,19 @@ final class FakeH2Server: @unchecked Sendable {
 }
 
 /// Runs a server session with `handler` on one test connection until the peer closes it.
-func serveH2(_ conn: TestSocket, _ handler: H2SessionDelegate) throws {
+/// `afterWrite`: runs once the frames of a pass went out (to act on the wire, e.g. reset a stream after its 1xx).
+func serveH2(_ conn: TestSocket, _ handler: H2SessionDelegate, afterWrite: (H2Session) -> Void = { _ in }) throws {
     let session = try H2Session(role: .server, delegate: handler)
     defer { withExtendedLifetime(handler) {} }  // the session does not retain its delegate
     var chunk = [UInt8](repeating: 0, count: 16384)
     while true {
         var out: [UInt8] = []
         try session.writeOutput { out += $0 }
-        if !out.isEmpty { try conn.send(out) }
+        if !out.isEmpty {
+            try conn.send(out)
+            afterWrite(session)
+            continue
+        }
         let buffered = conn.takeBuffered()
         if !buffered.isEmpty {
             try buffered.withUnsafeBytes { _ = try session.receive($0) }
