@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/syscall.h>
 
 _Static_assert(sizeof(struct epoll_event) == 12, "epoll_event is packed on x86_64; Swift relies on stride 12");
 
@@ -28,6 +29,11 @@ int CLinuxShims_wifexited(int status) { return WIFEXITED(status); }
 int CLinuxShims_wifsignaled(int status) { return WIFSIGNALED(status); }
 
 int CLinuxShims_wtermsig(int status) { return WTERMSIG(status); }
+
+int CLinuxShims_pidfd_open(int pid) {
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
 
 // Logic in C on purpose: after fork() in a multithreaded process only async-signal-safe calls are allowed,
 // and Swift code (allocation, retain/release, locks) is not.

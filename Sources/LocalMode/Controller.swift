@@ -5,8 +5,8 @@
 // +Revisions, +Routes, +Pods, +Autoscaling (the KPA's inputs), +Environment (pod env), +Get (`get` tables),
 // +State (the state file).
 // Blocking calls made here are loopback calls to our own children (admin PUTs, ~0.1 ms) and, in namespace
-// mode, iproute2's `ip` (a few ms per pod: one spare namespace is made ahead, off a cold start's path; `ip` has
-// no timeout of ours, a hung one would hold the loop). `ip` runs here and not on a thread because this loop is
+// mode, iproute2's `ip` (a few ms per pod: one spare namespace is made ahead, off a cold start's path; a hung `ip`
+// is killed after 10 s, `ProcessControl.run`). `ip` runs here and not on a thread because this loop is
 // also the only reaper: elsewhere its exit could be reaped from under `ProcessControl.run`. Probes and scrapes
 // that can take long run on their own threads and post results back.
 import Glibc

@@ -33,13 +33,38 @@ public enum ProcessControl {
 
     /// Runs `argv` to its end (a short tool such as `ip`), output to `logPath`. - Returns: its exit.
     /// Only for the controller's loop thread, which is also the only reaper: nobody else can take this child.
-    public static func run(_ argv: [String], logPath: String?) throws -> Exit {
+    /// It blocks that loop, so it is bounded: a tool still running after `limitMs` (a hung `ip` on a wedged
+    /// netlink) is killed, and the call throws saying so.
+    public static func run(_ argv: [String], logPath: String?, limitMs: Int32 = 10_000) throws -> Exit {
         let pid = try spawn(argv, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], logPath: logPath)
+        if !(try exits(pid, withinMs: limitMs)) {
+            signal(pid, SIGKILL)
+            _ = try? wait(pid)
+            throw ManifestError("`\(argv.joined(separator: " "))` did not finish in \(limitMs) ms (killed)")
+        }
+        return try wait(pid)
+    }
+
+    /// Whether `pid` exits within `ms`, watched through a pidfd (no reaping, no signal handler).
+    private static func exits(_ pid: Int32, withinMs ms: Int32) throws -> Bool {
+        let fd = CLinuxShims_pidfd_open(pid)
+        guard fd >= 0 else { return true }  // a kernel without pidfds (< 5.3): wait unbounded, as before
+        defer { close(fd) }
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = poll(&entry, 1, ms)
+            if ready < 0 && errno == EINTR { continue }  // a rare signal restarts the full wait: fine for a bound
+            return ready != 0
+        }
+    }
+
+    /// Reaps `pid`, blocking. - Returns: how it ended.
+    private static func wait(_ pid: Int32) throws -> Exit {
         while true {
             var status: Int32 = 0
             let reaped = waitpid(pid, &status, 0)
             if reaped < 0 && errno == EINTR { continue }
-            if reaped < 0 { throw ManifestError("waitpid \(argv[0]): \(SysError.text(errno))") }
+            if reaped < 0 { throw ManifestError("waitpid \(pid): \(SysError.text(errno))") }
             if CLinuxShims_wifexited(status) != 0 {
                 return Exit(pid: pid, code: CLinuxShims_wexitstatus(status), signal: nil)
             }

@@ -20,6 +20,8 @@ int CLinuxShims_wexitstatus(int status);
 int CLinuxShims_wifexited(int status);
 int CLinuxShims_wifsignaled(int status);
 int CLinuxShims_wtermsig(int status);
+/// A pidfd for `pid` (readable once it exits), or -errno. pidfd_open has no glibc wrapper before 2.36.
+int CLinuxShims_pidfd_open(int pid);
 
 /// Moves the calling thread into the network namespace `fd` refers to (setns). 0 or -1 with errno.
 int CLinuxShims_join_netns(int fd);

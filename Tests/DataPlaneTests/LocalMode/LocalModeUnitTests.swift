@@ -396,3 +396,18 @@ import Testing
         }
     }
 }
+
+@Suite struct ProcessControlTests {
+    /// A short tool runs to its end on kn-local's loop; one that hangs is killed at its bound instead of holding
+    /// the loop (and its children) forever.
+    @Test func aToolRunsToItsEndAndAHungOneIsKilledAtItsBound() throws {
+        let done = try ProcessControl.run(["/bin/sh", "-c", "exit 3"], logPath: nil)
+        #expect(done.code == 3)
+        do {
+            _ = try ProcessControl.run(["/bin/sleep", "30"], logPath: nil, limitMs: 100)
+            Issue.record("a 30 s sleep finished within a 100 ms bound")
+        } catch {
+            #expect("\(error)".contains("did not finish in 100 ms (killed)"), "\(error)")
+        }
+    }
+}

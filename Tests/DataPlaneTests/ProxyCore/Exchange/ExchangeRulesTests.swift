@@ -73,7 +73,7 @@ struct ReplayRuleTests {
     func replayableRequests(text: String, expected: Bool) throws {
         let bytes = Array(text.utf8)
         try bytes.withUnsafeBytes { raw in
-            var parser = HTTP1Parser()
+            let parser = HTTP1Parser()
             var head = HTTPHead()
             try parser.parseRequest(raw, into: &head)
             #expect(ReplayRule.isReplayable(head, raw) == expected, "\(text)")
