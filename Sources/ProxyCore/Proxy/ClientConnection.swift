@@ -2,7 +2,7 @@
 // autoscaler, kn-local's calls to the processes it runs. Two flavours over the same `Socket` calls:
 // - `ClientConnection`: a non-blocking connection on a loop. It connects within an optional deadline, queues
 //   what its owner sends, hands received bytes to a delegate and reports exactly one ending.
-// - `BlockingClient`: one request on a blocking socket with timeouts, for threads that have no loop (kn-local).
+// - `BlockingClient`: one request on a blocking socket, bounded as a whole, for threads that have no loop (kn-local).
 // Responses are read with `ResponseHead`, the engine's one client-side response parser.
 import Glibc
 
@@ -166,13 +166,15 @@ public enum BlockingClient {
     }
 
     /// Sends one request with `Connection: close` and reads the response until the server closes.
-    /// `timeoutMs` bounds the connect and each send and receive; `maxBytes` bounds the response.
+    /// `timeoutMs` bounds the connect and each send, and the response as a whole (a server that drips bytes
+    /// cannot hold the caller longer); `maxBytes` bounds the response.
     public static func request(
         _ method: String, _ address: SocketAddress, _ target: String, headers: [(String, String)] = [],
         body: [UInt8] = [], timeoutMs: Int = 3000, maxBytes: Int = 4 << 20
     ) throws(Failure) -> Response {
         let fd = try connect(address, timeoutMs: timeoutMs)
         defer { closeDescriptor(fd) }
+        let deadlineMs = monotonicMs() + Int64(timeoutMs)
         var head = "\(method) \(target) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         if !body.isEmpty || method == "PUT" || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
@@ -181,6 +183,12 @@ public enum BlockingClient {
         var data: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16384)
         while data.count <= maxBytes {
+            let remainingMs = deadlineMs - monotonicMs()
+            guard remainingMs > 0 else {
+                throw Failure(description: "read from \(address): i/o timeout", refused: false)
+            }
+            var tv = timeval(tv_sec: Int(remainingMs / 1000), tv_usec: Int(remainingMs % 1000) * 1000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
             let result = chunk.withUnsafeMutableBytes { bytes in
                 Result { () throws(SysError) in try Socket.read(fd, into: bytes) }
             }
