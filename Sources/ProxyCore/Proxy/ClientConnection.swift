@@ -38,6 +38,9 @@ public final class ClientConnection: Channel {
     private var delegate: ClientConnectionDelegate?
     private var isConnected = false
     private var outbound: [UInt8] = []
+    /// Bytes of `outbound` already written: the array is compacted only once half of it is, so a slow peer's
+    /// long queue is not shifted on every partial write.
+    private var outboundWritten = 0
     private static let readChunk = 16 * 1024
 
     private init(delegate: ClientConnectionDelegate) {
@@ -74,7 +77,7 @@ public final class ClientConnection: Channel {
     public func send(_ bytes: [UInt8]) { bytes.withUnsafeBytes { send($0) } }
 
     /// Bytes queued but not yet written.
-    public var unsentCount: Int { outbound.count }
+    public var unsentCount: Int { outbound.count - outboundWritten }
 
     /// Moves the deadline (loop time, ms), or removes it (nil): a long-lived connection bounds only its set-up.
     public func setDeadline(atMs deadlineMs: Int64?) {
@@ -111,13 +114,23 @@ public final class ClientConnection: Channel {
     }
 
     private func flush() {
-        guard !outbound.isEmpty else { return }
+        guard unsentCount > 0 else { return }
         let result = outbound.withUnsafeBytes { bytes in
-            Result { () throws(SysError) in try Socket.write(fd, from: bytes) }
+            Result { () throws(SysError) in
+                try Socket.write(fd, from: UnsafeRawBufferPointer(rebasing: bytes[outboundWritten...]))
+            }
         }
         switch result {
         case .failure(let error): end(.failed(error.code))
-        case .success(.processed(let n)): outbound.removeFirst(n)
+        case .success(.processed(let n)):
+            outboundWritten += n
+            if outboundWritten == outbound.count {
+                outbound.removeAll(keepingCapacity: outbound.capacity <= 64 * 1024)  // a burst's buffer goes back
+                outboundWritten = 0
+            } else if outboundWritten > outbound.count / 2 {
+                outbound.removeFirst(outboundWritten)
+                outboundWritten = 0
+            }
         case .success(.wouldBlock): break
         }
     }
