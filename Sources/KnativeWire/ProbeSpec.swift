@@ -33,58 +33,75 @@ public struct ProbeSpec: Sendable, Equatable {
     }
 
     /// Parses `SERVING_READINESS_PROBE`: "" → no probe (always ready); an object, or an array of objects when
-    /// multi-container probing is on.
+    /// multi-container probing is on. A member of the wrong JSON type is an error naming its path, as Go's
+    /// decoder fails the upstream queue-proxy's start on it (never read as absent).
     public static func parse(_ text: String, userPort: UInt16, multiContainer: Bool) throws(ParseError) -> [ProbeSpec] {
         if text.isEmpty { return [] }
         let json: JSON
         do { json = try JSON.parse(text) } catch {
             throw ParseError(description: "SERVING_READINESS_PROBE: invalid JSON (\(error))")
         }
-        if multiContainer, let items = json.arrayValue {
-            return try items.map { (item) throws(ParseError) in try parse(item, userPort) }
+        do throws(JSONFieldError) {
+            if multiContainer, let items = json.arrayValue {
+                return try items.enumerated().map { (i, item) throws(JSONFieldError) in
+                    try parse(item, at: "SERVING_READINESS_PROBE[\(i)]", userPort)
+                }
+            }
+            return [try parse(json, at: "SERVING_READINESS_PROBE", userPort)]
+        } catch {
+            throw ParseError(description: error.description)
         }
-        return [try parse(json, userPort)]
     }
 
-    private static func parse(_ json: JSON, _ userPort: UInt16) throws(ParseError) -> ProbeSpec {
+    private static let int32 = 0...Int(Int32.max)
+
+    private static func parse(_ json: JSON, at path: String, _ userPort: UInt16) throws(JSONFieldError) -> ProbeSpec {
         guard json.objectValue != nil else {
-            throw ParseError(description: "SERVING_READINESS_PROBE: expected a JSON object (a Kubernetes Probe)")
+            throw JSONObjectReader.mismatch(path, "a JSON object (a Kubernetes Probe)", json)
         }
-        func port(_ handler: JSON) throws(ParseError) -> UInt16 {
-            if let n = handler["port"]?.intValue, let p = UInt16(exactly: n), p > 0 { return p }
-            if let s = handler["port"]?.stringValue, let p = UInt16(s), p > 0 { return p }
-            if handler["port"] == nil { return userPort }
-            throw ParseError(description: "SERVING_READINESS_PROBE: port must be a number 1-65535")
+        let probe = try JSONObjectReader(json, at: path)
+        /// `port`: an IntOrString, a number or a numeric string; absent means the user port.
+        func port(_ handler: JSONObjectReader) throws(JSONFieldError) -> UInt16 {
+            guard let value = handler.value("port") else { return userPort }
+            if let n = value.intValue, let p = UInt16(exactly: n), p > 0 { return p }
+            if let s = value.stringValue, let p = UInt16(s), p > 0 { return p }
+            throw JSONObjectReader.mismatch(handler.path("port"), "a port number 1-65535", value)
+        }
+        func handlerReader(_ key: String) throws(JSONFieldError) -> JSONObjectReader? {
+            guard let value = probe.value(key) else { return nil }
+            return try JSONObjectReader(value, at: probe.path(key))
         }
         let handler: Handler
-        if let tcp = json["tcpSocket"] {
+        if let tcp = try handlerReader("tcpSocket") {
             handler = .tcp(port: try port(tcp))
-        } else if let http = json["httpGet"] {
-            var path = http["path"]?.stringValue ?? "/"
+        } else if let http = try handlerReader("httpGet") {
+            var path = try http.string("path") ?? "/"
             if !path.hasPrefix("/") { path = "/" + path }
-            if let scheme = http["scheme"]?.stringValue, scheme.uppercased() != "HTTP" {
+            if let scheme = try http.string("scheme"), scheme.uppercased() != "HTTP" {
                 handler = .unusable("httpGet scheme \(scheme) is not supported (HTTP only)")
             } else {
                 var headers: [String] = []
-                for header in http["httpHeaders"]?.arrayValue ?? [] {
-                    guard let name = header["name"]?.stringValue, let value = header["value"]?.stringValue else {
-                        throw ParseError(description: "SERVING_READINESS_PROBE: httpHeaders need name and value")
+                for (i, item) in (try http.array("httpHeaders") ?? []).enumerated() {
+                    let header = try JSONObjectReader(item, at: http.path("httpHeaders") + "[\(i)]")
+                    guard let name = try header.string("name"), let value = try header.string("value") else {
+                        throw JSONFieldError("\(header.path): an HTTP header needs name and value")
                     }
                     headers.append("\(name): \(value)")
                 }
                 handler = .http(port: try port(http), target: path, headers: headers)
             }
-        } else if let grpc = json["grpc"] {
-            handler = .grpc(port: try port(grpc), service: grpc["service"]?.stringValue ?? "")
-        } else if json["exec"] != nil {
+        } else if let grpc = try handlerReader("grpc") {
+            handler = .grpc(port: try port(grpc), service: try grpc.string("service") ?? "")
+        } else if probe.value("exec") != nil {
             handler = .unusable("exec probe not supported")  // upstream's words
         } else {
             handler = .unusable("no probe found")  // upstream's words: no httpGet, tcpSocket or grpc
         }
         var spec = ProbeSpec(handler: handler)
-        spec.periodSeconds = json["periodSeconds"]?.intValue ?? 0
-        spec.timeoutSeconds = json["timeoutSeconds"]?.intValue ?? 0
-        spec.successThreshold = max(1, json["successThreshold"]?.intValue ?? 1)
+        spec.periodSeconds = try probe.int("periodSeconds", in: int32, expected: "a non-negative integer") ?? 0
+        spec.timeoutSeconds = try probe.int("timeoutSeconds", in: int32, expected: "a non-negative integer") ?? 0
+        spec.successThreshold = max(
+            1, try probe.int("successThreshold", in: int32, expected: "a non-negative integer") ?? 1)
         if spec.periodSeconds > 0 && spec.timeoutSeconds < 1 { spec.timeoutSeconds = 1 }
         return spec
     }

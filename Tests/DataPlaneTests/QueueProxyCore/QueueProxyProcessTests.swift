@@ -131,6 +131,18 @@ struct QueueProxyProcessTests {
             ("REVISION_TIMEOUT_SECONDS", "", "REVISION_TIMEOUT_SECONDS"),
             ("SERVING_POD", nil, "required key SERVING_POD missing value"),
             ("SERVING_READINESS_PROBE", "{", "SERVING_READINESS_PROBE: invalid JSON"),
+            (
+                "SERVING_READINESS_PROBE", #"{"tcpSocket": {"port": 8080}, "periodSeconds": "10"}"#,
+                #"SERVING_READINESS_PROBE.periodSeconds: expected a non-negative integer, got a string ("10")"#
+            ),
+            (
+                "SERVING_READINESS_PROBE", #"{"httpGet": {"path": 5}}"#,
+                "SERVING_READINESS_PROBE.httpGet.path: expected a string, got 5"
+            ),
+            (
+                "SERVING_READINESS_PROBE", #"{"tcpSocket": "8080"}"#,
+                #"SERVING_READINESS_PROBE.tcpSocket: expected an object, got a string ("8080")"#
+            ),
             ("OBSERVABILITY_CONFIG", "[1", "OBSERVABILITY_CONFIG: invalid JSON"),
             ("ENABLE_HTTP_FULL_DUPLEX", "yes", "ENABLE_HTTP_FULL_DUPLEX"),
             ("QUEUE_DRAIN_QUIET_PERIOD", "soon", "QUEUE_DRAIN_QUIET_PERIOD"),
