@@ -219,6 +219,9 @@ final class H1ToH2Bridge: H2cDownstream {
         writeBody(bytes)
         state.unacknowledged += bytes.count
         flushDownstream()
+        // A failed write ended the exchange, and its connection may be gone with it (this call came from the
+        // upstream side, which does not keep the client's connection alive): touch nothing of it.
+        guard exchange.isOpen else { return }
         acknowledge()
     }
 
@@ -234,7 +237,7 @@ final class H1ToH2Bridge: H2cDownstream {
 
     /// Response bytes the client's socket took are acknowledged upstream, which may then send more.
     private func acknowledge() {
-        guard state.unacknowledged > 0, downstream.outputRoom > 0, exchange.isOpen else { return }
+        guard exchange.isOpen, state.unacknowledged > 0, downstream.outputRoom > 0 else { return }
         exchange.acknowledge(state.unacknowledged)
         state.unacknowledged = 0
     }

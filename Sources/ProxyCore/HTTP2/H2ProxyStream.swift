@@ -245,6 +245,7 @@ final class H2ProxyStream: TimerEntry, RequestHandle, H2cDownstream {
     func retryElsewhere(after pool: UpstreamPool) -> Bool {
         guard let next = connection.responder.connectFailed(self, pool: pool) else { return false }
         apply(next)
+        connection.writeOut()  // a local answer (the activator's queue is full) leaves now, not with the next frame
         return true
     }
 

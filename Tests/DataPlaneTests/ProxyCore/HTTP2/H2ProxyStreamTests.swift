@@ -106,6 +106,26 @@ struct H2ProxyStreamTests {
         #expect(closeDelimited.status == 200 && closeDelimited.bodyText == "partialrequest timeout")
     }
 
+    /// A client whose connection resets while a bridged response streams to it: the write fails mid-response,
+    /// the upstream stream is cancelled, and the proxy goes on serving (the failed write ends the exchange from
+    /// the upstream's side of the call stack, where nothing else keeps the client's connection alive).
+    @Test func aClientThatResetsMidBridgedResponseCancelsOnlyItsStream() throws {
+        let app = try BigBodyH2App(bodySize: 8 << 20)
+        let qp = try QueueProxyFixture(
+            env: ["USER_PORT": "\(app.port)", "CONTAINER_CONCURRENCY": "0", "QUEUE_USER_PROTOCOL": "h2c"], app: nil)
+        for _ in 0..<3 {
+            let client = try TestSocket.connect(port: qp.port)
+            try client.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+            _ = try client.read(count: 64 * 1024)  // the response is flowing
+            var linger = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(client.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+            client.close()  // RST: the proxy's next writes fail
+        }
+        #expect(eventually { app.resets >= 3 }, "the three upstream streams are cancelled")
+        let next = try TestSocket.connect(port: qp.port).exchange("GET /small HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(next.status == 200 && next.bodyText == "ok")
+    }
+
     /// Issue 11 item 6: a malformed chunk after the head went upstream, before any response byte: 400 and close.
     @Test func aBadRequestChunkInTheBridgeIsA400() throws {
         let app = try BigBodyH2App(bodySize: 0)
