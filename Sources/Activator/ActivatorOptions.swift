@@ -66,13 +66,16 @@ struct ActivatorOptions {
                                    "" = JSON lines on stderr (severity, level, ts, logger, msg)  CONFIG_LOGGING
 
         Admin API: GET /v1/state (with each revision's activator count, index and pods in "subsetting");
-        with --kube-api only that (any change is 405). Otherwise PUT|DELETE /v1/revisions/{ns}/{name} (containerConcurrency, timeoutSeconds,
-        responseStartTimeoutSeconds, idleTimeoutSeconds, protocol); PUT /v1/revisions/{ns}/{name}/endpoints
-        {"addresses": ["127.0.0.1:9001", ...]}; PUT|DELETE /v1/routes/{ns}/{name} {"hosts": [...],
-        "traffic": [{"revisionName", "percent", "tag"}]}.
+        with --kube-api only that (any change is 405). Otherwise also PUT|DELETE /v1/revisions/{ns}/{name}
+        (containerConcurrency, timeoutSeconds, responseStartTimeoutSeconds, idleTimeoutSeconds, protocol);
+        PUT /v1/revisions/{ns}/{name}/endpoints {"addresses": ["127.0.0.1:9001", ...]}; PUT|DELETE
+        /v1/routes/{ns}/{name} {"hosts": [...], "traffic": [{"revisionName", "percent", "tag"}]}.
 
         Signals: SIGTERM/SIGINT → health answers 500, traffic served for the drain grace, then in-flight
-        requests finish and it exits 0. SIGHUP → reload --config.
+        requests finish and it exits 0. SIGHUP → reload --config (nothing with --kube-api).
+
+        With --kube-api, health answers 500 until revisions, endpoints and config-logging were listed once;
+        while the API is unreachable the last state keeps serving and the API is retried with back-off.
 
         TLS is not served by this build: with /var/lib/knative/certs/tls.{crt,key} present (Knative's
         system-internal-tls) the activator exits 1 at start, saying so.
