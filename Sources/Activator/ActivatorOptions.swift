@@ -51,7 +51,8 @@ struct ActivatorOptions {
           --activator-count N      activators sharing each revision (default 1; admin/config mode,
                                    with --kube-api each revision's public Endpoints say it)
           --activator-index I      this activator's index, 0-based (default 0; likewise)
-          --cluster-domain D       for Host routing <rev>.<ns>.svc.<D> (default cluster.local)  CLUSTER_DOMAIN
+          --cluster-domain D       for Host routing <rev>.<ns>.svc.<D> (default cluster.local; with
+                                   --kube-api, resolv.conf's search svc.<D> if there)          CLUSTER_DOMAIN
           --pod-name NAME          pod_name in stats (default "activator")                      POD_NAME
           --probe-interval D       pod re-probe interval (default 200ms)                        PROBE_FREQUENCY
           --probe-timeout D        pod probe timeout (default 300ms)                            PROBE_TIMEOUT
@@ -231,6 +232,13 @@ struct ActivatorOptions {
             kube.watch.watchTimeoutSeconds = Int(ms / 1000)
         }
         kube.logLevelIsFixed = values["--log-level"] != nil
+        // As upstream, a pod's resolv.conf says the cluster domain (`search … svc.<domain> …`); an explicit
+        // --cluster-domain (CLUSTER_DOMAIN) wins here.
+        if values["--cluster-domain"] == nil, let text = try? Files.readText("/etc/resolv.conf"),
+            let domain = KubeCluster.domain(resolvConf: text)
+        {
+            settings.clusterDomain = domain
+        }
         if settings.autoscalerURL == nil {
             let url = "ws://autoscaler.\(namespace).svc.\(settings.clusterDomain):8080"
             guard WebSocketClient(url: url) != nil else {

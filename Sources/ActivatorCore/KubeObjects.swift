@@ -207,6 +207,24 @@ public enum KubeConfigMap {
     }
 }
 
+/// The cluster's DNS domain as a pod sees it (knative.dev/pkg network's rule): the first `svc.<domain>` in
+/// resolv.conf's `search` line.
+public enum KubeCluster {
+    /// - Returns: `<domain>` of the first `search` entry `svc.<domain>` (a trailing dot dropped), or nil.
+    public static func domain(resolvConf text: String) -> String? {
+        for line in text.split(separator: "\n") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard words.first == "search" else { continue }
+            for word in words.dropFirst() where word.hasPrefix("svc.") {
+                var domain = word.dropFirst(4)
+                while domain.hasSuffix(".") { domain = domain.dropLast() }
+                if !domain.isEmpty { return String(domain) }
+            }
+        }
+        return nil
+    }
+}
+
 /// Upstream's `inferIndex` and the public Endpoints' rule (throttler.go `handlePubEpsUpdate`): this activator's
 /// index is its IP's position among the ready activator IPs, sorted as strings.
 public enum ActivatorSubset {

@@ -171,6 +171,15 @@ import Testing
                 == "networking.internal.knative.dev%2FserviceType%3DPrivate")
     }
 
+    @Test func theClusterDomainComesFromResolvConfsSearchList() {
+        let pod =
+            "nameserver 10.96.0.10\nsearch knative-serving.svc.corp.example. svc.corp.example. corp.example\noptions ndots:5\n"
+        #expect(KubeCluster.domain(resolvConf: pod) == "corp.example")
+        #expect(KubeCluster.domain(resolvConf: "search\tsvc.cluster.local cluster.local\n") == "cluster.local")
+        #expect(KubeCluster.domain(resolvConf: "nameserver 10.255.255.53\n") == nil)
+        #expect(KubeCluster.domain(resolvConf: "search example.com\n") == nil)
+    }
+
     @Test func localhostIsLookedUpIPv4First() throws {
         let addresses = try HostResolver.lookup("localhost", port: 8001).get()
         #expect(addresses.first?.description == "127.0.0.1:8001")
