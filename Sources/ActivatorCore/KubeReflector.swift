@@ -14,6 +14,7 @@
 // | watching  | ERROR 410, HTTP 410                  | list again at once                       |
 // | watching  | stream ended cleanly (≥ 1 s)         | watch again from RV at once              |
 // | watching  | any other error or a short stream    | back-off, watch again from RV            |
+// | watching  | an unreadable event line             | back-off, list again                     |
 import KnativeWire
 import ProxyCore
 
@@ -218,8 +219,10 @@ final class KubeReflector: KubeGetDelegate {
     private func handle(_ line: String) {
         let event: KubeWatchEvent
         do { event = try KubeWatchEvent.parse(line) } catch {
-            Log.warn("kube: \(what): skipping a watch event: \(error)")
-            return
+            // An event we cannot read may be a change we would miss: after the back-off, list again.
+            current?.cancel()
+            current = nil
+            return failed("unreadable watch event: \(error)", relist: true)
         }
         switch event.kind {
         case .error:
@@ -235,7 +238,9 @@ final class KubeReflector: KubeGetDelegate {
                 failed("watch error: \(status.map { "\($0.code) \($0.reason): \($0.message)" } ?? event.object.text)")
             }
         case .bookmark:
-            if let version = event.object["metadata"]?["resourceVersion"]?.stringValue { resourceVersion = version }
+            if let version = event.object["metadata"]?["resourceVersion"]?.stringValue, !version.isEmpty {
+                resourceVersion = version
+            }
         case .added, .modified, .deleted:
             if let version = event.object["metadata"]?["resourceVersion"]?.stringValue, !version.isEmpty {
                 resourceVersion = version
@@ -244,14 +249,15 @@ final class KubeReflector: KubeGetDelegate {
         }
     }
 
-    /// Backs off, then repeats what failed: the LIST, or the WATCH from the last version.
-    private func failed(_ error: String) {
+    /// Backs off, then repeats what failed: the LIST, or the WATCH from the last version (`relist`: a LIST).
+    private func failed(_ error: String, relist: Bool = false) {
         guard !isStopped, !loop.draining else { return }
         failuresInARow += 1
-        let retryPhase = phase == .watching && !resourceVersion.isEmpty ? Phase.watching : .listing
+        let failedWhat = phase == .watching ? "watch" : "list"
+        let retryPhase = phase == .watching && !relist && !resourceVersion.isEmpty ? Phase.watching : .listing
         Log.warn(
-            "kube: \(what): \(retryPhase == .listing ? "list" : "watch") failed: \(error); "
-                + "retrying in \(backoffMs) ms (failure \(failuresInARow) in a row), serving the last known state")
+            "kube: \(what): \(failedWhat) failed: \(error); \(retryPhase == .listing ? "listing" : "watching") again in "
+                + "\(backoffMs) ms (failure \(failuresInARow) in a row), serving the last known state")
         let timer = LoopTimer { [unowned self] _ in
             guard !self.isStopped else { return }
             if retryPhase == .watching { self.watch() } else { self.list() }

@@ -177,7 +177,7 @@ struct ActivatorKubeTests {
         #expect(try activator.toRevision("pods-00001").status == 404)
     }
 
-    @Test func a410MidWatchRelistsWithoutDroppingState() throws {
+    @Test func a410OrAnUnreadableEventRelistsWithoutDroppingState() throws {
         let api = try FakeKubeAPI()
         let autoscaler = try FakeAutoscaler()
         let pod = try FakePod(name: "steady")
@@ -206,6 +206,14 @@ struct ActivatorKubeTests {
         #expect(api.requests.contains { $0.path == Self.revisions && $0.isWatch })
         api.putRevision("later-00001")
         #expect(activator.waitForState { $0.revision("default/later-00001") != nil })
+
+        // A line that is no event: the activator cannot know what it missed, so it lists again.
+        #expect(eventually { api.openWatches(Self.revisions) == 1 })
+        let listsBeforeGarbage = api.listCount(Self.revisions)
+        api.sendRaw(#"{"type":"ADDED","object":"#)
+        #expect(eventually { api.listCount(Self.revisions) > listsBeforeGarbage })
+        api.putRevision("garbled-00001")
+        #expect(activator.waitForState { $0.revision("default/garbled-00001") != nil })
 
         let counts = traffic.stop()
         #expect(counts.keys.sorted() == [200], "\(counts)")

@@ -60,7 +60,11 @@ final class FakeKubeAPI: @unchecked Sendable {
     private var expiryEpoch = 0
     private var cutEpoch = 0
     private var bookmarkEpoch = 0
+    /// Lines sent as they are on every watch open at the time (`sendRaw`), numbered from 1.
+    private var rawLines: [(number: Int, line: String)] = []
     private var requestLog: [Request] = []
+    /// Watch streams open now, by path.
+    private var openWatchCount: [String: Int] = [:]
     private var isUp = false
     private var listenFD: Int32 = -1
     private var acceptThreadDone: DispatchSemaphore?
@@ -87,6 +91,9 @@ final class FakeKubeAPI: @unchecked Sendable {
 
     /// WATCH requests so far for `path`.
     func watches(_ path: String) -> [Request] { requests.filter { $0.path == path && $0.isWatch } }
+
+    /// Watch streams of `path` open now (their 200 head sent, not ended).
+    func openWatches(_ path: String) -> Int { condition.withLock { openWatchCount[path, default: 0] } }
 
     /// The current resourceVersion.
     var resourceVersion: Int { condition.withLock { version } }
@@ -134,6 +141,14 @@ final class FakeKubeAPI: @unchecked Sendable {
     func bookmark() {
         condition.withLock {
             bookmarkEpoch += 1
+            condition.broadcast()
+        }
+    }
+
+    /// Sends `line` as it is (plus a newline) on every open watch: a broken API or proxy.
+    func sendRaw(_ line: String) {
+        condition.withLock {
+            rawLines.append((rawLines.count + 1, line))
             condition.broadcast()
         }
     }
@@ -226,7 +241,9 @@ final class FakeKubeAPI: @unchecked Sendable {
         }
         let filter = try Filter(query)
         if request.isWatch {
-            try watch(socket, collection, namespace, filter, query)
+            try watch(socket, collection, namespace, filter, query) { isOpen in
+                condition.withLock { openWatchCount[path, default: 0] += isOpen ? 1 : -1 }
+            }
         } else {
             try list(socket, collection, namespace, filter)
         }
@@ -302,14 +319,14 @@ final class FakeKubeAPI: @unchecked Sendable {
 
     private func watch(
         _ socket: TestSocket, _ collection: Collection, _ namespace: String?, _ filter: Filter,
-        _ query: [String: String]
+        _ query: [String: String], opened: (Bool) -> Void
     ) throws {
         let from = Int(query["resourceVersion"] ?? "") ?? 0
         let timeout = Double(query["timeoutSeconds"] ?? "") ?? 1800
         let bookmarks = query["allowWatchBookmarks"] == "true"
         let deadline = Date().addingTimeInterval(timeout)
-        let (compacted, startExpiry, startCut, startBookmark) = condition.withLock {
-            (compactedThrough, expiryEpoch, cutEpoch, bookmarkEpoch)
+        let (compacted, startExpiry, startCut, startBookmark, startRaw) = condition.withLock {
+            (compactedThrough, expiryEpoch, cutEpoch, bookmarkEpoch, rawLines.count)
         }
         if from <= compacted && from != 0 && goneAsHTTPStatus {
             return try socket.send(
@@ -318,6 +335,8 @@ final class FakeKubeAPI: @unchecked Sendable {
         try socket.send(
             "HTTP/1.1 200 OK\r\nCache-Control: no-cache, private\r\nContent-Type: application/json\r\n"
                 + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        opened(true)
+        defer { opened(false) }
         func sendEvent(_ json: [String: Any]) throws {
             var line = Array(try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]))
             line.append(0x0A)
@@ -342,7 +361,9 @@ final class FakeKubeAPI: @unchecked Sendable {
         }
         var sent = from
         var seenBookmark = startBookmark
+        var sentRaw = startRaw
         while true {
+            var raw: [String] = []
             let (events, expired, cut, bookmarkVersion, timedOut): ([Event], Bool, Bool, Int?, Bool) =
                 condition.withLock {
                     while true {
@@ -350,7 +371,10 @@ final class FakeKubeAPI: @unchecked Sendable {
                             $0.object.resourceVersion > sent && filter.matches($0.object, collection, namespace)
                         }
                         let bookmark = bookmarks && bookmarkEpoch != seenBookmark ? version : nil
-                        if !pending.isEmpty || expiryEpoch != startExpiry || cutEpoch != startCut || bookmark != nil
+                        raw = rawLines.filter { $0.number > max(startRaw, sentRaw) }.map(\.line)
+                        sentRaw = rawLines.count
+                        if !pending.isEmpty || !raw.isEmpty || expiryEpoch != startExpiry || cutEpoch != startCut
+                            || bookmark != nil
                             || Date() >= deadline
                         {
                             seenBookmark = bookmarkEpoch
@@ -365,6 +389,10 @@ final class FakeKubeAPI: @unchecked Sendable {
             if expired {
                 try gone()
                 return try socket.send("0\r\n\r\n")
+            }
+            for line in raw {
+                let bytes = Array((line + "\n").utf8)
+                try socket.send(Array((String(bytes.count, radix: 16) + "\r\n").utf8) + bytes + Array("\r\n".utf8))
             }
             for event in events {
                 try sendEvent(["type": event.type, "object": Self.served(event.object, withKind: true)])
