@@ -45,7 +45,6 @@ protocol KubeGetDelegate: AnyObject {
 final class KubeGet: ClientConnectionDelegate {
     private weak var delegate: KubeGetDelegate?
     private let request: [UInt8]
-    private let target: String
     private var connection: ClientConnection?
     private var head: ResponseHead?
     private var inbound: [UInt8] = []
@@ -57,7 +56,6 @@ final class KubeGet: ClientConnectionDelegate {
     /// A GET of `target` (path and query) at `api`; `start` sends it.
     init(_ target: String, api: KubeAPIEndpoint, delegate: KubeGetDelegate) {
         self.delegate = delegate
-        self.target = target
         request = Array(
             ("GET \(target) HTTP/1.1\r\nHost: \(api.hostHeader)\r\nAccept: application/json\r\n"
                 + "User-Agent: activator (knative-dataplane-swift)\r\nConnection: close\r\n\r\n").utf8)
