@@ -20,6 +20,8 @@ struct ActivatorOptions {
     var logFormat = LogFormat.standard
     /// zap settings read but not honoured, logged once logging is configured.
     var logWarnings: [String] = []
+    /// Kubernetes mode (`--kube-api`): the state comes from the API, the admin API is read-only.
+    var kube: KubeSourceSettings?
 
     static let help = """
         activator: Knative's shared proxy for revisions scaled to zero (or short of capacity).
@@ -33,10 +35,24 @@ struct ActivatorOptions {
           --admin-address IP:PORT  admin API (default 127.0.0.1:8090)                       ACTIVATOR_ADMIN_ADDRESS
           --config FILE            JSON {"revisions": [...], "endpoints": {...}, "routes": [...]};
                                    reloaded on SIGHUP (an invalid file is reported, old state kept)
-          --autoscaler-url URL     ws://host:port/ for stats (WireStatMessages, binary frames)   AUTOSCALER_URL
-          --activator-count N      activators sharing each revision (default 1)
-          --activator-index I      this activator's index, 0-based (default 0)
-          --cluster-domain D       for Host routing <rev>.<ns>.svc.<D> (default cluster.local)  CLUSTER_DOMAIN
+          --kube-api URL           http://host:port of a plain-HTTP Kubernetes API (a `kubectl proxy`
+                                   sidecar): revisions, endpoints and config-logging come from there
+                                   (LIST + WATCH), the admin API is read-only; not with --config  KUBE_API
+          --system-namespace NS    Knative's namespace (config-logging, the autoscaler); required
+                                   with --kube-api                                              SYSTEM_NAMESPACE
+          --pod-ip IP              this activator's pod IP, found in each revision's public
+                                   Endpoints for subsetting (unset: every pod is used)          POD_IP
+          --kube-backoff D         first retry delay after an API error, doubled per error (800ms)
+          --kube-backoff-max D     longest retry delay (default 30s)
+          --kube-watch-timeout D   timeoutSeconds of each WATCH, then resumed (default 5m)
+          --autoscaler-url URL     ws://host:port/path for stats (WireStatMessages, binary frames); host
+                                   may be a name, resolved at every dial; default with --kube-api:
+                                   ws://autoscaler.<SYSTEM_NAMESPACE>.svc.<cluster-domain>:8080   AUTOSCALER_URL
+          --activator-count N      activators sharing each revision (default 1; admin/config mode,
+                                   with --kube-api each revision's public Endpoints say it)
+          --activator-index I      this activator's index, 0-based (default 0; likewise)
+          --cluster-domain D       for Host routing <rev>.<ns>.svc.<D> (default cluster.local; with
+                                   --kube-api, resolv.conf's search svc.<D> if there)          CLUSTER_DOMAIN
           --pod-name NAME          pod_name in stats (default "activator")                      POD_NAME
           --probe-interval D       pod re-probe interval (default 200ms)                        PROBE_FREQUENCY
           --probe-timeout D        pod probe timeout (default 300ms)                            PROBE_TIMEOUT
@@ -50,13 +66,17 @@ struct ActivatorOptions {
                                    rfc3339nano, epoch, millis, nanos), levelEncoder (lowercase|capital).
                                    "" = JSON lines on stderr (severity, level, ts, logger, msg)  CONFIG_LOGGING
 
-        Admin API: GET /v1/state; PUT|DELETE /v1/revisions/{ns}/{name} (containerConcurrency, timeoutSeconds,
-        responseStartTimeoutSeconds, idleTimeoutSeconds, protocol); PUT /v1/revisions/{ns}/{name}/endpoints
-        {"addresses": ["127.0.0.1:9001", ...]}; PUT|DELETE /v1/routes/{ns}/{name} {"hosts": [...],
-        "traffic": [{"revisionName", "percent", "tag"}]}.
+        Admin API: GET /v1/state (with each revision's activator count, index and pods in "subsetting");
+        with --kube-api only that (any change is 405). Otherwise also PUT|DELETE /v1/revisions/{ns}/{name}
+        (containerConcurrency, timeoutSeconds, responseStartTimeoutSeconds, idleTimeoutSeconds, protocol);
+        PUT /v1/revisions/{ns}/{name}/endpoints {"addresses": ["127.0.0.1:9001", ...]}; PUT|DELETE
+        /v1/routes/{ns}/{name} {"hosts": [...], "traffic": [{"revisionName", "percent", "tag"}]}.
 
         Signals: SIGTERM/SIGINT → health answers 500, traffic served for the drain grace, then in-flight
-        requests finish and it exits 0. SIGHUP → reload --config.
+        requests finish and it exits 0. SIGHUP → reload --config (nothing with --kube-api).
+
+        With --kube-api, health answers 500 until revisions, endpoints and config-logging were listed once;
+        while the API is unreachable the last state keeps serving and the API is retried with back-off.
 
         TLS is not served by this build: with /var/lib/knative/certs/tls.{crt,key} present (Knative's
         system-internal-tls) the activator exits 1 at start, saying so.
@@ -70,7 +90,8 @@ struct ActivatorOptions {
             "--admin-address": "ACTIVATOR_ADMIN_ADDRESS", "--autoscaler-url": "AUTOSCALER_URL",
             "--cluster-domain": "CLUSTER_DOMAIN", "--pod-name": "POD_NAME", "--probe-interval": "PROBE_FREQUENCY",
             "--probe-timeout": "PROBE_TIMEOUT", "--drain-grace": "DRAIN_GRACE",
-            "--logging-config": "CONFIG_LOGGING",
+            "--logging-config": "CONFIG_LOGGING", "--kube-api": "KUBE_API", "--system-namespace": "SYSTEM_NAMESPACE",
+            "--pod-ip": "POD_IP",
         ]
         for (flag, name) in envNames { if let v = env[name] { values[flag] = v } }
         var i = 0
@@ -90,6 +111,7 @@ struct ActivatorOptions {
         }
         let known: Set<String> = Set(envNames.keys).union([
             "--config", "--activator-count", "--activator-index", "--max-queued", "--max-queued-bytes", "--log-level",
+            "--kube-backoff", "--kube-backoff-max", "--kube-watch-timeout",
         ])
         for key in values.keys where !known.contains(key) {
             throw OptionsError(description: "unknown flag \(key) (try --help)")
@@ -131,7 +153,7 @@ struct ActivatorOptions {
         configPath = values["--config"]
         if let url = values["--autoscaler-url"] {
             guard WebSocketClient(url: url) != nil else {
-                throw OptionsError(description: "--autoscaler-url=\(url): expected ws://ip:port/path")
+                throw OptionsError(description: "--autoscaler-url=\(url): expected ws://host[:port][/path]")
             }
             settings.autoscalerURL = url
         }
@@ -160,5 +182,73 @@ struct ActivatorOptions {
             }
             logLevel = parsed
         }
+        try kubeOptions(values, duration: duration)
+    }
+
+    /// `--kube-api` and what goes with it.
+    private mutating func kubeOptions(
+        _ values: [String: String], duration: (String) throws(OptionsError) -> Int64?
+    ) throws(OptionsError) {
+        guard let url = values["--kube-api"], !url.isEmpty else {
+            for flag in ["--kube-backoff", "--kube-backoff-max", "--kube-watch-timeout"] where values[flag] != nil {
+                throw OptionsError(description: "\(flag) needs --kube-api (KUBE_API)")
+            }
+            return
+        }
+        guard let api = KubeAPIEndpoint(url: url) else {
+            throw OptionsError(
+                description: "--kube-api=\(url) (KUBE_API): expected http://host[:port], e.g. http://127.0.0.1:8001")
+        }
+        if let path = configPath {
+            throw OptionsError(
+                description: "--config \(path) and --kube-api \(url) exclude each other: the state comes either from a "
+                    + "file or from the Kubernetes API")
+        }
+        guard let namespace = values["--system-namespace"], !namespace.isEmpty else {
+            throw OptionsError(
+                description:
+                    "--kube-api needs --system-namespace (SYSTEM_NAMESPACE): Knative's namespace, e.g. knative-serving")
+        }
+        if let problem = DNSName.dns1123LabelProblem(namespace) {
+            throw OptionsError(description: "--system-namespace=\(namespace) (SYSTEM_NAMESPACE): \(problem)")
+        }
+        var kube = KubeSourceSettings(api: api, systemNamespace: namespace)
+        if let ip = values["--pod-ip"], !ip.isEmpty {
+            guard SocketAddress(ip: ip, port: 1) != nil else {
+                throw OptionsError(description: "--pod-ip=\(ip) (POD_IP): expected an IP address")
+            }
+            kube.podIP = ip
+        }
+        kube.watch.backoffInitialMs = try duration("--kube-backoff") ?? kube.watch.backoffInitialMs
+        kube.watch.backoffMaxMs = try duration("--kube-backoff-max") ?? kube.watch.backoffMaxMs
+        guard kube.watch.backoffInitialMs > 0, kube.watch.backoffMaxMs >= kube.watch.backoffInitialMs else {
+            throw OptionsError(description: "--kube-backoff and --kube-backoff-max: expected 0 < backoff ≤ max")
+        }
+        if let ms = try duration("--kube-watch-timeout") {
+            guard ms >= 1000 else {
+                throw OptionsError(
+                    description: "--kube-watch-timeout=\(values["--kube-watch-timeout"]!): expected ≥ 1s")
+            }
+            kube.watch.watchTimeoutSeconds = Int(ms / 1000)
+        }
+        kube.logLevelIsFixed = values["--log-level"] != nil
+        // As upstream, a pod's resolv.conf says the cluster domain (`search … svc.<domain> …`); an explicit
+        // --cluster-domain (CLUSTER_DOMAIN) wins here.
+        if values["--cluster-domain"] == nil, let text = try? Files.readText("/etc/resolv.conf"),
+            let domain = KubeCluster.domain(resolvConf: text)
+        {
+            settings.clusterDomain = domain
+        }
+        if settings.autoscalerURL == nil {
+            let url = "ws://autoscaler.\(namespace).svc.\(settings.clusterDomain):8080"
+            guard WebSocketClient(url: url) != nil else {
+                throw OptionsError(
+                    description:
+                        "--cluster-domain=\(settings.clusterDomain): the autoscaler's default URL \(url) is not "
+                        + "valid; expected a DNS domain such as cluster.local")
+            }
+            settings.autoscalerURL = url
+        }
+        self.kube = kube
     }
 }

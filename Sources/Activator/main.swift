@@ -61,7 +61,16 @@ do {
     group = try LoopGroup(count: 1) { loop in
         let activator = Activator(settings: settings, loop: loop)
         activator.apply(document)
-        let admin = ActivatorAdmin(activator: activator)
+        var readOnly: String?
+        if let kube = options.kube {
+            let source = KubeSource(settings: kube, activator: activator, loop: loop)
+            loop.locals[ObjectIdentifier(KubeSource.self)] = source
+            source.start()
+            readOnly =
+                "the activator's state comes from the Kubernetes API (--kube-api \(kube.api.hostHeader)): "
+                + "the admin API is read-only (GET /v1/state)"
+        }
+        let admin = ActivatorAdmin(activator: activator, readOnlyReason: readOnly)
         let metrics = MetricsEndpoint.prometheus { [unowned activator] in activator.metricsText() }
         loop.locals[ObjectIdentifier(Activator.self)] = activator
         loop.locals[ObjectIdentifier(ActivatorAdmin.self)] = admin
@@ -87,7 +96,9 @@ do {
     Log.writeStderr("activator: \(error)\n")
     exit(1)
 }
-Log.info("activator serving on :\(options.dataPort), admin on \(options.adminAddress)")
+Log.info(
+    "activator serving on :\(options.dataPort), admin on \(options.adminAddress)"
+        + (options.kube.map { ", state from the Kubernetes API at \($0.api.hostHeader) (read-only admin)" } ?? ""))
 
 let signalFD: Int32
 do { signalFD = try Signals.makeDescriptor([SIGTERM, SIGINT, SIGHUP]) } catch {

@@ -1,14 +1,20 @@
 // The activator's admin API (our stand-in for the Kubernetes API): revisions, endpoints and routes,
 // changed live. Bound to 127.0.0.1 by default. Bodies are JSON objects (an empty body is an error, never "all
-// defaults"); an invalid one is 400 naming the field; a host another route already claims is 409.
+// defaults"); an invalid one is 400 naming the field; a host another route already claims is 409. Driven by the
+// Kubernetes API (`--kube-api`), it is read-only: only GET /v1/state; a change is 405 saying where the state
+// comes from.
 import KnativeWire
 import ProxyCore
 
 public final class ActivatorAdmin: HTTPResponder {
     private unowned(unsafe) let activator: Activator  // both live for the process, on one loop
 
-    public init(activator: Activator) {
+    /// Why changes are refused (Kubernetes mode), or nil when the admin API may change the state.
+    private let readOnlyReason: String?
+
+    public init(activator: Activator, readOnlyReason: String? = nil) {
         self.activator = activator
+        self.readOnlyReason = readOnlyReason
     }
 
     public var collectsBodies: Bool { true }
@@ -18,10 +24,16 @@ public final class ActivatorAdmin: HTTPResponder {
         let target = request.string(request.head.target)
         let path = target.prefix { $0 != "?" }.split(separator: "/").map(String.init)
         let body = String(decoding: request.body, as: UTF8.self)
+        if let readOnlyReason, method != "GET", path.first == "v1" {
+            return .respond(
+                LocalResponse(
+                    status: 405, body: Array((readOnlyReason + "\n").utf8), contentType: "text/plain; charset=utf-8",
+                    noSniff: true, extraHeaders: [("Allow", "GET")]))
+        }
         do {
             switch (method, path.count, path.first, path.count > 1 ? path[1] : "") {
             case ("GET", 2, "v1", "state"):
-                return json(activator.document.json)
+                return json(activator.stateJSON)
             case ("PUT", 4, "v1", "revisions"):
                 let revision = try ActivatorDocument.parseRevision(
                     try parse(body), at: "revision", namespace: path[2], name: path[3])

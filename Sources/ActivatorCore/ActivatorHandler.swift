@@ -34,6 +34,12 @@ public final class Activator: HTTPResponder {
     private var routeIndex = ByteKeyIndex<RouteBox>()
     private var tagIndex = ByteKeyIndex<RouteBox>()
     private var endpoints: [String: [SocketAddress]] = [:]
+    /// Per-revision activator count and index (Kubernetes mode: from each revision's public Endpoints), kept
+    /// for revisions not created yet too. Absent: the global `--activator-count`/`--activator-index`.
+    public private(set) var subsets: [String: (count: Int, index: Int)] = [:]
+    /// Why the kubelet's probe must fail although the process serves (Kubernetes mode: the first lists have
+    /// not arrived, as upstream serves only once its informers synced); nil when ready.
+    public var notReadyReason: String?
     public let stats: ActivatorStats
     public private(set) var reporter: WebSocketClient?
     public private(set) var isShuttingDown = false
@@ -94,8 +100,9 @@ public final class Activator: HTTPResponder {
         let throttler = RevisionThrottler(
             spec: spec, loop: loop, maxQueued: settings.maxQueuedPerRevision,
             maxQueuedBytes: settings.maxQueuedBytesPerRevision)
-        throttler.activatorCount = settings.activatorCount
-        throttler.activatorIndex = settings.activatorIndex
+        let subset = subsets[spec.key] ?? (settings.activatorCount, settings.activatorIndex)
+        throttler.activatorCount = subset.count
+        throttler.activatorIndex = subset.index
         throttler.onAdmit = { [unowned self] handle, pod in self.admit(handle, to: pod) }
         throttlers[spec.key] = throttler
         throttlerIndex.insert(spec.key, throttler)
@@ -118,6 +125,23 @@ public final class Activator: HTTPResponder {
         guard let throttler = throttlers[key] else { return }
         let added = throttler.setEndpoints(addresses)
         for pod in added { probe(pod) }
+        throttler.dispatch()
+    }
+
+    /// Forgets a revision's endpoints (their Endpoints object was deleted): no pod is left for it.
+    public func removeEndpoints(key: String) {
+        guard endpoints.removeValue(forKey: key) != nil, let throttler = throttlers[key] else { return }
+        _ = throttler.setEndpoints([])
+        throttler.dispatch()
+    }
+
+    /// Sets how many activators share revision `key` and which one this is (subsetting, spec §2.5).
+    public func setSubset(key: String, count: Int, index: Int) {
+        if let old = subsets[key], old == (count, index) { return }
+        subsets[key] = (count, index)
+        Log.info("revision \(key): this activator is \(index) of \(count)")
+        guard let throttler = throttlers[key] else { return }
+        throttler.setActivators(count: count, index: index)
         throttler.dispatch()
     }
 
@@ -158,6 +182,23 @@ public final class Activator: HTTPResponder {
         d.endpoints = endpoints
         d.routes = routes.values.sorted { $0.key < $1.key }
         return d
+    }
+
+    /// What `GET /v1/state` shows: the document, plus each revision's activator count and index in use.
+    public var stateJSON: JSON {
+        guard case .object(var members) = document.json else { return document.json }
+        let subsetting = throttlers.sorted { $0.key < $1.key }.map { key, throttler in
+            (
+                key,
+                JSON.object([
+                    ("activatorCount", .number(Double(throttler.activatorCount))),
+                    ("activatorIndex", .number(Double(throttler.activatorIndex))),
+                    ("assignedPods", .array(throttler.assigned.map { .string($0.address.description) })),
+                ])
+            )
+        }
+        members.append(("subsetting", .object(subsetting)))
+        return .object(members)
     }
 
     // MARK: - Pod probing (spec §2.6)
@@ -201,6 +242,7 @@ public final class Activator: HTTPResponder {
         // 1. Health (kubelet): answered here, never forwarded.
         if fields.isKubeletProbe(b) {
             if isShuttingDown { return .respond(sigtermAnswer) }
+            if let notReadyReason { return .respond(.error(500, notReadyReason)) }
             if let reporter, !reporter.isEstablished {
                 Log.rateLimited("health check failed: autoscaler connection: \(reporter.lastError)")
                 return .respond(notEstablishedAnswer)

@@ -86,6 +86,13 @@ public final class RevisionThrottler {
         return added
     }
 
+    /// This activator's share of the revision changed (public Endpoints): every pod's slots are reassigned.
+    func setActivators(count: Int, index: Int) {
+        activatorCount = count
+        activatorIndex = index
+        reassign()
+    }
+
     /// Subsetting (spec §2.5): with cc > 0 and several activators, each takes a slice of the sorted pods.
     private func reassign() {
         let indices = Self.assignedIndices(pods: pods.count, activators: activatorCount, index: activatorIndex, cc: cc)

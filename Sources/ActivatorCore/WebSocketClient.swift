@@ -1,7 +1,8 @@
 import Glibc
 import KnativeWire
 // A minimal RFC 6455 client for the activator → autoscaler stats stream: handshake, masked binary frames
-// out, pings answered, reconnect with back-off (100 ms × 1.3, capped at 5 s) when the connection drops.
+// out, pings answered, reconnect with back-off (100 ms × 1.3, capped at 5 s) when the connection drops. A
+// host name is looked up (getaddrinfo, off the loop: `HostResolver`) before every dial.
 import ProxyCore
 
 public final class WebSocketClient: ClientConnectionDelegate {
@@ -11,7 +12,11 @@ public final class WebSocketClient: ClientConnectionDelegate {
     private unowned(unsafe) var loop: EventLoop!
     private var connection: ClientConnection?
 
-    let address: SocketAddress
+    /// The autoscaler's host (a name or an IP literal) and port; a name is resolved again for every dial.
+    let host: String
+    let port: UInt16
+    /// The address dialled last (the host's first address), for error texts.
+    private var address: String
     let hostHeader: String
     let path: String
     private var state = State.idle
@@ -29,17 +34,37 @@ public final class WebSocketClient: ClientConnectionDelegate {
     static let handshakeTimeoutMs: Int64 = 5_000
     static let maxQueuedBytes = 1 << 20
 
-    /// Parses `ws://host:port/path`.
+    /// Parses `ws://host[:port][/path]`: host is an IP literal (`[v6]` in brackets) or a DNS name.
     public init?(url: String) {
         guard url.hasPrefix("ws://") else { return nil }
         let rest = url.dropFirst(5)
         let hostPort = rest.prefix { $0 != "/" }
         let pathPart = rest.dropFirst(hostPort.count)
-        let withPort = hostPort.contains(":") ? String(hostPort) : hostPort + ":80"
-        guard let address = SocketAddress.parse(withPort) else { return nil }
-        self.address = address
+        guard let (host, port) = Self.splitHostPort(hostPort, defaultPort: 80) else { return nil }
+        self.host = host
+        self.port = port
+        address = "\(hostPort)"
         hostHeader = String(hostPort)
         path = pathPart.isEmpty ? "/" : String(pathPart)
+    }
+
+    /// `host[:port]` → host and port; host an IP literal (`[v6]`) or a DNS-1123 subdomain. - Returns: nil if malformed.
+    public static func splitHostPort(_ text: Substring, defaultPort: UInt16) -> (String, UInt16)? {
+        var host = text
+        var port = defaultPort
+        if let colon = text.lastIndex(of: ":"), !text.hasSuffix("]") {
+            guard let p = UInt16(text[text.index(after: colon)...]), p > 0 else { return nil }
+            port = p
+            host = text[..<colon]
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") {
+            let inner = String(host.dropFirst().dropLast())
+            return SocketAddress(ip: inner, port: port) == nil ? nil : (inner, port)
+        }
+        let name = String(host)
+        guard !name.isEmpty, SocketAddress(ip: name, port: port) != nil || DNSName.dns1123SubdomainProblem(name) == nil
+        else { return nil }
+        return (name, port)
     }
 
     /// Starts connecting on `loop` (and keeps reconnecting).
@@ -51,10 +76,27 @@ public final class WebSocketClient: ClientConnectionDelegate {
     private func connect() {
         state = .connecting
         inbound.removeAll()
+        // A name is looked up again for every dial (the autoscaler's Service may move), off the loop.
+        HostResolver.resolve(host, port: port, on: loop) { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .failure(let error):
+                // Logged when it changes (the health check's own log line is rate-limited process-wide).
+                if self.lastError != "dial tcp: \(error)" { Log.warn("autoscaler websocket: dial tcp: \(error)") }
+                self.lastError = "dial tcp: \(error)"
+                self.closed()
+            case .success(let addresses):
+                self.address = addresses[0].description
+                self.dial(addresses[0])
+            }
+        }
+    }
+
+    private func dial(_ target: SocketAddress) {
         // The connect and the handshake must be done within 5 s (an autoscaler that accepts and never answers
         // would hold us forever); the open connection then has no deadline.
         let connection = ClientConnection.connect(
-            to: address, on: loop, deadlineMs: loop.nowMs + Self.handshakeTimeoutMs, delegate: self)
+            to: target, on: loop, deadlineMs: loop.nowMs + Self.handshakeTimeoutMs, delegate: self)
         if state != .idle { self.connection = connection }  // else it ended before `connect` returned
     }
 

@@ -43,6 +43,17 @@ public enum Log {
         state.withLock { $0 = (level, logger, fields, format) }
     }
 
+    /// Changes the level and the line format live (a ConfigMap update), keeping the logger name and fields.
+    public static func reconfigure(level: LogLevel, format: LogFormat) {
+        state.withLock {
+            $0.level = level
+            $0.format = format
+        }
+    }
+
+    /// The current level and format.
+    public static var current: (level: LogLevel, format: LogFormat) { state.withLock { ($0.level, $0.format) } }
+
     public static func isEnabled(_ level: LogLevel) -> Bool { state.withLock { level >= $0.level } }
 
     public static func debug(_ message: @autoclosure () -> String, file: StaticString = #fileID, line: UInt = #line) {

@@ -1,0 +1,287 @@
+// LIST then WATCH of one Kubernetes collection, with client-go's reflector semantics, on the activator's loop:
+// the LIST's resourceVersion starts the WATCH; every event and BOOKMARK moves the version on; a watch that
+// ends (its timeoutSeconds, a dropped connection) is resumed from the last version; 410 Gone (HTTP status or
+// an ERROR event carrying a Status) means that version is too old: list again. Failures back off
+// exponentially; meanwhile the owner keeps the last state it was given. Nothing here blocks the loop.
+//
+// | state     | on                                   | then                                     |
+// |-----------|--------------------------------------|------------------------------------------|
+// | resolving | host resolved / failed               | the pending request / back-off           |
+// | listing   | 200 + a list                         | onReplace(items), watching from its RV   |
+// | listing   | any error                            | back-off, list again                     |
+// | watching  | ADDED / MODIFIED / DELETED           | onEvent, RV = the object's               |
+// | watching  | BOOKMARK                             | RV = the bookmark's                      |
+// | watching  | ERROR 410, HTTP 410                  | list again at once                       |
+// | watching  | stream ended cleanly (≥ 1 s)         | watch again from RV at once              |
+// | watching  | any other error or a short stream    | back-off, watch again from RV            |
+// | watching  | an unreadable event line             | back-off, list again                     |
+import KnativeWire
+import ProxyCore
+
+/// Timing of the Kubernetes watches (tests shorten it).
+public struct KubeWatchSettings: Sendable {
+    /// First back-off after a failure, doubled per failure in a row up to `backoffMaxMs` (client-go: 800 ms,
+    /// 30 s); reset by a successful LIST or WATCH answer.
+    public var backoffInitialMs: Int64 = 800
+    public var backoffMaxMs: Int64 = 30_000
+    /// `timeoutSeconds` of each WATCH: the API ends the stream then, and it is resumed (client-go: 5–10 min).
+    public var watchTimeoutSeconds = 300
+    /// A LIST must be answered in full within this time.
+    public var listTimeoutMs: Int64 = 60_000
+
+    public init() {}
+}
+
+/// One collection: `path` (e.g. `/apis/serving.knative.dev/v1/revisions`) with an optional selector query.
+final class KubeReflector: KubeGetDelegate {
+    enum Phase: Equatable { case idle, listing, watching }
+
+    let api: KubeAPIEndpoint
+    let path: String
+    /// `labelSelector=…` / `fieldSelector=…` (encoded), or "".
+    let selector: String
+    /// The collection's name in logs (`revisions`, `private endpoints`).
+    let what: String
+    private let settings: KubeWatchSettings
+    private unowned(unsafe) let loop: EventLoop  // the activator owns us on this loop, which outlives both
+
+    /// A LIST's items (the whole collection: the owner drops what is not among them).
+    var onReplace: ([JSON]) -> Void = { _ in }
+    /// One watch event's object (ADDED, MODIFIED or DELETED).
+    var onEvent: (KubeWatchEvent.Kind, JSON) -> Void = { _, _ in }
+
+    private(set) var phase = Phase.idle
+    private(set) var resourceVersion = ""
+    /// LISTs done (the first one means the owner has the collection).
+    private(set) var listCount = 0
+    /// The current request, if any; answers of any other are stale.
+    private var current: KubeGet?
+    private var status = 0
+    private var listBody: [UInt8] = []
+    private var lines = WatchLineSplitter()
+    private var watchStartMs: Int64 = 0
+    private var backoffMs: Int64
+    private var failuresInARow = 0
+    private var retryTimer: LoopTimer?
+    private var isStopped = false
+    static let maxListBytes = 256 << 20
+    static let maxErrorBytes = 64 << 10
+
+    init(
+        api: KubeAPIEndpoint, path: String, selector: String, what: String, settings: KubeWatchSettings,
+        loop: EventLoop
+    ) {
+        self.api = api
+        self.path = path
+        self.selector = selector
+        self.what = what
+        self.settings = settings
+        self.loop = loop
+        backoffMs = settings.backoffInitialMs
+    }
+
+    func start() { list() }
+
+    func stop() {
+        isStopped = true
+        current?.cancel()
+        current = nil
+        if let retryTimer { loop.cancel(retryTimer) }
+    }
+
+    // MARK: - Requests
+
+    private var listTarget: String {
+        api.pathPrefix + path + (selector.isEmpty ? "" : "?" + selector)
+    }
+
+    private var watchTarget: String {
+        var query = "watch=1&allowWatchBookmarks=true&resourceVersion=\(Self.encode(resourceVersion))"
+        query += "&timeoutSeconds=\(settings.watchTimeoutSeconds)"
+        if !selector.isEmpty { query += "&" + selector }
+        return api.pathPrefix + path + "?" + query
+    }
+
+    private func list() {
+        phase = .listing
+        listBody = []
+        send(listTarget, timeoutMs: settings.listTimeoutMs)
+    }
+
+    private func watch() {
+        phase = .watching
+        lines.reset()
+        watchStartMs = loop.nowMs
+        // The API ends the stream at timeoutSeconds; a stream that outlives that by a minute is stuck.
+        send(watchTarget, timeoutMs: Int64(settings.watchTimeoutSeconds) * 1000 + 60_000)
+    }
+
+    private func send(_ target: String, timeoutMs: Int64) {
+        status = 0
+        let get = KubeGet(target, api: api, delegate: self)
+        current = get
+        let phaseAtStart = phase
+        // The API's host name (a sidecar's `localhost`, a Service) is looked up again for every request, off
+        // the loop; an IP literal is used at once.
+        HostResolver.resolve(api.host, port: api.port, on: loop) { [weak self, weak get] result in
+            guard let self, let get, self.current === get, self.phase == phaseAtStart else { return }
+            switch result {
+            case .success(let addresses):
+                get.start(address: addresses[0], loop: self.loop, deadlineMs: self.loop.nowMs + timeoutMs)
+            case .failure(let error):
+                self.current = nil
+                self.failed("\(error)")
+            }
+        }
+    }
+
+    // MARK: - Answers
+
+    func kubeGet(_ get: KubeGet, status: Int) {
+        guard get === current else { return }
+        self.status = status
+        if status == 200 && phase == .watching {
+            failuresInARow = 0
+            backoffMs = settings.backoffInitialMs
+        }
+    }
+
+    func kubeGet(_ get: KubeGet, body: UnsafeRawBufferPointer) {
+        guard get === current else { return }
+        if phase == .listing || status != 200 {
+            let limit = status == 200 ? Self.maxListBytes : Self.maxErrorBytes
+            if listBody.count + body.count > limit {
+                get.cancel()
+                current = nil
+                return failed("answer of more than \(limit) bytes")
+            }
+            listBody.append(contentsOf: body)
+            return
+        }
+        let received: [String]
+        do { received = try lines.feed(body) } catch {
+            get.cancel()
+            current = nil
+            return failed("\(error)")
+        }
+        for line in received {
+            handle(line)
+            guard get === current else { return }  // the event ended this stream (410: listing again)
+        }
+    }
+
+    func kubeGet(_ get: KubeGet, endedWith error: String?) {
+        guard get === current else { return }
+        current = nil
+        if let error { return failed(error) }
+        if status != 200 {
+            let statusObject = (try? JSON.parse(String(decoding: listBody, as: UTF8.self))).flatMap(KubeStatus.parse)
+            // A LIST asks for the latest version and is never too old: a 410 there is an ordinary failure.
+            if phase == .watching && (status == 410 || statusObject?.isGone == true) {
+                Log.info("kube: \(what): resourceVersion \(resourceVersion) is gone (410), listing again")
+                return list()
+            }
+            return failed("HTTP \(status)" + (statusObject.map { ": \($0.message)" } ?? ""))
+        }
+        switch phase {
+        case .listing:
+            let parsed: KubeList
+            do {
+                let text = String(decoding: listBody, as: UTF8.self)
+                listBody = []
+                let json: JSON
+                do { json = try JSON.parse(text) } catch { throw JSONFieldError("invalid JSON (\(error))") }
+                parsed = try KubeList.parse(json)
+            } catch {
+                return failed("list: \(error)")
+            }
+            resourceVersion = parsed.resourceVersion
+            listCount += 1
+            failuresInARow = 0
+            backoffMs = settings.backoffInitialMs
+            Log.debug("kube: listed \(what): \(parsed.items.count) at resourceVersion \(resourceVersion)")
+            onReplace(parsed.items)
+            if !isStopped { watch() }
+        case .watching:
+            // The API ended the stream (timeoutSeconds): resume from the last version. A stream that ends at
+            // once is a failure, or the two of us would spin.
+            if loop.nowMs - watchStartMs >= 1000 {
+                watch()
+            } else {
+                failed("watch ended at once")
+            }
+        case .idle:
+            break
+        }
+    }
+
+    /// One event line of the watch stream.
+    private func handle(_ line: String) {
+        let event: KubeWatchEvent
+        do { event = try KubeWatchEvent.parse(line) } catch {
+            // An event we cannot read may be a change we would miss: after the back-off, list again.
+            current?.cancel()
+            current = nil
+            return failed("unreadable watch event: \(error)", relist: true)
+        }
+        switch event.kind {
+        case .error:
+            let status = KubeStatus.parse(event.object)
+            if status?.isGone == true {
+                Log.info("kube: \(what): watch says \(status?.message ?? "410 Gone"); listing again")
+                current?.cancel()
+                current = nil
+                list()
+            } else {
+                current?.cancel()
+                current = nil
+                failed("watch error: \(status.map { "\($0.code) \($0.reason): \($0.message)" } ?? event.object.text)")
+            }
+        case .bookmark:
+            if let version = event.object["metadata"]?["resourceVersion"]?.stringValue, !version.isEmpty {
+                resourceVersion = version
+            }
+        case .added, .modified, .deleted:
+            if let version = event.object["metadata"]?["resourceVersion"]?.stringValue, !version.isEmpty {
+                resourceVersion = version
+            }
+            onEvent(event.kind, event.object)
+        }
+    }
+
+    /// Backs off, then repeats what failed: the LIST, or the WATCH from the last version (`relist`: a LIST).
+    private func failed(_ error: String, relist: Bool = false) {
+        guard !isStopped, !loop.draining else { return }
+        failuresInARow += 1
+        let failedWhat = phase == .watching ? "watch" : "list"
+        let retryPhase = phase == .watching && !relist && !resourceVersion.isEmpty ? Phase.watching : .listing
+        Log.warn(
+            "kube: \(what): \(failedWhat) failed: \(error); \(retryPhase == .listing ? "listing" : "watching") again in "
+                + "\(backoffMs) ms (failure \(failuresInARow) in a row), serving the last known state")
+        let timer = LoopTimer { [unowned self] _ in
+            guard !self.isStopped else { return }
+            if retryPhase == .watching { self.watch() } else { self.list() }
+        }
+        retryTimer = timer
+        loop.schedule(timer, at: loop.nowMs + backoffMs)
+        backoffMs = min(backoffMs * 2, settings.backoffMaxMs)
+        phase = retryPhase
+    }
+
+    /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+    static func encode(_ value: String) -> String {
+        var out = ""
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"):
+                out.append(Character(UnicodeScalar(byte)))
+            default:
+                let hex = Array("0123456789ABCDEF".utf8)
+                out += "%" + String(decoding: [hex[Int(byte >> 4)], hex[Int(byte & 15)]], as: UTF8.self)
+            }
+        }
+        return out
+    }
+}
