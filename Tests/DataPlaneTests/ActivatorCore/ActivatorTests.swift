@@ -342,7 +342,7 @@ struct ActivatorTests {
             #expect(activator.waitForQueued("queue", i + 1))
         }
         let rss = activator.process.memoryKB().rss
-        #expect(rss < 40 * 1024, "activator RSS \(rss) kB holding 1000 requests")
+        #expect(!memoryBoundsApply || rss < 40 * 1024, "activator RSS \(rss) kB holding 1000 requests")
         let pod = try FakePod(name: "p")
         try activator.endpoints("queue", [pod])
         for (i, client) in clients.enumerated() { #expect(try client.readResponse().bodyText == "p /\(i)") }
@@ -558,16 +558,17 @@ struct ActivatorTests {
         let pod = try FakePod(name: "p")
         let activator = try ActivatorFixture(autoscaler: autoscaler)
         try activator.revision("poked", pods: [pod])
-        #expect(autoscaler.waitFor { _ in autoscaler.connectionCount > 0 })
-        let sent = Date()
+        // Established from the activator's side (its handshake done), not only accepted by the fake: a poke
+        // before that is dropped, and the first message would be the 1 s report.
+        #expect(try activator.waitForHealthy().status == 200)
         let client = try TestSocket.connect(port: activator.port)
         try client.send(
             "GET / HTTP/1.1\r\nHost: h\r\nKnative-Serving-Namespace: default\r\nKnative-Serving-Revision: poked\r\n\r\n"
         )
         #expect(autoscaler.waitFor { $0.contains { $0.1.contains { $0.name == "poked" } } })
-        let (arrived, messages) = try #require(autoscaler.messages.first { $0.1.contains { $0.name == "poked" } })
-        // A poke, not the next 1 s report: well before a second, with room for a loaded machine.
-        #expect(arrived.timeIntervalSince(sent) < 0.5, "poke after \(arrived.timeIntervalSince(sent)) s")
+        let (_, messages) = try #require(autoscaler.messages.first { $0.1.contains { $0.name == "poked" } })
+        // A poke, not the next 1 s report: the report subtracts the poked request (0 and 0), the poke says 1 and 1.
+        // Its content tells them apart; no wall-clock bound.
         var expected = Stat(podName: "activator-0")
         expected.averageConcurrentRequests = 1
         expected.requestCount = 1

@@ -48,9 +48,11 @@ final class ChildProcess: @unchecked Sendable {
     init(executable url: URL, environment: [String: String], arguments: [String] = []) throws {
         process.executableURL = url
         process.arguments = arguments
-        // TSAN_OPTIONS passes on so that sanitized children use the suite's suppressions (README, Tests).
+        // TSAN_OPTIONS and ASAN_OPTIONS pass on so that sanitized children use the suite's settings (README, Tests).
         var base = ["PATH": "/usr/bin:/bin"]
-        if let tsan = ProcessInfo.processInfo.environment["TSAN_OPTIONS"] { base["TSAN_OPTIONS"] = tsan }
+        for name in ["TSAN_OPTIONS", "ASAN_OPTIONS"] {
+            if let value = ProcessInfo.processInfo.environment[name] { base[name] = value }
+        }
         process.environment = base.merging(environment) { $1 }
         process.standardError = stderrPipe
         process.standardOutput = stdoutPipe

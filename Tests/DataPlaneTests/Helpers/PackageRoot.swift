@@ -12,3 +12,9 @@ enum PackageRoot {
         fatalError("no Package.swift above \(#filePath)")
     }()
 }
+
+/// Whether RSS bounds apply: a sanitized run (`.ci/run` sets ASAN_OPTIONS for its address-sanitized pass) holds
+/// shadow memory and a quarantine of freed blocks, so memory figures say nothing about the code there.
+let memoryBoundsApply =
+    ProcessInfo.processInfo.environment["ASAN_OPTIONS"] == nil
+    && ProcessInfo.processInfo.environment["TSAN_OPTIONS"] == nil

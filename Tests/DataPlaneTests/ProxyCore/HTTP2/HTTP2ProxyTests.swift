@@ -455,7 +455,7 @@ struct HTTP2ProxyTests {
         try client.pump(seconds: 1.0, untilBytes: .max)
         #expect(client.received > 0 && client.received <= 65_535, "got \(client.received) bytes past a 64 KiB window")
         let grown = qp.proxy.memoryKB().rss - before
-        #expect(grown < 8_000, "queue-proxy grew by \(grown) kB while the reader held still")
+        #expect(!memoryBoundsApply || grown < 8_000, "queue-proxy grew by \(grown) kB while the reader held still")
         // The held stream pins only its own window: other streams to the same app (over the same shared
         // upstream connection) still flow.
         let started = Date()
