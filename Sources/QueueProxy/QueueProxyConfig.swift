@@ -62,6 +62,8 @@ struct QueueProxyConfig {
           OBSERVABILITY_CONFIG        JSON  enableRequestLog / requestLogTemplate (Knative's default template
                                             only) / enableProbeRequestLog
           SERVING_SERVICE             string
+        Accepted and not acted on (Knative's controller sets them): SYSTEM_NAMESPACE, HOST_IP, ROOT_CA and
+          QUEUE_PROXY_TLS_{MIN_VERSION,MAX_VERSION,CIPHER_SUITES,CURVE_PREFERENCES} (no TLS in this build).
         Extensions (for several queue-proxies on one host):
           QUEUE_ADMIN_PORT            port  /wait-for-drain (default 8022)
           QUEUE_METRICS_PORT          port  autoscaler stats, protobuf /metrics (default 9090)
