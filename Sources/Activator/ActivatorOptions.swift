@@ -42,7 +42,8 @@ struct ActivatorOptions {
                                    with --kube-api                                              SYSTEM_NAMESPACE
           --pod-ip IP              this activator's pod IP, found in each revision's public
                                    Endpoints for subsetting (unset: every pod is used)          POD_IP
-          --kube-backoff D         first retry delay after an API error, doubled per error (800ms)
+          --kube-backoff D         first retry delay after an API error, doubled per error, back to
+                                   the first after 2 min without one (800ms)
           --kube-backoff-max D     longest retry delay (default 30s)
           --kube-watch-timeout D   timeoutSeconds of each WATCH, then resumed (default 5m)
           --autoscaler-url URL     ws://host:port/path for stats (WireStatMessages, binary frames); host

@@ -65,7 +65,7 @@ public struct KubeStatus: Sendable, Equatable {
     }
 
     /// 410 Gone (reason `Expired` or `Gone`): the resourceVersion is too old; the client must list again.
-    public var isGone: Bool { code == 410 }
+    public var isGone: Bool { code == 410 || reason == "Expired" || reason == "Gone" }
 }
 
 /// One line of a watch stream: `{"type": "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR", "object": {...}}`.

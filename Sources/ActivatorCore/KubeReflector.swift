@@ -11,19 +11,24 @@
 // | listing   | any error                            | back-off, list again                     |
 // | watching  | ADDED / MODIFIED / DELETED           | onEvent, RV = the object's               |
 // | watching  | BOOKMARK                             | RV = the bookmark's                      |
-// | watching  | ERROR 410, HTTP 410                  | list again at once                       |
-// | watching  | stream ended cleanly (≥ 1 s)         | watch again from RV at once              |
-// | watching  | any other error or a short stream    | back-off, watch again from RV            |
+// | watching  | ERROR 410, HTTP 410                  | back-off, list again                     |
+// | watching  | another ERROR event                  | back-off, list again (as client-go)      |
+// | watching  | stream ended (≥ 1 s, or had events)  | watch again from RV at once              |
+// | watching  | any other error or an empty short one| back-off, watch again from RV            |
 // | watching  | an unreadable event line             | back-off, list again                     |
+// The back-off doubles per failure and starts over only after `backoffResetMs` without one (client-go's
+// backoff manager), so an API that fails right after every success (a 410 on each fresh LIST's version, a
+// watch that errors at once) cannot make us spin.
 import KnativeWire
 import ProxyCore
 
 /// Timing of the Kubernetes watches (tests shorten it).
 public struct KubeWatchSettings: Sendable {
-    /// First back-off after a failure, doubled per failure in a row up to `backoffMaxMs` (client-go: 800 ms,
-    /// 30 s); reset by a successful LIST or WATCH answer.
+    /// First back-off after a failure, doubled per failure up to `backoffMaxMs` (client-go: 800 ms, 30 s); it
+    /// starts over after `backoffResetMs` without a failure (client-go: 2 min).
     public var backoffInitialMs: Int64 = 800
     public var backoffMaxMs: Int64 = 30_000
+    public var backoffResetMs: Int64 = 120_000
     /// `timeoutSeconds` of each WATCH: the API ends the stream then, and it is resumed (client-go: 5–10 min).
     public var watchTimeoutSeconds = 300
     /// A LIST must be answered in full within this time.
@@ -60,8 +65,11 @@ final class KubeReflector: KubeGetDelegate {
     private var listBody: [UInt8] = []
     private var lines = WatchLineSplitter()
     private var watchStartMs: Int64 = 0
+    /// Events (bookmarks included) the current watch delivered.
+    private var watchEvents = 0
     private var backoffMs: Int64
     private var failuresInARow = 0
+    private var lastFailureMs = Int64.min / 2
     private var retryTimer: LoopTimer?
     private var isStopped = false
     static let maxListBytes = 256 << 20
@@ -111,6 +119,8 @@ final class KubeReflector: KubeGetDelegate {
     private func watch() {
         phase = .watching
         lines.reset()
+        listBody = []  // an error answer's body is collected here: one answer's only
+        watchEvents = 0
         watchStartMs = loop.nowMs
         // The API ends the stream at timeoutSeconds; a stream that outlives that by a minute is stuck.
         send(watchTarget, timeoutMs: Int64(settings.watchTimeoutSeconds) * 1000 + 60_000)
@@ -140,10 +150,6 @@ final class KubeReflector: KubeGetDelegate {
     func kubeGet(_ get: KubeGet, status: Int) {
         guard get === current else { return }
         self.status = status
-        if status == 200 && phase == .watching {
-            failuresInARow = 0
-            backoffMs = settings.backoffInitialMs
-        }
     }
 
     func kubeGet(_ get: KubeGet, body: UnsafeRawBufferPointer) {
@@ -178,8 +184,7 @@ final class KubeReflector: KubeGetDelegate {
             let statusObject = (try? JSON.parse(String(decoding: listBody, as: UTF8.self))).flatMap(KubeStatus.parse)
             // A LIST asks for the latest version and is never too old: a 410 there is an ordinary failure.
             if phase == .watching && (status == 410 || statusObject?.isGone == true) {
-                Log.info("kube: \(what): resourceVersion \(resourceVersion) is gone (410), listing again")
-                return list()
+                return failed("resourceVersion \(resourceVersion) is gone (410)", relist: true, routine: true)
             }
             return failed("HTTP \(status)" + (statusObject.map { ": \($0.message)" } ?? ""))
         }
@@ -197,15 +202,13 @@ final class KubeReflector: KubeGetDelegate {
             }
             resourceVersion = parsed.resourceVersion
             listCount += 1
-            failuresInARow = 0
-            backoffMs = settings.backoffInitialMs
             Log.debug("kube: listed \(what): \(parsed.items.count) at resourceVersion \(resourceVersion)")
             onReplace(parsed.items)
             if !isStopped { watch() }
         case .watching:
             // The API ended the stream (timeoutSeconds): resume from the last version. A stream that ends at
-            // once is a failure, or the two of us would spin.
-            if loop.nowMs - watchStartMs >= 1000 {
+            // once with nothing in it is a failure, or the two of us would spin.
+            if loop.nowMs - watchStartMs >= 1000 || watchEvents > 0 {
                 watch()
             } else {
                 failed("watch ended at once")
@@ -227,21 +230,21 @@ final class KubeReflector: KubeGetDelegate {
         switch event.kind {
         case .error:
             let status = KubeStatus.parse(event.object)
-            if status?.isGone == true {
-                Log.info("kube: \(what): watch says \(status?.message ?? "410 Gone"); listing again")
-                current?.cancel()
-                current = nil
-                list()
-            } else {
-                current?.cancel()
-                current = nil
-                failed("watch error: \(status.map { "\($0.code) \($0.reason): \($0.message)" } ?? event.object.text)")
-            }
+            // Any ERROR ends the watch; the version may be unusable, so list again (client-go does, 410 or not).
+            current?.cancel()
+            current = nil
+            let text = status.map { "\($0.code) \($0.reason): \($0.message)" } ?? event.object.text
+            let gone = status?.isGone == true
+            failed(
+                gone ? "resourceVersion \(resourceVersion) is gone (\(text))" : "watch error: \(text)", relist: true,
+                routine: gone)
         case .bookmark:
+            watchEvents += 1
             if let version = event.object["metadata"]?["resourceVersion"]?.stringValue, !version.isEmpty {
                 resourceVersion = version
             }
         case .added, .modified, .deleted:
+            watchEvents += 1
             if let version = event.object["metadata"]?["resourceVersion"]?.stringValue, !version.isEmpty {
                 resourceVersion = version
             }
@@ -250,14 +253,21 @@ final class KubeReflector: KubeGetDelegate {
     }
 
     /// Backs off, then repeats what failed: the LIST, or the WATCH from the last version (`relist`: a LIST).
-    private func failed(_ error: String, relist: Bool = false) {
+    /// `routine`: an expected event (a 410 after compaction), logged at info, not as a warning.
+    private func failed(_ error: String, relist: Bool = false, routine: Bool = false) {
         guard !isStopped, !loop.draining else { return }
+        if loop.nowMs - lastFailureMs >= settings.backoffResetMs {  // quiet long enough: start over
+            failuresInARow = 0
+            backoffMs = settings.backoffInitialMs
+        }
+        lastFailureMs = loop.nowMs
         failuresInARow += 1
         let failedWhat = phase == .watching ? "watch" : "list"
         let retryPhase = phase == .watching && !relist && !resourceVersion.isEmpty ? Phase.watching : .listing
-        Log.warn(
+        let line =
             "kube: \(what): \(failedWhat) failed: \(error); \(retryPhase == .listing ? "listing" : "watching") again in "
-                + "\(backoffMs) ms (failure \(failuresInARow) in a row), serving the last known state")
+            + "\(backoffMs) ms (failure \(failuresInARow) in a row), serving the last known state"
+        if routine { Log.info(line) } else { Log.warn(line) }
         let timer = LoopTimer { [unowned self] _ in
             guard !self.isStopped else { return }
             if retryPhase == .watching { self.watch() } else { self.list() }

@@ -71,6 +71,15 @@ final class FakeKubeAPI: @unchecked Sendable {
     private var connections: [TestSocket] = []
     /// Answer a too-old watch with HTTP 410 instead of a 200 stream holding an ERROR event.
     var goneAsHTTPStatus = false
+    /// How a scripted watch request is answered (an API, or the proxy in front of it, failing).
+    enum WatchAnswer {
+        /// An HTTP status with a Status body padded to `bodyBytes`.
+        case status(Int, bodyBytes: Int)
+        /// A 200 stream whose one event is an ERROR carrying a Status of `code`, then its end.
+        case errorEvent(Int)
+    }
+    /// Answers for the next watch requests of a path, in order, instead of a stream.
+    private var scriptedWatchAnswers: [String: [WatchAnswer]] = [:]
 
     private(set) var port: UInt16 = 0
     var url: String { "http://127.0.0.1:\(port)" }
@@ -85,6 +94,11 @@ final class FakeKubeAPI: @unchecked Sendable {
 
     /// The requests so far.
     var requests: [Request] { condition.withLock { requestLog } }
+
+    /// The next watch requests of `path` get these answers, one each, instead of a stream.
+    func failNextWatches(_ path: String, _ answers: [WatchAnswer]) {
+        condition.withLock { scriptedWatchAnswers[path, default: []] += answers }
+    }
 
     /// LIST requests so far for `path` (e.g. `/apis/serving.knative.dev/v1/revisions`).
     func listCount(_ path: String) -> Int { requests.filter { $0.path == path && !$0.isWatch }.count }
@@ -155,19 +169,24 @@ final class FakeKubeAPI: @unchecked Sendable {
 
     /// Stops listening and cuts every connection (the API is unreachable: connects are refused).
     func goDown() {
-        let (fd, done, open): (Int32, DispatchSemaphore?, [TestSocket]) = condition.withLock {
-            guard isUp else { return (-1, nil, []) }
+        let (fd, done): (Int32, DispatchSemaphore?) = condition.withLock {
+            guard isUp else { return (-1, nil) }
             isUp = false
             cutEpoch += 1
             condition.broadcast()
-            defer { connections = [] }
-            return (listenFD, acceptThreadDone, connections)
+            return (listenFD, acceptThreadDone)
         }
         guard fd >= 0 else { return }
         shutdown(fd, Int32(SHUT_RDWR))
-        done?.wait()
+        done?.wait()  // every accepted connection is in `connections` now
         Glibc.close(fd)
-        for connection in open { shutdown(connection.fd, Int32(SHUT_RDWR)) }
+        // Under the lock, as each serving thread closes its socket under it: a descriptor is shut down only while
+        // it is still this fake's. Outside, a number just closed could already be another socket's (a test
+        // client's), which would see an EOF it never caused.
+        condition.withLock {
+            for connection in connections { shutdown(connection.fd, Int32(SHUT_RDWR)) }
+            connections = []
+        }
     }
 
     /// Listens again (on the same port after the first time).
@@ -207,8 +226,10 @@ final class FakeKubeAPI: @unchecked Sendable {
                 condition.withLock { connections.append(socket) }
                 Thread { [self] in
                     defer {
-                        condition.withLock { connections.removeAll { $0 === socket } }
-                        socket.close()
+                        condition.withLock {
+                            connections.removeAll { $0 === socket }
+                            socket.close()  // under the lock: see `goDown`
+                        }
                     }
                     try? serve(socket)
                 }.start()
@@ -240,6 +261,25 @@ final class FakeKubeAPI: @unchecked Sendable {
             return try socket.send(Self.status(404, "NotFound", "the server could not find the requested resource"))
         }
         let filter = try Filter(query)
+        let scripted: WatchAnswer? = condition.withLock {
+            guard request.isWatch, scriptedWatchAnswers[path]?.isEmpty == false else { return nil }
+            return scriptedWatchAnswers[path]!.removeFirst()
+        }
+        switch scripted {
+        case .status(let code, let bodyBytes):
+            let reason = code == 410 ? "Expired" : "InternalError"
+            return try socket.send(Self.status(code, reason, String(repeating: "x", count: max(0, bodyBytes - 120))))
+        case .errorEvent(let code):
+            let line = Array(
+                (#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#
+                    + #""message":"an error on the server","reason":"InternalError","code":\#(code)}}"# + "\n").utf8)
+            return try socket.send(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                    + "Connection: close\r\n\r\n\(String(line.count, radix: 16))\r\n\(String(decoding: line, as: UTF8.self))\r\n0\r\n\r\n"
+            )
+        case nil:
+            break
+        }
         if request.isWatch {
             try watch(socket, collection, namespace, filter, query) { isOpen in
                 condition.withLock { openWatchCount[path, default: 0] += isOpen ? 1 : -1 }
