@@ -145,6 +145,12 @@ public final class Activator: HTTPResponder {
         throttler.dispatch()
     }
 
+    /// Forgets revision `key`'s share (its public Endpoints are gone). A throttler still running keeps the share
+    /// it has; one made later starts from the flags' count and index.
+    public func forgetSubset(key: String) {
+        subsets.removeValue(forKey: key)
+    }
+
     public func putRoute(_ route: RouteSpec) {
         routes[route.key] = route
         rebuildHostIndex()

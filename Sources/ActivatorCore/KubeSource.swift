@@ -59,6 +59,11 @@ public final class KubeSource {
             let publicSelector = "labelSelector=" + KubeReflector.encode("\(KnativeLabels.serviceType)=Public")
             let activators = reflector("/api/v1/endpoints", publicSelector, "public endpoints")
             activators.onReplace = { [unowned self] items in
+                // A revision whose public Endpoints are gone from the list is forgotten, as on DELETED.
+                let listed = Set(items.compactMap { (try? KubeEndpoints.parse($0))?.revisionKey })
+                for key in self.activator.subsets.keys where !listed.contains(key) {
+                    self.activator.forgetSubset(key: key)
+                }
                 for item in items { self.publicEvent(.added, item) }
                 self.checkSynced()
             }
@@ -166,13 +171,15 @@ public final class KubeSource {
     // MARK: - Public Endpoints: this activator's share
 
     private func publicEvent(_ kind: KubeWatchEvent.Kind, _ object: JSON) {
-        guard kind != .deleted, let podIP = settings.podIP else { return }
+        guard let podIP = settings.podIP else { return }
         let endpoints: KubeEndpoints
         do { endpoints = try KubeEndpoints.parse(object) } catch {
             Log.warn("kube: ignoring public endpoints: \(error)")
             return
         }
         guard let key = endpoints.revisionKey else { return }
+        // Deleted with its revision: the share is forgotten (a revision made again with the name starts over).
+        if kind == .deleted { return activator.forgetSubset(key: key) }
         // Upstream (throttler.go, handlePubEpsUpdate): an update without this activator's IP is ignored, the
         // revision keeps its last count and index (before the first: all pods).
         guard let share = ActivatorSubset.infer(ips: endpoints.readyIPs, selfIP: podIP) else { return }

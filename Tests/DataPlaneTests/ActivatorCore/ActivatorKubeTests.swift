@@ -312,6 +312,18 @@ struct ActivatorKubeTests {
         // Alone again: all three pods.
         api.putPublicEndpoints("sub-00001", activators: ["10.0.0.2"])
         #expect(activator.waitForState { $0.hasSubset(key, count: 1, index: 0, pods: 3) })
+
+        // The revision and its endpoints deleted, then made again under the same name: its share starts over
+        // (one of one) instead of the old one's (second of two).
+        api.putPublicEndpoints("sub-00001", activators: ["10.0.0.1", "10.0.0.2"])
+        #expect(activator.waitForState { $0.hasSubset(key, count: 2, index: 1) })
+        api.deletePublicEndpoints("sub-00001")
+        api.deletePrivateEndpoints("sub-00001")
+        api.deleteRevision("sub-00001")
+        #expect(activator.waitForState { $0.revision(key) == nil })
+        api.putRevision("sub-00001", cc: 1)
+        api.putPrivateEndpoints("sub-00001", ready: pods.map(\.port))
+        #expect(activator.waitForState { $0.hasSubset(key, count: 1, index: 0, pods: 3) })
     }
 
     @Test func configLoggingSetsTheLevelLive() throws {

@@ -569,6 +569,11 @@ extension FakeKubeAPI {
         delete(.endpoints, namespace: ns, name: "\(revision)-private")
     }
 
+    /// The revision's public Endpoints (named as the revision) go, as with the revision's ServerlessService.
+    func deletePublicEndpoints(_ revision: String, ns: String = "default") {
+        delete(.endpoints, namespace: ns, name: revision)
+    }
+
     /// The revision's public Endpoints (named as the revision, serviceType Public): in proxy mode, the activators.
     func putPublicEndpoints(_ revision: String, ns: String = "default", activators: [String]) {
         let labels = [
