@@ -146,8 +146,11 @@ public enum KubeRevision {
 public struct KubeEndpoints: Sendable, Equatable {
     public var meta: KubeMeta
     /// Ready addresses on the port named `http` or `http2` (the revision's private or public Service port),
-    /// sorted by `ip:port` text; not-ready addresses are left out (they get no traffic).
+    /// sorted by `ip:port` text.
     public var ready: [SocketAddress]
+    /// Not-ready addresses on that port, sorted the same way: upstream's activator probes these too and sends
+    /// traffic to one as soon as its own probe passes, ahead of the kubelet's readiness reaching the Endpoints.
+    public var notReady: [SocketAddress]
 
     /// The revision whose endpoints these are (label `serving.knative.dev/revision`): "ns/name", or nil.
     public var revisionKey: String? {
@@ -163,6 +166,7 @@ public struct KubeEndpoints: Sendable, Equatable {
         let root = try JSONObjectReader(json, at: "endpoints")
         let meta = try KubeMeta(of: root)
         var ready: [SocketAddress] = []
+        var notReady: [SocketAddress] = []
         var ips: Set<String> = []
         for (s, item) in (try root.array("subsets") ?? []).enumerated() {
             let subset = try JSONObjectReader(item, at: "endpoints.subsets[\(s)]")
@@ -177,18 +181,26 @@ public struct KubeEndpoints: Sendable, Equatable {
                 servingPort = UInt16(number)
             }
             guard let servingPort else { continue }
-            for (a, addressItem) in (try subset.array("addresses") ?? []).enumerated() {
-                let address = try JSONObjectReader(addressItem, at: "\(subset.path("addresses"))[\(a)]")
-                let ip = try address.string("ip") ?? ""
-                guard let socketAddress = SocketAddress(ip: ip, port: servingPort) else {
-                    throw JSONObjectReader.mismatch(address.path("ip"), "an IP address", .string(ip))
+            for key in ["addresses", "notReadyAddresses"] {
+                for (a, addressItem) in (try subset.array(key) ?? []).enumerated() {
+                    let address = try JSONObjectReader(addressItem, at: "\(subset.path(key))[\(a)]")
+                    let ip = try address.string("ip") ?? ""
+                    guard let socketAddress = SocketAddress(ip: ip, port: servingPort) else {
+                        throw JSONObjectReader.mismatch(address.path("ip"), "an IP address", .string(ip))
+                    }
+                    if key == "addresses" {
+                        if !ready.contains(socketAddress) { ready.append(socketAddress) }
+                        ips.insert(ip)
+                    } else if !notReady.contains(socketAddress) {
+                        notReady.append(socketAddress)
+                    }
                 }
-                if !ready.contains(socketAddress) { ready.append(socketAddress) }
-                ips.insert(ip)
             }
         }
         ready.sort { $0.description < $1.description }
-        return KubeEndpoints(meta: meta, ready: ready, readyIPs: ips.sorted())
+        notReady.removeAll { ready.contains($0) }
+        notReady.sort { $0.description < $1.description }
+        return KubeEndpoints(meta: meta, ready: ready, notReady: notReady, readyIPs: ips.sorted())
     }
 }
 

@@ -165,7 +165,9 @@ public final class KubeSource {
             return
         }
         privateEndpoints[objectKey] = key
-        activator.setEndpoints(key: key, endpoints.ready)
+        // Ready and not-ready addresses alike: every pod is probed before it gets traffic (as upstream's
+        // activator, which so reaches a pod ahead of the kubelet's readiness).
+        activator.setEndpoints(key: key, endpoints.ready + endpoints.notReady)
     }
 
     // MARK: - Public Endpoints: this activator's share

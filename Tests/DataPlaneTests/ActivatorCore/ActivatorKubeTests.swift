@@ -144,7 +144,7 @@ struct ActivatorKubeTests {
         #expect(api.requests.contains { $0.query["fieldSelector"] == "metadata.name=config-logging" })
     }
 
-    @Test func podsAreAddedRemovedAndNotReadyOnesGetNoTraffic() throws {
+    @Test func podsAreAddedRemovedAndNotReadyOnesGetTrafficOnlyOnceTheirProbePasses() throws {
         let api = try FakeKubeAPI()
         let autoscaler = try FakeAutoscaler()
         let (a, b) = (try FakePod(name: "a"), try FakePod(name: "b"))
@@ -154,14 +154,19 @@ struct ActivatorKubeTests {
         #expect(try activator.waitForHealthy().status == 200)
         #expect(try activator.toRevision("pods-00001").bodyText == "a /")
 
-        // a is not ready any more, b is: only b gets requests.
-        api.putPrivateEndpoints("pods-00001", ready: [b.port], notReady: [a.port])
-        #expect(activator.waitForState { $0.addresses("default/pods-00001") == [b.address] })
-        let before = a.requests.all.count
-        for _ in 0..<10 { #expect(try activator.toRevision("pods-00001").bodyText == "b /") }
-        #expect(a.requests.all.count == before)
+        // Not-ready addresses are probed like any pod (upstream's probe-ahead): c, whose queue-proxy says it is
+        // not ready, gets no request; a, listed not ready while its probe passes (the kubelet's readiness lags),
+        // keeps getting them, as upstream's activator would send them.
+        let c = try FakePod(name: "c", probeBody: "not ready")
+        api.putPrivateEndpoints("pods-00001", ready: [b.port], notReady: [a.port, c.port])
+        #expect(activator.waitForState { $0.addresses("default/pods-00001")?.count == 3 })
+        #expect(eventually { c.probeCount > 0 })
+        var answered: [String: Int] = [:]
+        for _ in 0..<30 { answered[try activator.toRevision("pods-00001").bodyText, default: 0] += 1 }
+        #expect(answered["c /"] == nil && c.requests.all.isEmpty, "\(answered)")
+        #expect(answered["a /"] ?? 0 > 0 && answered["b /"] ?? 0 > 0, "\(answered)")
 
-        // Both ready.
+        // Both ready, c gone.
         api.putPrivateEndpoints("pods-00001", ready: [a.port, b.port])
         #expect(activator.waitForState { $0.addresses("default/pods-00001")?.count == 2 })
 

@@ -117,13 +117,15 @@ import Testing
         let endpoints = try KubeEndpoints.parse(try JSON.parse(Self.privateEndpointsJSON))
         #expect(endpoints.revisionKey == "default/hello-00001")
         #expect(endpoints.meta.resourceVersion == "4800")
-        // Not-ready 10.1.0.11 is left out, and so is 10.1.0.13 (no port named http or http2).
+        // Not-ready 10.1.0.11 is apart (probed, not counted among the ready IPs); 10.1.0.13 is left out (no port
+        // named http or http2).
         #expect(endpoints.ready.map(\.description) == ["10.1.0.10:8012", "10.1.0.12:8013", "10.1.0.9:8012"])
+        #expect(endpoints.notReady.map(\.description) == ["10.1.0.11:8012"])
         #expect(endpoints.readyIPs == ["10.1.0.10", "10.1.0.12", "10.1.0.9"])
 
         let empty = try KubeEndpoints.parse(
             try JSON.parse(#"{"kind":"Endpoints","metadata":{"name":"x","namespace":"d","labels":{}}}"#))
-        #expect(empty.ready.isEmpty && empty.revisionKey == nil)
+        #expect(empty.ready.isEmpty && empty.notReady.isEmpty && empty.revisionKey == nil)
         #expect(throws: JSONFieldError.self) {
             _ = try KubeEndpoints.parse(
                 try JSON.parse(#"{"subsets":[{"addresses":[{"ip":"nope"}],"ports":[{"name":"http","port":8012}]}]}"#))
