@@ -2,8 +2,8 @@
 // the LIST's resourceVersion starts the WATCH; every event and BOOKMARK moves the version on; a watch that
 // ends (its timeoutSeconds, a dropped connection) is resumed from the last version; 410 Gone (HTTP status or
 // an ERROR event carrying a Status) means that version is too old: list again. Failures back off
-// exponentially; meanwhile the owner keeps the last state it was given. Nothing here waits on the network; a LIST's JSON is parsed on the loop, whole (no paging: a very large
-// cluster's relist pauses the loop for that parse).
+// exponentially; meanwhile the owner keeps the last state it was given. Nothing here waits on the network;
+// a LIST's JSON is parsed on the loop, whole (no paging: a very large cluster's relist pauses the loop).
 //
 // | state     | on                                   | then                                     |
 // |-----------|--------------------------------------|------------------------------------------|
