@@ -38,15 +38,22 @@ public struct KubeMeta: Sendable, Equatable {
     }
 }
 
-/// A LIST answer: `{"kind": "…List", "metadata": {"resourceVersion": "…"}, "items": [...]}`.
+/// A LIST answer: `{"kind": "…List", "metadata": {"resourceVersion": "…", "continue": "…"}, "items": [...]}`.
 public struct KubeList {
     public var resourceVersion: String
+    /// The token for the next page of a `limit`ed LIST; "" on the last (or only) page.
+    public var continueToken: String
     public var items: [JSON]
 
     public static func parse(_ json: JSON) throws(JSONFieldError) -> KubeList {
         let root = try JSONObjectReader(json, at: "list")
         let meta = try KubeMeta(of: root)
-        return KubeList(resourceVersion: meta.resourceVersion, items: try root.array("items") ?? [])
+        var token = ""
+        if let metadata = root.value("metadata") {
+            token = try JSONObjectReader(metadata, at: root.path("metadata")).string("continue") ?? ""
+        }
+        return KubeList(
+            resourceVersion: meta.resourceVersion, continueToken: token, items: try root.array("items") ?? [])
     }
 }
 

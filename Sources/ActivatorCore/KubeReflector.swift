@@ -3,12 +3,13 @@
 // ends (its timeoutSeconds, a dropped connection) is resumed from the last version; 410 Gone (HTTP status or
 // an ERROR event carrying a Status) means that version is too old: list again. Failures back off
 // exponentially; meanwhile the owner keeps the last state it was given. Nothing here waits on the network;
-// a LIST's JSON is parsed on the loop, whole (no paging: a very large cluster's relist pauses the loop).
+// a LIST comes in pages (`listPageSize`), each parsed on the loop, which serves other events between them.
 //
 // | state     | on                                   | then                                     |
 // |-----------|--------------------------------------|------------------------------------------|
 // | resolving | host resolved / failed               | the pending request / back-off           |
-// | listing   | 200 + a list                         | onReplace(items), watching from its RV   |
+// | listing   | 200 + a page, `continue` set         | the next page (items kept)               |
+// | listing   | 200 + the last page                  | onReplace(all items), watching from RV   |
 // | listing   | any error                            | back-off, list again                     |
 // | watching  | ADDED / MODIFIED / DELETED           | onEvent, RV = the object's               |
 // | watching  | BOOKMARK                             | RV = the bookmark's                      |
@@ -32,8 +33,11 @@ public struct KubeWatchSettings: Sendable {
     public var backoffResetMs: Int64 = 120_000
     /// `timeoutSeconds` of each WATCH: the API ends the stream then, and it is resumed (client-go: 5–10 min).
     public var watchTimeoutSeconds = 300
-    /// A LIST must be answered in full within this time.
+    /// A LIST page must be answered in full within this time.
     public var listTimeoutMs: Int64 = 60_000
+    /// Items per LIST page (`limit`, client-go's pager: 500): a large collection comes in pages, each parsed on
+    /// its own, so the loop serves traffic between them instead of pausing for one huge parse.
+    public var listPageSize = 500
 
     public init() {}
 }
@@ -64,6 +68,10 @@ final class KubeReflector: KubeGetDelegate {
     private var current: KubeGet?
     private var status = 0
     private var listBody: [UInt8] = []
+    /// The pages of the LIST in progress: their items, the first page's version, the next page's token.
+    private var pagedItems: [JSON] = []
+    private var pagedVersion = ""
+    private var continueToken = ""
     private var lines = WatchLineSplitter()
     private var watchStartMs: Int64 = 0
     /// Events (bookmarks included) the current watch delivered.
@@ -101,7 +109,10 @@ final class KubeReflector: KubeGetDelegate {
     // MARK: - Requests
 
     private var listTarget: String {
-        api.pathPrefix + path + (selector.isEmpty ? "" : "?" + selector)
+        var query = "limit=\(settings.listPageSize)"
+        if !continueToken.isEmpty { query += "&continue=" + Self.encode(continueToken) }
+        if !selector.isEmpty { query += "&" + selector }
+        return api.pathPrefix + path + "?" + query
     }
 
     private var watchTarget: String {
@@ -111,7 +122,15 @@ final class KubeReflector: KubeGetDelegate {
         return api.pathPrefix + path + "?" + query
     }
 
+    /// Lists from the first page (a failed page, an expired token too: the pages are one snapshot).
     private func list() {
+        pagedItems = []
+        pagedVersion = ""
+        continueToken = ""
+        listPage()
+    }
+
+    private func listPage() {
         phase = .listing
         listBody = []
         send(listTarget, timeoutMs: settings.listTimeoutMs)
@@ -183,7 +202,8 @@ final class KubeReflector: KubeGetDelegate {
         if let error { return failed(error) }
         if status != 200 {
             let statusObject = (try? JSON.parse(String(decoding: listBody, as: UTF8.self))).flatMap(KubeStatus.parse)
-            // A LIST asks for the latest version and is never too old: a 410 there is an ordinary failure.
+            // A LIST asks for the latest version and is never too old: a 410 there (an expired `continue` token)
+            // is an ordinary failure, and the list starts again from its first page.
             if phase == .watching && (status == 410 || statusObject?.isGone == true) {
                 return failed("resourceVersion \(resourceVersion) is gone (410)", relist: true, routine: true)
             }
@@ -201,10 +221,17 @@ final class KubeReflector: KubeGetDelegate {
             } catch {
                 return failed("list: \(error)")
             }
-            resourceVersion = parsed.resourceVersion
+            // Every page belongs to the first one's snapshot: its version is the list's.
+            if continueToken.isEmpty { pagedVersion = parsed.resourceVersion }
+            pagedItems += parsed.items
+            continueToken = parsed.continueToken
+            if !continueToken.isEmpty { return listPage() }  // the loop serves other events before it comes
+            let items = pagedItems
+            pagedItems = []
+            resourceVersion = pagedVersion
             listCount += 1
-            Log.debug("kube: listed \(what): \(parsed.items.count) at resourceVersion \(resourceVersion)")
-            onReplace(parsed.items)
+            Log.debug("kube: listed \(what): \(items.count) at resourceVersion \(resourceVersion)")
+            onReplace(items)
             if !isStopped { watch() }
         case .watching:
             // The API ended the stream (timeoutSeconds): resume from the last version. A stream that ends at

@@ -18,6 +18,8 @@ struct KubeStateView {
         json = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] ?? [:]
     }
 
+    var revisionCount: Int { (json["revisions"] as? [[String: Any]])?.count ?? 0 }
+
     func revision(_ key: String) -> [String: Any]? {
         (json["revisions"] as? [[String: Any]])?.first { "\($0["namespace"] ?? "")/\($0["name"] ?? "")" == key }
     }
@@ -249,6 +251,22 @@ struct ActivatorKubeTests {
         #expect(counts.keys.sorted() == [200], "\(counts)")
         #expect(try activator.state().addresses("default/steady-00001") == [pod.address])
         #expect(activator.process.stderr.contains("is gone (410"))
+    }
+
+    /// A large collection comes in pages of 500 (`limit`/`continue`, client-go's pager), each parsed on its own;
+    /// the pages are one snapshot, and the watch starts from its version.
+    @Test func aLargeCollectionIsListedInPages() throws {
+        let api = try FakeKubeAPI()
+        let autoscaler = try FakeAutoscaler()
+        for i in 0..<1_100 { api.putRevision("many-\(100_000 + i)") }
+        let listVersion = api.resourceVersion
+        let activator = try ActivatorFixture.onKube(api, autoscaler: autoscaler)
+        #expect(try activator.waitForHealthy().status == 200)
+        let lists = api.requests.filter { $0.path == Self.revisions && !$0.isWatch }
+        #expect(lists.map { $0.query["limit"] ?? "" } == ["500", "500", "500"])
+        #expect(lists.map { $0.query["continue"] ?? "" } == ["", "\(listVersion):500", "\(listVersion):1000"])
+        #expect(try activator.state().revisionCount == 1_100)
+        #expect(api.watches(Self.revisions).first?.query["resourceVersion"] == "\(listVersion)")
     }
 
     @Test func theAPIDownForSeveralBackOffsLeavesTrafficFlowing() throws {

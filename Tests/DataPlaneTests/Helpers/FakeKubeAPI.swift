@@ -285,7 +285,7 @@ final class FakeKubeAPI: @unchecked Sendable {
                 condition.withLock { openWatchCount[path, default: 0] += isOpen ? 1 : -1 }
             }
         } else {
-            try list(socket, collection, namespace, filter)
+            try list(socket, collection, namespace, filter, query)
         }
     }
 
@@ -337,17 +337,36 @@ final class FakeKubeAPI: @unchecked Sendable {
         }
     }
 
-    private func list(_ socket: TestSocket, _ collection: Collection, _ namespace: String?, _ filter: Filter) throws {
-        let (items, rv) = condition.withLock {
+    /// A LIST; with `limit`, one page, and `metadata.continue` naming the next (the token is the first page's
+    /// version and the offset: every page reports that version, as the API serves pages of one snapshot).
+    private func list(
+        _ socket: TestSocket, _ collection: Collection, _ namespace: String?, _ filter: Filter,
+        _ query: [String: String]
+    ) throws {
+        var (items, rv) = condition.withLock {
             (
                 objects.values.filter { filter.matches($0, collection, namespace) }.sorted {
                     ($0.namespace, $0.name) < ($1.namespace, $1.name)
                 }, version
             )
         }
+        var metadata: [String: Any] = [:]
+        if let limit = Int(query["limit"] ?? ""), limit > 0 {
+            var offset = 0
+            if let token = query["continue"], !token.isEmpty {
+                let parts = token.split(separator: ":").compactMap { Int($0) }
+                guard parts.count == 2 else {
+                    return try socket.send(Self.status(400, "BadRequest", "invalid continue token"))
+                }
+                (rv, offset) = (parts[0], parts[1])
+            }
+            let end = min(items.count, offset + limit)
+            if end < items.count { metadata["continue"] = "\(rv):\(end)" }
+            items = Array(items[min(offset, items.count)..<end])
+        }
+        metadata["resourceVersion"] = "\(rv)"
         let body: [String: Any] = [
-            "kind": collection.listKind, "apiVersion": collection.apiVersion,
-            "metadata": ["resourceVersion": "\(rv)"],
+            "kind": collection.listKind, "apiVersion": collection.apiVersion, "metadata": metadata,
             "items": items.map { Self.served($0, withKind: collection == .revisions) },
         ]
         let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
