@@ -229,22 +229,18 @@ struct ActivatorKubeTests {
 
         // Another ERROR (not 410): the version may be unusable, so it lists again too (client-go does).
         let listsBeforeError = api.listCount(Self.revisions)
+        api.goDown()  // cuts the open watches (no 410 of its own); while down, nothing takes a scripted answer
         api.failNextWatches(Self.revisions, [.errorEvent(500)])
-        api.goDown()  // cuts the open watches (no 410 of its own): the revisions' next one gets that answer
-        try api.goUp()
+        try api.goUp()  // the revisions' next watch gets that answer
         #expect(eventually { api.listCount(Self.revisions) > listsBeforeError })
 
-        // Failed watch answers with long bodies, then a 410: each answer's body is its own (they used to pile up
-        // until a later 410 overflowed the error-body bound and was never recognised: no relist, ever).
+        // A failed watch answer with a long body, then a 410: each answer's body is its own. They used to pile
+        // up, so once they neared the 64 KiB error-body bound every later answer overflowed it and a 410 was never
+        // recognised: no relist, ever (after hours of small Status bodies in a real cluster; here at once).
         let listsBeforeFailures = api.listCount(Self.revisions)
-        api.failNextWatches(
-            Self.revisions,
-            [
-                .status(500, bodyBytes: 40_000), .status(500, bodyBytes: 40_000), .status(500, bodyBytes: 40_000),
-                .status(410, bodyBytes: 200),
-            ])
-        api.goDown()  // cuts the open watches (no 410 of its own): the revisions' next ones get those answers
-        try api.goUp()
+        api.goDown()  // cuts the open watches (no 410 of its own); while down, nothing takes a scripted answer
+        api.failNextWatches(Self.revisions, [.status(500, bodyBytes: 65_000), .status(410, bodyBytes: 1_000)])
+        try api.goUp()  // the revisions' next two watches get those answers
         #expect(eventually { api.listCount(Self.revisions) > listsBeforeFailures })
 
         let counts = traffic.stop()
