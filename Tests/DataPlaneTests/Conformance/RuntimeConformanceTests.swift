@@ -142,7 +142,9 @@ struct RuntimeConformanceTests {
         #expect(
             await pollUntil(seconds: 20) {
                 cluster.kn.pods(phase: nil).contains { ($0["status"] as? String) == "ProbeFailing" }
-            }, "\(cluster.kn.objects("pods"))\n\(cluster.kn.process.stdout.suffix(3000))")
+            },
+            "\(cluster.kn.objects("pods")) (control API: \(cluster.kn.lastControlError.withLock { $0 }))\n\(cluster.kn.process.stdout.suffix(3000))"
+        )
         for _ in 0..<5 {
             let response = try cluster.get(host: cluster.host("never-ready"))
             #expect(response.status == 404, "\(response.status) \(response.bodyText)")

@@ -14,6 +14,8 @@ final class KnLocalInstance {
     let stateDirectory: String
     private var stopped = false
     private static let podRangeIndex = Locked(0)
+    /// Why the last control API query failed ("" if it did not): failure messages quote it.
+    let lastControlError = Locked("")
 
     /// - Parameters:
     ///   - stateDirectory: a given --state-dir (a restart, or a prepared state file); kept if the start fails.
@@ -72,11 +74,18 @@ final class KnLocalInstance {
 
     /// `get KIND -o json` through the control API.
     func objects(_ kind: String) -> [[String: Any]] {
-        guard let socket = try? TestSocket.connect(port: control),
-            let response = try? socket.exchange("GET /v1/get?kind=\(kind)&output=json HTTP/1.1\r\nHost: x\r\n\r\n"),
-            let list = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [[String: Any]]
-        else { return [] }
-        return list
+        do {
+            let socket = try TestSocket.connect(port: control)
+            let response = try socket.exchange("GET /v1/get?kind=\(kind)&output=json HTTP/1.1\r\nHost: x\r\n\r\n")
+            guard let list = try JSONSerialization.jsonObject(with: Data(response.body)) as? [[String: Any]] else {
+                lastControlError.withLock { $0 = "HTTP \(response.status): \(response.bodyText.prefix(300))" }
+                return []
+            }
+            return list
+        } catch {
+            lastControlError.withLock { $0 = "\(error)" }
+            return []
+        }
     }
 
     func pods(phase: String? = "Running") -> [[String: Any]] {
