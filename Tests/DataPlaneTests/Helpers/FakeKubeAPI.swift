@@ -191,23 +191,8 @@ final class FakeKubeAPI: @unchecked Sendable {
 
     /// Listens again (on the same port after the first time).
     func goUp() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = (port == 0 ? freePort() : port).bigEndian
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard rc == 0, listen(fd, 128) == 0 else {
-            Glibc.close(fd)
-            throw TestError("fake kube API: cannot listen on \(UInt16(bigEndian: addr.sin_port)): errno \(errno)")
-        }
-        port = UInt16(bigEndian: addr.sin_port)
+        let (fd, bound) = try listenOnLoopback(port: port == 0 ? freePort() : port, backlog: 128)
+        port = bound
         let done = DispatchSemaphore(value: 0)
         condition.withLock {
             listenFD = fd

@@ -21,26 +21,7 @@ final class ScriptedUpstream: @unchecked Sendable {
         _ = ResourceLimits.raiseDescriptorLimit()
         var chosen: (fd: Int32, port: UInt16)?
         while chosen == nil {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            guard rc == 0, listen(fd, 512) == 0 else {
-                Glibc.close(fd)
-                throw TestError("upstream listen failed")
-            }
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-            }
-            let port = UInt16(bigEndian: addr.sin_port)
+            let (fd, port) = try listenOnLoopback(port: 0, backlog: 512)
             // A port promised to a child process (freePort) must stay free for it.
             if issuedPorts.withLock({ $0.insert(port).inserted }) {
                 chosen = (fd, port)

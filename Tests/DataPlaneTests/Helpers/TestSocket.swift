@@ -255,6 +255,33 @@ final class TestSocket: @unchecked Sendable {
     }
 }
 
+/// A listening TCP socket on 127.0.0.1:`port` (0: the kernel picks one), `SO_REUSEADDR` set.
+/// - Returns: the descriptor and the port it is bound to.
+func listenOnLoopback(port: UInt16, backlog: Int32) throws -> (fd: Int32, port: UInt16) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = port.bigEndian
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    guard rc == 0, listen(fd, backlog) == 0 else {
+        let code = errno
+        Glibc.close(fd)
+        throw TestError("cannot listen on 127.0.0.1:\(port): errno \(code)")
+    }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return (fd, UInt16(bigEndian: addr.sin_port))
+}
+
 /// Ports handed out so far (by `freePort` and taken by test servers): a port is never used twice in one test
 /// process. Without this, a port released by `freePort` for a child process could be taken by a test server's
 /// bind to port 0 before the child binds it, and the test would talk to the wrong server.
