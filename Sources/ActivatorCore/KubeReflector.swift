@@ -80,6 +80,8 @@ final class KubeReflector: KubeGetDelegate {
     private var failuresInARow = 0
     private var lastFailureMs = Int64.min / 2
     private var retryTimer: LoopTimer?
+    /// Bounds the current request's host lookup (kept alive here; the loop's wheel does not own its entries).
+    private var lookupTimer: LoopTimer?
     private var isStopped = false
     static let maxListBytes = 256 << 20
     static let maxErrorBytes = 64 << 10
@@ -104,6 +106,7 @@ final class KubeReflector: KubeGetDelegate {
         current?.cancel()
         current = nil
         if let retryTimer { loop.cancel(retryTimer) }
+        if let lookupTimer { loop.cancel(lookupTimer) }
     }
 
     // MARK: - Requests
@@ -151,13 +154,28 @@ final class KubeReflector: KubeGetDelegate {
         let get = KubeGet(target, api: api, delegate: self)
         current = get
         let phaseAtStart = phase
+        // One deadline for the lookup and the exchange: a resolver that does not answer (an unreachable DNS
+        // server) fails the request like a silent API, and a late answer is dropped.
+        let deadlineMs = loop.nowMs + timeoutMs
+        var lookedUp = false
+        let lookupTimer = LoopTimer { [weak self, weak get] _ in
+            guard let self, let get, self.current === get, !lookedUp else { return }
+            get.cancel()
+            self.current = nil
+            self.failed("no address for \(self.api.host) within \(timeoutMs) ms")
+        }
+        if let previous = self.lookupTimer { loop.cancel(previous) }  // unlinked before it is let go
+        self.lookupTimer = lookupTimer
+        loop.schedule(lookupTimer, at: deadlineMs)
         // The API's host name (a sidecar's `localhost`, a Service) is looked up again for every request, off
         // the loop; an IP literal is used at once.
         HostResolver.resolve(api.host, port: api.port, on: loop) { [weak self, weak get] result in
             guard let self, let get, self.current === get, self.phase == phaseAtStart else { return }
+            lookedUp = true
+            self.loop.cancel(lookupTimer)
             switch result {
             case .success(let addresses):
-                get.start(address: addresses[0], loop: self.loop, deadlineMs: self.loop.nowMs + timeoutMs)
+                get.start(address: addresses[0], loop: self.loop, deadlineMs: deadlineMs)
             case .failure(let error):
                 self.current = nil
                 self.failed("\(error)")
