@@ -10,7 +10,8 @@
 // buffer is under `StreamConnection.outputLimit`), so each direction holds at most a window plus a buffer.
 // One object per request (unlike `ProxyExchange`): this path is rarer, and a fresh object makes the
 // re-entrant finish (which may start the next request at once) safe.
-// Exclusivity: as `ProxyExchange`, one state struct in one `@exclusivity(unchecked)` property.
+// Exclusivity: as `ProxyExchange`, one state struct; it, the exchange and the head copy are
+// `@exclusivity(unchecked)` (one loop thread, short accesses).
 import Glibc
 
 /// Whoever owns a stream on an `H2UpstreamConnection`.

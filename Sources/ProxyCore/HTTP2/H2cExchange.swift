@@ -18,7 +18,8 @@
 // Why not `ProxyExchange` too: an HTTP/1 upstream is a byte stream the exchange relays with its framing intact
 // (zero-copy, spliced chunk by chunk, tunnels after a 101), where an h2c stream is a sequence of frames. The hot
 // path (HTTP/1 both ways) keeps its byte relay; both drivers take their decisions from `Exchange/`.
-// Exclusivity: one state struct in one `@exclusivity(unchecked)` property, as in `ProxyExchange`.
+// Exclusivity: what one exchange changes is one state struct; it and the upstream link are
+// `@exclusivity(unchecked)` for the reason `ProxyExchange` gives (one loop thread, short accesses).
 import Glibc
 
 /// The client side of an `H2cExchange`: an HTTP/2 stream, or an HTTP/1.1 connection.
