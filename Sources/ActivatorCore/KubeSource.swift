@@ -60,14 +60,13 @@ public final class KubeSource {
             let activators = reflector("/api/v1/endpoints", publicSelector, "public endpoints")
             activators.onReplace = { [unowned self] items in
                 // A revision whose public Endpoints are gone from the list is forgotten, as on DELETED.
-                let listed = Set(items.compactMap { (try? KubeEndpoints.parse($0))?.revisionKey })
+                let listed = Set(items.compactMap { self.publicEvent(.added, $0) })
                 for key in self.activator.subsets.keys where !listed.contains(key) {
                     self.activator.forgetSubset(key: key)
                 }
-                for item in items { self.publicEvent(.added, item) }
                 self.checkSynced()
             }
-            activators.onEvent = { [unowned self] kind, object in self.publicEvent(kind, object) }
+            activators.onEvent = { [unowned self] kind, object in _ = self.publicEvent(kind, object) }
         }
 
         let configSelector = "fieldSelector=" + KubeReflector.encode("metadata.name=\(settings.loggingConfigMap)")
@@ -172,20 +171,26 @@ public final class KubeSource {
 
     // MARK: - Public Endpoints: this activator's share
 
-    private func publicEvent(_ kind: KubeWatchEvent.Kind, _ object: JSON) {
-        guard let podIP = settings.podIP else { return }
+    /// - Returns: the revision the Endpoints belong to, if they could be read.
+    private func publicEvent(_ kind: KubeWatchEvent.Kind, _ object: JSON) -> String? {
+        guard let podIP = settings.podIP else { return nil }
         let endpoints: KubeEndpoints
         do { endpoints = try KubeEndpoints.parse(object) } catch {
             Log.warn("kube: ignoring public endpoints: \(error)")
-            return
+            return nil
         }
-        guard let key = endpoints.revisionKey else { return }
+        guard let key = endpoints.revisionKey else { return nil }
         // Deleted with its revision: the share is forgotten (a revision made again with the name starts over).
-        if kind == .deleted { return activator.forgetSubset(key: key) }
+        if kind == .deleted {
+            activator.forgetSubset(key: key)
+            return key
+        }
         // Upstream (throttler.go, handlePubEpsUpdate): an update without this activator's IP is ignored, the
         // revision keeps its last count and index (before the first: all pods).
-        guard let share = ActivatorSubset.infer(ips: endpoints.readyIPs, selfIP: podIP) else { return }
-        activator.setSubset(key: key, count: share.count, index: share.index)
+        if let share = ActivatorSubset.infer(ips: endpoints.readyIPs, selfIP: podIP) {
+            activator.setSubset(key: key, count: share.count, index: share.index)
+        }
+        return key
     }
 
     // MARK: - config-logging
